@@ -1,0 +1,3 @@
+from tvae.cli import main
+
+main()

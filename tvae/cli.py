@@ -1,0 +1,59 @@
+"""The `tvae` command line: thin click commands over the Python API.
+
+Every command turns a `TvaeError` into one line on stderr and exit code 2. Heavy imports (torch)
+happen inside the commands that need them, so `tvae --help` and `tvae inspect` start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from tvae.errors import TvaeError, TvaeWarning
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Report TvaeError as `error: PATH: reason` (exit 2) and TvaeWarning as `warning: ...`."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+            if issubclass(category, TvaeWarning):
+                click.echo(f"warning: {message}", err=True)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", TvaeWarning)
+            warnings.showwarning = show
+            try:
+                return func(*args, **kwargs)
+            except TvaeError as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(2)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tvae")
+def main() -> None:
+    """tvae: a bar-level Transformer VAE for melodies (Jiang et al., ICASSP 2020)."""
+
+
+@main.command()
+@click.argument("midi_file", type=click.Path(dir_okay=False))
+@click.option("--track", type=int, default=None, help="Index of the track to read (default: "
+              "the monophonic non-drum track with the most notes).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@handle_errors
+def inspect(midi_file: str, track: int | None, as_json: bool) -> None:
+    """Show what tvae reads from MIDI_FILE: track, meter, tempo, pickup, changes, bar grid."""
+    from tvae.inspect import describe, describe_text
+
+    info = describe(midi_file, track)
+    click.echo(json.dumps(info, indent=2) if as_json else describe_text(info))
