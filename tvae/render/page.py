@@ -1,0 +1,237 @@
+"""Standalone HTML pages that play and draw melodies offline.
+
+A page shows each melody with a `<midi-player>` and two `<midi-visualizer>`s (staff and piano
+roll) from html-midi-player, and, when given, a strip of per-bar KL in bits. The MIDI travels
+inside the page as `data:` URIs and the player's scripts load from a sibling `assets/` folder, so
+a page works from `file://` with no network. No `sound-font` attribute is ever written: it would
+download samples; without it the player uses Magenta's built-in synth.
+
+Every string a user supplies (titles, names, captions, links) is HTML-escaped. This module imports
+only the standard library and `tvae.errors` (never torch); `write_page` imports `tvae.midi` for its
+atomic write when called.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Literal
+
+from tvae.errors import TvaeError
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+ASSETS_DIR = "assets"  # folder next to each page that holds the player's scripts
+# Load order documented by html-midi-player: Tone.js, then Magenta's core bundle, then the player.
+SCRIPTS: tuple[str, ...] = ("Tone.js", "core.js", "midi-player.min.js")
+_SCHEME = re.compile(r"^\s*([a-zA-Z][a-zA-Z0-9+.-]*:|//|\\\\)")  # an absolute or scheme URL
+
+CSS = """
+:root { --ink: #1f2430; --muted: #5b6272; --line: #d9dde5; --accent: 37, 99, 235; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif;
+       color: var(--ink); background: #f6f7f9; }
+main { max-width: 980px; margin: 0 auto; padding: 2rem 1.25rem 4rem; }
+h1 { font-size: 1.7rem; margin: 0 0 .5rem; }
+.intro { color: var(--muted); max-width: 70ch; white-space: pre-line; }
+nav.links { margin: 1rem 0 1.5rem; display: flex; gap: 1rem; flex-wrap: wrap; }
+nav.links a, .index a { color: rgb(var(--accent)); }
+section.melody { background: #fff; border: 1px solid var(--line); border-radius: 10px;
+                 padding: 1rem 1.25rem 1.25rem; margin: 1.25rem 0; }
+section.melody h2 { font-size: 1.15rem; margin: 0 0 .25rem; }
+.label { color: rgb(var(--accent)); margin-right: .5rem; }
+.caption { color: var(--muted); margin: 0 0 .5rem; white-space: pre-line; }
+midi-player { display: block; width: 100%; margin: .5rem 0; }
+midi-visualizer { display: block; margin: .5rem 0; border: 1px solid var(--line);
+                  border-radius: 6px; background: #fff; overflow-x: auto; }
+midi-visualizer .staff-visualizer { overflow-x: auto; }
+.kl { display: flex; flex-wrap: wrap; gap: 3px; margin: .5rem 0 0; align-items: stretch; }
+.kl .what { color: var(--muted); font-size: .85rem; margin-right: .5rem; align-self: center; }
+.kl .bar { min-width: 3.4rem; padding: .2rem .4rem; border: 1px solid var(--line);
+           border-radius: 4px; text-align: center; font-size: .8rem; line-height: 1.2;
+           background: rgba(var(--accent), var(--shade)); }
+.kl .bar.dark { color: #fff; }
+.kl .bar b { display: block; font-weight: 600; }
+.index ul { list-style: none; padding: 0; }
+.index li { background: #fff; border: 1px solid var(--line); border-radius: 8px;
+            padding: .75rem 1rem; margin: .75rem 0; }
+.index li p { margin: .25rem 0 0; color: var(--muted); }
+footer { color: var(--muted); font-size: .8rem; margin-top: 2.5rem; }
+"""
+
+
+@dataclass
+class PageMelody:
+    """One melody on a page."""
+
+    label: str  # role on the page, e.g. "Input 1" or "Reconstruction"
+    name: str  # file name or title given by the user; shown escaped
+    midi: bytes  # a standard MIDI file
+    kl_bits: list[float] | None  # (N,) KL of each bar in bits, or None for no strip
+    caption: str = ""
+
+
+def _text(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def _check_href(href: str) -> str:
+    """`href` escaped, if it is a relative link; pages link nowhere outside their folder tree."""
+    if _SCHEME.match(href):
+        raise TvaeError(f"page links must be relative paths, got {href!r}")
+    return _text(href)
+
+
+def midi_data_uri(midi: bytes) -> str:
+    """`midi` as a `data:audio/midi;base64,...` URI; refuses bytes that are not a MIDI file."""
+    if not midi.startswith(b"MThd"):
+        raise TvaeError("page melody is not a MIDI file (no MThd header)")
+    return "data:audio/midi;base64," + base64.b64encode(midi).decode("ascii")
+
+
+def _finite(values: Sequence[float] | None) -> list[float]:
+    return [float(v) for v in values or () if math.isfinite(float(v))]
+
+
+def _kl_strip(kl_bits: Sequence[float], scale: float) -> str:
+    """One cell per bar holding its KL in bits, shaded by magnitude relative to `scale`."""
+    cells = ['<span class="what">KL per bar (bits)</span>']
+    for bar, value in enumerate(kl_bits, start=1):
+        value = float(value)
+        if math.isfinite(value):
+            shade = min(max(value, 0.0) / scale, 1.0) if scale > 0 else 0.0
+            shown, tip = f"{value:.2f}", f"bar {bar}: {value:.3f} bits"
+        else:
+            shade, shown, tip = 0.0, "n/a", f"bar {bar}: not a number"
+        dark = " dark" if shade > 0.55 else ""
+        cells.append(
+            f'<span class="bar{dark}" style="--shade: {0.08 + 0.82 * shade:.3f}" '
+            f'title="{_text(tip)}">bar {bar}<b>{shown}</b></span>'
+        )
+    return '<div class="kl" role="list">' + "".join(cells) + "</div>"
+
+
+def _melody_section(index: int, melody: PageMelody, scale: float) -> str:
+    """The HTML of one melody: heading, caption, player, staff, piano roll and KL strip."""
+    uri = midi_data_uri(melody.midi)
+    key = f"m{index}"
+    parts = [
+        f'<section class="melody" id="{key}">',
+        f'<h2><span class="label">{_text(melody.label)}</span>'
+        f'<span class="name">{_text(melody.name)}</span></h2>',
+    ]
+    if melody.caption:
+        parts.append(f'<p class="caption">{_text(melody.caption)}</p>')
+    parts += [
+        f'<midi-player id="{key}-player" src="{uri}" visualizer=".{key}-vis"></midi-player>',
+        f'<midi-visualizer type="staff" id="{key}-staff" class="{key}-vis" src="{uri}">'
+        "</midi-visualizer>",
+        f'<midi-visualizer type="piano-roll" id="{key}-roll" class="{key}-vis" src="{uri}">'
+        "</midi-visualizer>",
+    ]
+    if melody.kl_bits is not None:
+        parts.append(_kl_strip(melody.kl_bits, scale))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _document(title: str, body: str, scripts: bool) -> str:
+    """A complete HTML document around `body`; `scripts` adds the player's script tags."""
+    tags = "".join(f'<script src="{ASSETS_DIR}/{name}"></script>\n' for name in SCRIPTS)
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_text(title)}</title>\n<style>{CSS}</style>\n"
+        f"{tags if scripts else ''}</head>\n<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
+    )
+
+
+def _links(links: Sequence[tuple[str, str]]) -> str:
+    if not links:
+        return ""
+    items = "".join(f'<a href="{_check_href(href)}">{_text(text)}</a>' for href, text in links)
+    return f'<nav class="links">{items}</nav>'
+
+
+def render_page(
+    title: str,
+    melodies: list[PageMelody],
+    intro: str = "",
+    links: Sequence[tuple[str, str]] = (),
+) -> str:
+    """A standalone HTML page showing `melodies`, each with a player, staff and piano roll.
+
+    KL strips share one shading scale (the largest finite value on the page), so bars can be
+    compared across melodies. `links` are (relative href, text) pairs shown under the title.
+    """
+    scale = max((v for m in melodies for v in _finite(m.kl_bits)), default=0.0)
+    body = [f"<h1>{_text(title)}</h1>"]
+    if intro:
+        body.append(f'<p class="intro">{_text(intro)}</p>')
+    if links:
+        body.append(_links(links))
+    body += [_melody_section(i, m, scale) for i, m in enumerate(melodies, start=1)]
+    body.append(
+        "<footer>Playback and notation offline with html-midi-player (BSD-2-Clause), "
+        "Magenta.js (Apache-2.0) and Tone.js (MIT); their licences are in "
+        f'<a href="{ASSETS_DIR}/ASSETS.md">{ASSETS_DIR}/ASSETS.md</a>.</footer>'
+    )
+    return _document(title, "\n".join(body), scripts=True)
+
+
+def render_index(title: str, entries: Sequence[tuple[str, str, str]]) -> str:
+    """An index page for a demo site: one item per (relative href, title, description)."""
+    items = "".join(
+        f'<li><a href="{_check_href(href)}">{_text(name)}</a><p>{_text(text)}</p></li>'
+        for href, name, text in entries
+    )
+    body = f'<h1>{_text(title)}</h1>\n<div class="index"><ul>{items}</ul></div>'
+    return _document(title, body, scripts=False)
+
+
+def copy_assets(page_dir: str | Path) -> list[Path]:
+    """Copy the player's scripts and licences into `page_dir/assets/`; returns the files written.
+
+    Files already there with identical bytes are left alone.
+    """
+    from tvae.midi import write_bytes_atomic  # symusic, but never torch
+
+    if not (STATIC_DIR / SCRIPTS[0]).is_file():
+        raise TvaeError("player assets are missing; run scripts/fetch_player_assets.py", STATIC_DIR)
+    target = Path(page_dir) / ASSETS_DIR
+    written = []
+    for source in sorted(STATIC_DIR.iterdir()):
+        if not source.is_file():
+            continue
+        dest = target / source.name
+        data = source.read_bytes()
+        if dest.is_file() and dest.read_bytes() == data:
+            continue
+        write_bytes_atomic(data, dest)
+        written.append(dest)
+    return written
+
+
+def write_page(
+    path: str | Path, html: str, assets: Literal["copy", "none"] = "copy"
+) -> Path:
+    """Write `html` to `path` atomically and, with assets="copy", the assets beside it."""
+    from tvae.midi import write_bytes_atomic  # symusic, but never torch
+
+    if assets not in ("copy", "none"):
+        raise TvaeError(f'assets must be "copy" or "none", got {assets!r}')
+    path = Path(path)
+    if path.is_dir():
+        raise TvaeError("is a directory; give a file name such as page.html", path)
+    try:
+        write_bytes_atomic(html.encode("utf-8"), path)
+        if assets == "copy":
+            copy_assets(path.parent)
+    except OSError as exc:
+        raise TvaeError(f"cannot write page: {exc.strerror or exc}", path) from None
+    return path
