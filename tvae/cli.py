@@ -57,3 +57,30 @@ def inspect(midi_file: str, track: int | None, as_json: bool) -> None:
 
     info = describe(midi_file, track)
     click.echo(json.dumps(info, indent=2) if as_json else describe_text(info))
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Export only the first N tunes (a fixed order spread over the collections).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: all cores).")
+@handle_errors
+def corpus(out_dir: str, limit: int | None, workers: int | None) -> None:
+    """Export music21's bundled ABC folk tunes to OUT_DIR as one MIDI file per usable tune.
+
+    Writes OUT_DIR/<collection>/<id>.mid, manifest.csv (with the train/valid/test split) and
+    summary.json. A rerun resumes where the last one stopped.
+    """
+    from tvae.corpus import export_corpus, format_summary
+
+    click.echo(format_summary(export_corpus(out_dir, limit=limit, workers=workers)))
+
+
+def _register() -> None:
+    """Import the modules whose commands attach to `main` (each imports torch lazily)."""
+    import tvae.cli_infer  # noqa: F401
+    import tvae.cli_train  # noqa: F401
+
+
+_register()

@@ -49,6 +49,68 @@ class GridConfig:
         return cls - N_SPECIAL + self.min_pitch
 
 
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: local bar encoder/decoder around a Transformer VAE over bars."""
+
+    d_model: int = 256  # width of bar vectors and of the attention layers
+    d_latent: int = 64  # size Z of each bar's latent
+    n_heads: int = 4  # attention heads
+    enc_layers: int = 2  # Transformer encoder layers (self-attention over bars)
+    dec_layers: int = 2  # Transformer decoder layers (self- and cross-attention)
+    d_ff: int = 512  # hidden width of each layer's feed-forward block
+    dropout: float = 0.1  # dropout inside the Transformer layers
+    bar_encoder: str = "mlp"  # local bar encoder: "mlp" (the paper) or "gru" (bidirectional)
+    bar_decoder: str = "mlp"  # local bar decoder: "mlp" (whole bar at once) or "gru" (step by step)
+    bar_hidden: int = 512  # hidden width of the local bar encoder/decoder
+    mask_encoder: bool = True  # causal encoder self-attention: bar i sees bars <= i
+    mask_decoder: bool = True  # causal decoder self-attention
+    mask_cross: bool = True  # decoder bar i attends to latents z_1..z_i only
+    n_classes: int = 0  # classes of the optional supervised head on the mean latent (0: none)
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise TvaeError("d_model must be a multiple of n_heads")
+        if self.bar_encoder not in ("mlp", "gru") or self.bar_decoder not in ("mlp", "gru"):
+            raise TvaeError("bar_encoder and bar_decoder must be 'mlp' or 'gru'")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, schedules and run control."""
+
+    batch_size: int = 64  # windows per step
+    lr: float = 1e-3  # peak AdamW learning rate
+    weight_decay: float = 0.01  # AdamW weight decay
+    warmup_steps: int = 300  # linear learning-rate warm-up, in steps
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    epochs: int = 20  # passes over the training windows
+    max_steps: int = 0  # stop after this many steps (0: no limit)
+    max_minutes: float = 0.0  # stop after this much wall time (0: no limit)
+    grad_clip: float = 1.0  # gradient-norm clipping
+    beta_schedule: str = "linear"  # KL weight: "constant", "linear" (warm-up) or "cyclical"
+    beta: float = 0.1  # KL weight after warm-up (or at each cycle's top)
+    beta_steps: int = 2000  # warm-up length or cycle length, in steps
+    free_bits: float = 0.0  # KL per bar below this many bits is not penalised
+    tf_schedule: str = "constant"  # p_tf: constant, linear, exponential, inverse_sigmoid, logistic
+    tf_p: float = 1.0  # p_tf of the constant schedule
+    tf_min: float = 0.0  # lowest p_tf of decaying schedules
+    tf_max: float = 1.0  # highest p_tf of decaying schedules
+    tf_steps: int = 5000  # linear: steps from tf_max to tf_min
+    tf_k: float = 0.9995  # exponential: p = k**step; inverse sigmoid: k/(k+exp(step/k))
+    tf_gamma: float = 0.5  # logistic (Drossos et al. 2019): beta = -gamma * step / N_b
+    recon_weight: float = 1.0  # lambda: weight of the reconstruction loss
+    class_weight: float = 1.0  # weight of the supervised head's loss (when the model has one)
+    patience: int = 5  # early stopping: epochs without a better validation loss
+    log_every: int = 20  # steps between progress and metrics updates
+    checkpoint_every: int = 200  # steps between checkpoints inside an epoch (for --resume)
+    max_bad_steps: int = 20  # consecutive non-finite losses before training stops
+    eval_windows: int = 2000  # validation windows evaluated per epoch (0: all)
+    seed: int = 0  # seeds data order, augmentation, dropout and sampling
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1"...
+    num_threads: int = 0  # torch CPU threads (0: torch's default)
+
+
 def _check_type(name: str, value: Any, annotation: Any) -> None:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -107,3 +169,15 @@ def load_config_json(cls: type[T], path: str | Path) -> T:
     except (OSError, ValueError) as exc:
         raise TvaeError(f"cannot read config: {exc}", path) from None
     return config_from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training windows cut from songs."""
+
+    bars: int = 8  # bars per training window
+    stride: int = 2  # bars between the starts of consecutive windows of a song
+    transpose: int = 5  # pitch-shift augmentation: random shift in [-transpose, transpose]
+    valid_fraction: float = 0.05  # share of songs for validation when the folder has no manifest
+    test_fraction: float = 0.05  # share of songs for test when the folder has no manifest
+    min_bars: int = 2  # songs shorter than this are skipped

@@ -27,7 +27,8 @@ def class_symbol(cls: int, grid: GridConfig) -> str:
     return pitch_name(grid.class_to_pitch(cls))
 
 
-def describe(path: str | Path, track: int | None = None, grid: GridConfig = GridConfig()) -> dict[str, Any]:
+def describe(path: str | Path, track: int | None = None,
+             grid: GridConfig = GridConfig()) -> dict[str, Any]:
     """Everything `tvae inspect` shows, as a JSON-ready dict."""
     melody, report = read_midi(path, track, grid)
     bars = melody_to_bars(melody, grid)

@@ -65,7 +65,7 @@ class Melody:
     notes: tuple[Note, ...]
     meter: Meter = (4, 4)
     qpm: float = 120.0  # tempo in quarter notes per minute
-    pickup: int = 0  # length of the partial first bar in steps; 0 if the melody starts on a downbeat
+    pickup: int = 0  # steps of the partial first bar; 0 if the melody starts on a downbeat
     title: str = ""
 
     def __post_init__(self) -> None:
@@ -147,7 +147,8 @@ def melody_to_bars(melody: Melody, grid: GridConfig = GridConfig()) -> Bars:
     """
     bar = meter_steps(melody.meter)
     if bar > grid.steps_per_bar:
-        raise TvaeError(f"a {melody.meter} bar needs {bar} steps; the grid has {grid.steps_per_bar}")
+        raise TvaeError(f"a {melody.meter} bar needs {bar} steps; the grid has "
+                        f"{grid.steps_per_bar}")
     offset = (bar - melody.pickup) % bar  # leading PAD steps of the partial first bar
     n_bars = max(melody.n_bars, 1)
     flat = np.full(n_bars * bar, REST, dtype=np.int64)  # (N * bar,)

@@ -1,0 +1,163 @@
+"""Checkpoints that describe themselves: `NAME.safetensors` (weights, and optimizer state when
+training) beside `NAME.json` (configs, vocabulary, version, training state).
+
+Loading never unpickles: weights come from safetensors, configs from JSON validated against their
+dataclasses, and the model is rebuilt from them. Both files are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from tvae import __version__
+from tvae.config import (
+    HOLD,
+    PAD,
+    REST,
+    DataConfig,
+    GridConfig,
+    ModelConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+)
+from tvae.errors import TvaeError
+from tvae.midi import write_bytes_atomic
+from tvae.model import TransformerVAE
+
+FORMAT = "tvae-checkpoint"
+FORMAT_VERSION = 1
+PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+ and torch.save's zip archive
+
+
+def vocabulary(grid: GridConfig) -> dict[str, int]:
+    return {"pad": PAD, "rest": REST, "hold": HOLD, "min_pitch": grid.min_pitch,
+            "max_pitch": grid.max_pitch, "size": grid.vocab_size}
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """(json, safetensors) paths for a checkpoint named by its stem, either file, or a run dir."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best", "last"):
+            if (path / f"{name}.json").exists():
+                return path / f"{name}.json", path / f"{name}.safetensors"
+        raise TvaeError("no checkpoint (best.json or last.json) in this folder", path)
+    if path.suffix in (".json", ".safetensors"):
+        path = path.with_suffix("")
+    return path.with_suffix(".json"), path.with_suffix(".safetensors")
+
+
+def save_checkpoint(path: str | Path, model: TransformerVAE, *, data: DataConfig | None = None,
+                    train: TrainConfig | None = None, state: dict[str, Any] | None = None,
+                    optimizer: torch.optim.Optimizer | None = None,
+                    labels: list[str] | None = None) -> Path:
+    """Write `path`.safetensors and `path`.json atomically; returns the JSON path."""
+    json_path, weights_path = checkpoint_paths(Path(path).with_suffix(""))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    optim_groups = None
+    if optimizer is not None:
+        opt = optimizer.state_dict()
+        for pid, slots in opt["state"].items():
+            for key, value in slots.items():
+                tensors[f"optim/{pid}/{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        optim_groups = opt["param_groups"]
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "tvae_version": __version__,
+        "grid": config_to_dict(model.grid), "model": config_to_dict(model.config),
+        "data": config_to_dict(data) if data else None,
+        "train": config_to_dict(train) if train else None,
+        "vocabulary": vocabulary(model.grid), "labels": labels,
+        "state": state or {}, "optimizer_groups": optim_groups,
+    }
+    write_bytes_atomic(save_safetensors(tensors), weights_path)
+    write_bytes_atomic((json.dumps(meta, indent=2) + "\n").encode(), json_path)
+    return json_path
+
+
+def _read_meta(json_path: Path) -> dict[str, Any]:
+    if not json_path.exists():
+        raise TvaeError("checkpoint config not found (expected NAME.json beside NAME.safetensors)",
+                        json_path)
+    raw = json_path.read_bytes()
+    if raw.startswith(PICKLE_MAGIC):
+        raise TvaeError("this is a pickle/torch.save file; tvae only loads safetensors + JSON "
+                        "checkpoints and never unpickles", json_path)
+    try:
+        meta = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TvaeError(f"checkpoint config is not valid JSON ({exc})", json_path) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise TvaeError("not a tvae checkpoint (missing format marker)", json_path)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise TvaeError(f"checkpoint format version {meta.get('format_version')} is not "
+                        f"supported (this tvae reads {FORMAT_VERSION})", json_path)
+    return meta
+
+
+def _read_tensors(weights_path: Path) -> dict[str, torch.Tensor]:
+    if not weights_path.exists():
+        raise TvaeError("checkpoint weights not found", weights_path)
+    raw = weights_path.read_bytes()
+    if raw.startswith(PICKLE_MAGIC):
+        raise TvaeError("this is a pickle/torch.save file; tvae only loads safetensors weights "
+                        "and never unpickles", weights_path)
+    try:
+        return load_safetensors(raw)
+    except (SafetensorsError, ValueError, RuntimeError, OSError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise TvaeError(f"checkpoint weights are damaged ({reason})", weights_path) from None
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
+                    ) -> tuple[TransformerVAE, dict[str, Any], dict[str, torch.Tensor]]:
+    """Rebuild the model from a checkpoint. Returns (model, meta, optimizer tensors)."""
+    json_path, weights_path = checkpoint_paths(path)
+    if Path(path).suffix not in ("", ".json", ".safetensors") and Path(path).is_file():
+        _read_meta(Path(path))  # e.g. a .pt file: refused with a clear message
+    meta = _read_meta(json_path)
+    try:
+        grid = config_from_dict(GridConfig, meta["grid"])
+        config = config_from_dict(ModelConfig, meta["model"])
+    except KeyError as exc:
+        raise TvaeError(f"checkpoint config lacks {exc}", json_path) from None
+    except TvaeError as exc:
+        raise TvaeError(exc.reason, json_path) from None
+    if meta.get("vocabulary") != vocabulary(grid):
+        raise TvaeError("checkpoint vocabulary does not match its grid (made for another "
+                        "vocabulary or edited)", json_path)
+    tensors = _read_tensors(weights_path)
+    model = TransformerVAE(config, grid)
+    weights = {k: v for k, v in tensors.items() if not k.startswith("optim/")}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    wrong = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
+    if missing or extra or wrong:
+        raise TvaeError(f"checkpoint weights do not fit its config (missing {missing[:3]}, "
+                        f"unexpected {extra[:3]}, wrong shape {wrong[:3]})", weights_path)
+    if any(not torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()):
+        raise TvaeError("checkpoint weights contain NaN or infinite values", weights_path)
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
+    optim = {k[len("optim/"):]: v for k, v in tensors.items() if k.startswith("optim/")}
+    return model.to(device).eval(), meta, optim
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, meta: dict[str, Any],
+                      tensors: dict[str, torch.Tensor]) -> None:
+    """Load optimizer state saved by `save_checkpoint` (for --resume)."""
+    groups = meta.get("optimizer_groups")
+    if not groups:
+        raise TvaeError("checkpoint has no optimizer state to resume from")
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        pid, slot = key.split("/", 1)
+        state.setdefault(int(pid), {})[slot] = value
+    optimizer.load_state_dict({"state": state, "param_groups": groups})

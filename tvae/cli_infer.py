@@ -1,0 +1,221 @@
+"""Inference commands: transfer, encode, decode, reconstruct, sample, interpolate, demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tvae.cli import handle_errors, main
+from tvae.errors import TvaeError
+
+MODEL_HELP = "Checkpoint (NAME.json or a run folder). Default: the model bundled with tvae."
+
+
+def _bars(text: str) -> list[int]:
+    """'1,2' (1-based, as the paper counts) -> [0, 1]."""
+    try:
+        bars = [int(x) - 1 for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise TvaeError(f"--bars must be comma-separated bar numbers such as 1,2, got {text!r}"
+                        ) from None
+    if not bars or min(bars) < 0:
+        raise TvaeError(f"--bars counts from 1, got {text!r}")
+    return bars
+
+
+def _meter(text: str) -> tuple[int, int]:
+    try:
+        num, den = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise TvaeError(f"--meter must look like 4/4, got {text!r}") from None
+    return num, den
+
+
+def _load(model_path: str | None):  # noqa: ANN202
+    from tvae.inference import load_model
+
+    return load_model(model_path)
+
+
+def _open(path: Path) -> None:
+    import webbrowser
+
+    webbrowser.open(path.resolve().as_uri())
+
+
+def _report(paths: list[Path]) -> None:
+    for path in paths:
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("a", type=click.Path(dir_okay=False))
+@click.argument("b", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", "out", default="tvae-output", show_default=True,
+              help="Folder for the output MIDI files and the HTML page.")
+@click.option("--bars", default="1", show_default=True,
+              help="Bars of A to put into B, counted from 1 (the paper swaps bar 1).")
+@click.option("--model", "model_path", default=None, help=MODEL_HELP)
+@click.option("--open", "open_page", is_flag=True, help="Open the page in your browser.")
+@handle_errors
+def transfer(a: str, b: str, out: str, bars: str, model_path: str | None,
+             open_page: bool) -> None:
+    """Context transfer: develop A's opening in B's flow; writes MIDI and a playable page."""
+    from tvae.midi import read_melody
+    from tvae.pages import transfer_items, write_results
+
+    which = _bars(bars)
+    mel_a, mel_b = read_melody(a), read_melody(b)
+    model = _load(model_path)
+    a_stem, b_stem = Path(a).stem, Path(b).stem
+    items = transfer_items(model, mel_a, mel_b, a_stem, b_stem, which)
+    page = f"{a_stem}_x_{b_stem}.html"
+    paths = write_results(model, out, items, f"{a_stem} x {b_stem}: context transfer", page,
+                          write_midi=[False, False, True, True, True])
+    _report(paths)
+    if open_page:
+        _open(paths[-1])
+
+
+@main.command()
+@click.argument("midi_file", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", "out", default=None, help="Latents file (.npy); default: "
+              "MIDI_FILE's name with .npy, in the current folder.")
+@click.option("--model", "model_path", default=None, help=MODEL_HELP)
+@handle_errors
+def encode(midi_file: str, out: str | None, model_path: str | None) -> None:
+    """Encode a melody to its per-bar latents (bars x Z, saved as .npy) and show KL per bar."""
+    import numpy as np
+
+    from tvae.midi import read_melody, write_bytes_atomic
+
+    melody = read_melody(midi_file)
+    model = _load(model_path)
+    z = model.encode(melody)
+    path = Path(out or f"{Path(midi_file).stem}.npy")
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, z.astype(np.float32))
+    write_bytes_atomic(buffer.getvalue(), path)
+    kl = " ".join(f"{v:.2f}" for v in model.kl_bits(melody))
+    click.echo(f"wrote {path}: {z.shape[0]} bars x {z.shape[1]} latent dims")
+    click.echo(f"KL bits per bar: {kl}")
+
+
+@main.command()
+@click.argument("latents", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", "out", default=None, help="MIDI file to write (default: "
+              "LATENTS's name with .mid).")
+@click.option("--meter", default="4/4", show_default=True, help="Meter of the decoded melody.")
+@click.option("--qpm", type=float, default=120.0, show_default=True, help="Tempo.")
+@click.option("--model", "model_path", default=None, help=MODEL_HELP)
+@click.option("--html", is_flag=True, help="Also write a playable page beside the MIDI.")
+@handle_errors
+def decode(latents: str, out: str | None, meter: str, qpm: float, model_path: str | None,
+           html: bool) -> None:
+    """Decode per-bar latents (.npy from `tvae encode`) to a melody, without teacher forcing."""
+    import numpy as np
+
+    from tvae.pages import Item, write_results
+
+    try:
+        z = np.load(latents, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise TvaeError(f"not a latents .npy file ({exc})", latents) from None
+    model = _load(model_path)
+    path = Path(out or Path(latents).with_suffix(".mid").name)
+    melody = model.decode(z, _meter(meter), qpm, title=path.stem)
+    item = Item("Decoded", path.stem, melody, f"Decoded from {Path(latents).name}.")
+    _report(write_results(model, path.parent, [item], f"{path.stem}: decoded",
+                          f"{path.stem}.html" if html else None))
+
+
+@main.command()
+@click.argument("midi_file", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", "out", default="tvae-output", show_default=True, help="Folder.")
+@click.option("--model", "model_path", default=None, help=MODEL_HELP)
+@click.option("--html", is_flag=True, help="Also write a page with the input and its "
+              "reconstruction.")
+@handle_errors
+def reconstruct(midi_file: str, out: str, model_path: str | None, html: bool) -> None:
+    """Encode a melody and decode it again without teacher forcing."""
+    from tvae.midi import read_melody
+    from tvae.pages import Item, write_results
+
+    melody = read_melody(midi_file)
+    model = _load(model_path)
+    stem = Path(midi_file).stem
+    items = [Item("Input", stem, melody),
+             Item("Reconstruction", f"{stem}_reconstruction", model.reconstruct(melody),
+                  "Decoded without teacher forcing from the input's latents.")]
+    _report(write_results(model, out, items, f"{stem}: reconstruction",
+                          f"{stem}_reconstruction.html" if html else None,
+                          write_midi=[False, True]))
+
+
+@main.command()
+@click.option("-o", "--out", "out", default="tvae-output", show_default=True, help="Folder.")
+@click.option("-n", "count", type=int, default=4, show_default=True, help="Melodies to draw.")
+@click.option("--bars", type=int, default=8, show_default=True, help="Bars per melody.")
+@click.option("--temperature", type=float, default=1.0, show_default=True,
+              help="Step sampling temperature (0: greedy).")
+@click.option("--top-k", type=int, default=0, help="Sample among the k likeliest classes.")
+@click.option("--top-p", type=float, default=1.0, help="Nucleus sampling threshold.")
+@click.option("--seed", type=int, default=0, show_default=True, help="First seed.")
+@click.option("--meter", default="4/4", show_default=True, help="Meter of the samples.")
+@click.option("--model", "model_path", default=None, help=MODEL_HELP)
+@click.option("--html", is_flag=True, help="Also write a page with the samples.")
+@handle_errors
+def sample(out: str, count: int, bars: int, temperature: float, top_k: int, top_p: float,
+           seed: int, meter: str, model_path: str | None, html: bool) -> None:
+    """Draw new melodies: z per bar from the prior, decoded step by step."""
+    from tvae.pages import Item, write_results
+
+    if count < 1 or bars < 1:
+        raise TvaeError("-n and --bars must be at least 1")
+    model = _load(model_path)
+    items = [Item(f"Sample {i + 1}", f"sample_{seed + i}",
+                  model.sample(bars, temperature, seed + i, _meter(meter), top_k=top_k,
+                               top_p=top_p), f"seed {seed + i}, temperature {temperature:g}")
+             for i in range(count)]
+    _report(write_results(model, out, items, "Samples", "samples.html" if html else None))
+
+
+@main.command()
+@click.argument("a", type=click.Path(dir_okay=False))
+@click.argument("b", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", "out", default="tvae-output", show_default=True, help="Folder.")
+@click.option("--steps", type=int, default=5, show_default=True,
+              help="Melodies from A to B, both ends included.")
+@click.option("--model", "model_path", default=None, help=MODEL_HELP)
+@click.option("--html", is_flag=True, help="Also write a page with the interpolation.")
+@handle_errors
+def interpolate(a: str, b: str, out: str, steps: int, model_path: str | None,
+                html: bool) -> None:
+    """Interpolate from A to B, per bar on the sphere, decoding each step free-running."""
+    from tvae.midi import read_melody
+    from tvae.pages import Item, write_results
+
+    mel_a, mel_b = read_melody(a), read_melody(b)
+    model = _load(model_path)
+    a_stem, b_stem = Path(a).stem, Path(b).stem
+    items = [Item(f"Step {i + 1} of {steps}", f"{a_stem}_to_{b_stem}_{i + 1}", m)
+             for i, m in enumerate(model.interpolate(mel_a, mel_b, steps))]
+    _report(write_results(model, out, items, f"{a_stem} to {b_stem}: interpolation",
+                          f"{a_stem}_to_{b_stem}.html" if html else None))
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--examples", default="data", show_default=True,
+              help="Folder with mary.mid, jingle.mid, twinkle.mid and ode.mid.")
+@click.option("--model", "model_path", default=None, help=MODEL_HELP)
+@handle_errors
+def demo(out_dir: str, examples: str, model_path: str | None) -> None:
+    """Build the demo site: context transfers, reconstructions, samples, an interpolation."""
+    from tvae.demo import build_demo
+
+    page = build_demo(out_dir, examples, _load(model_path))
+    click.echo(f"wrote the demo site: {page}")

@@ -1,0 +1,60 @@
+"""`tvae demo`: a small static site of what the model does, from the bundled example melodies.
+
+Pages: the paper's context transfers (Mary x Jingle Bells, Twinkle x Ode to Joy, both ways),
+reconstructions without teacher forcing, samples from the prior, and an interpolation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tvae.errors import TvaeError
+from tvae.inference import TrainedModel
+from tvae.midi import read_melody
+from tvae.pages import Item, transfer_items, write_results
+from tvae.render import render_index, write_page
+
+EXAMPLES = ("mary", "jingle", "twinkle", "ode")
+PAIRS = (("mary", "jingle"), ("jingle", "mary"), ("twinkle", "ode"), ("ode", "twinkle"))
+NAMES = {"mary": "Mary Had a Little Lamb", "jingle": "Jingle Bells", "twinkle":
+         "Twinkle Twinkle Little Star", "ode": "Ode to Joy"}
+
+
+def build_demo(out_dir: str | Path, examples: str | Path, model: TrainedModel) -> Path:
+    """Write the site into `out_dir`; returns its index page."""
+    out_dir, examples = Path(out_dir), Path(examples)
+    missing = [f"{n}.mid" for n in EXAMPLES if not (examples / f"{n}.mid").is_file()]
+    if missing:
+        raise TvaeError(f"missing example melodies {missing} (see --examples)", examples)
+    songs = {name: read_melody(examples / f"{name}.mid") for name in EXAMPLES}
+    entries = []
+    for a, b in PAIRS:
+        page = f"{a}_x_{b}.html"
+        items = transfer_items(model, songs[a], songs[b], a, b, [0])
+        write_results(model, out_dir, items, f"{NAMES[a]} x {NAMES[b]}", page,
+                      links=[("index.html", "All demos")], write_midi=[False] * 4 + [True])
+        entries.append((page, f"{NAMES[a]} x {NAMES[b]}",
+                        f"Context transfer: the first bar of {NAMES[a]} in the flow of "
+                        f"{NAMES[b]}."))
+    items = []
+    for name in EXAMPLES:
+        items.append(Item(f"{NAMES[name]}: input", name, songs[name]))
+        items.append(Item(f"{NAMES[name]}: reconstruction", f"{name}_reconstruction",
+                          model.reconstruct(songs[name]), "Decoded without teacher forcing."))
+    write_results(model, out_dir, items, "Reconstructions", "reconstructions.html",
+                  links=[("index.html", "All demos")], write_midi=[False, True] * 4)
+    entries.append(("reconstructions.html", "Reconstructions",
+                    "Each example encoded and decoded without teacher forcing."))
+    samples = [Item(f"Sample {s + 1}", f"sample_{s}", model.sample(8, 1.0, s),
+                    f"8 bars, z from the prior, seed {s}") for s in range(4)]
+    write_results(model, out_dir, samples, "Samples from the prior", "samples.html",
+                  links=[("index.html", "All demos")])
+    entries.append(("samples.html", "Samples", "New melodies drawn from the prior."))
+    steps = model.interpolate(songs["mary"], songs["twinkle"], 5)
+    items = [Item(f"Step {i + 1} of 5", f"mary_to_twinkle_{i + 1}", m)
+             for i, m in enumerate(steps)]
+    write_results(model, out_dir, items, "Mary Had a Little Lamb to Twinkle Twinkle",
+                  "interpolation.html", links=[("index.html", "All demos")])
+    entries.append(("interpolation.html", "Interpolation",
+                    "From Mary Had a Little Lamb to Twinkle Twinkle, per bar on the sphere."))
+    return write_page(out_dir / "index.html", render_index("tvae demos", entries))

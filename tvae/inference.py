@@ -1,0 +1,172 @@
+"""The trained model's API: encode, decode, reconstruct, transfer, sample, interpolate.
+
+`load_model()` with no path gives the model bundled in the package. Every method takes and gives
+`Melody` objects (and numpy latents), any number of bars. Decoding is free-running: each bar is
+decoded from the model's own previous bars, as in the paper's inference.
+
+Shape legend: N bars, Z latent size, S steps per bar.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tvae.checkpoint import load_checkpoint
+from tvae.config import PAD, REST
+from tvae.errors import TvaeError, TvaeWarning
+from tvae.evaluate import LN2
+from tvae.melody import (
+    Bars,
+    Melody,
+    Meter,
+    bars_to_melody,
+    fit_pitch_range,
+    melody_to_bars,
+    meter_id,
+    meter_steps,
+    normalize_meter,
+)
+from tvae.model import make_sampler
+
+
+def bundled_model_path() -> Path:
+    """Where the package's own trained model lives (`tvae/models/default.json`)."""
+    return Path(str(resources.files("tvae") / "models" / "default.json"))
+
+
+def load_model(path: str | Path | None = None, device: str = "cpu") -> TrainedModel:
+    """A trained model from a checkpoint (NAME.json/NAME.safetensors or a run folder);
+    with no path, the model bundled in the package."""
+    if path is None:
+        path = bundled_model_path()
+        if not path.exists():
+            raise TvaeError("this installation has no bundled model; pass --model", path)
+    model, meta, _ = load_checkpoint(path, device)
+    return TrainedModel(model, meta, Path(path))
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """Spherical interpolation between vectors a and b (Z,), linear when they are parallel."""
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    cos = float(np.dot(a, b) / (na * nb)) if na and nb else 1.0
+    omega = np.arccos(np.clip(cos, -1.0, 1.0))
+    if omega < 1e-6:
+        return (1 - t) * a + t * b
+    return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
+
+
+class TrainedModel:
+    """A loaded model and its inference methods. Build with `load_model`."""
+
+    def __init__(self, model: torch.nn.Module, meta: dict, path: Path) -> None:
+        self.model, self.meta, self.path = model.eval(), meta, path
+        self.grid = model.grid
+        self.device = next(model.parameters()).device
+
+    # -- conversions ----------------------------------------------------------------------
+    def bars(self, melody: Melody) -> Bars:
+        melody, moved = fit_pitch_range(melody, self.grid)
+        if moved:
+            warnings.warn(f"moved {moved} notes by octaves into the model's range "
+                          f"{self.grid.min_pitch}-{self.grid.max_pitch}", TvaeWarning,
+                          stacklevel=3)
+        return melody_to_bars(melody, self.grid)
+
+    def _tensors(self, melody: Melody) -> tuple[torch.Tensor, torch.Tensor]:
+        bars = self.bars(melody)
+        tokens = torch.as_tensor(bars.tokens, device=self.device)[None]  # (1, N, S)
+        meters = torch.full(tokens.shape[:2], meter_id(melody.meter), device=self.device)
+        return tokens, meters
+
+    def _melody(self, tokens: torch.Tensor, meter: Meter, qpm: float, title: str,
+                pickup: int = 0) -> Melody:
+        """Decoded tokens (N, S) -> Melody; a pickup is kept when its lead-in decoded as rest."""
+        arr = tokens.cpu().numpy().astype(np.int64)
+        offset = (meter_steps(meter) - pickup) % meter_steps(meter)
+        if pickup and len(arr) and (arr[0, :offset] == REST).all():
+            arr[0, :offset] = PAD
+        else:
+            pickup = 0
+        return bars_to_melody(Bars(arr, meter, qpm, pickup, title), self.grid)
+
+    # -- the API --------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, melody: Melody) -> np.ndarray:
+        """Posterior means, one latent per bar: (N, Z)."""
+        mu, _ = self.model.encode(*self._tensors(melody))
+        return mu[0].cpu().numpy()
+
+    @torch.no_grad()
+    def kl_bits(self, melody: Melody) -> np.ndarray:
+        """KL of each bar's posterior from the prior, in bits: (N,). Repeats should be cheap."""
+        mu, logvar = self.model.encode(*self._tensors(melody))
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1) / LN2
+        return kl[0].cpu().numpy()
+
+    @torch.no_grad()
+    def decode(self, z: np.ndarray, meter: Meter = (4, 4), qpm: float = 120.0, title: str = "",
+               pickup: int = 0, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+               seed: int | None = None) -> Melody:
+        """Latents (N, Z) -> a melody, free-running; greedy unless temperature > 0."""
+        z = np.asarray(z, dtype=np.float32)
+        if z.ndim != 2 or z.shape[1] != self.model.config.d_latent or len(z) == 0:
+            raise TvaeError(f"latents must have shape (bars, {self.model.config.d_latent}), "
+                            f"got {z.shape}")
+        meter = normalize_meter(meter)
+        zt = torch.as_tensor(z, device=self.device)[None]  # (1, N, Z)
+        meters = torch.full(zt.shape[:2], meter_id(meter), device=self.device)
+        gen = None
+        if seed is not None:
+            gen = torch.Generator(device=self.device).manual_seed(seed)
+        sampler = make_sampler(temperature, top_k, top_p, gen)
+        tokens = self.model.free_run(zt, meters, sampler)[0]  # (N, S)
+        return self._melody(tokens, meter, qpm, title, pickup)
+
+    def reconstruct(self, melody: Melody) -> Melody:
+        """Encode, then decode without teacher forcing."""
+        return self.decode(self.encode(melody), melody.meter, melody.qpm,
+                           f"{melody.title} (reconstruction)", melody.pickup)
+
+    def transfer(self, a: Melody, b: Melody, bars: Sequence[int] = (0,)) -> Melody:
+        """B's latents with the listed bars (0-based) taken from A: A's opening developed in
+        B's flow (the paper swaps the first bar). Both songs must share a meter."""
+        if normalize_meter(a.meter) != normalize_meter(b.meter):
+            raise TvaeError(f"transfer needs songs in one meter: A is {a.meter[0]}/{a.meter[1]},"
+                            f" B is {b.meter[0]}/{b.meter[1]}")
+        za, zb = self.encode(a), self.encode(b)
+        bars = sorted(set(bars))
+        if not bars or min(bars) < 0 or max(bars) >= min(len(za), len(zb)):
+            raise TvaeError(f"bars {[i + 1 for i in bars]} must lie within both songs "
+                            f"(A has {len(za)} bars, B has {len(zb)})")
+        zb[bars] = za[bars]
+        return self.decode(zb, b.meter, b.qpm, f"{a.title} -> {b.title}", b.pickup)
+
+    def sample(self, n_bars: int = 8, temperature: float = 1.0, seed: int = 0,
+               meter: Meter = (4, 4), qpm: float = 120.0, top_k: int = 0,
+               top_p: float = 1.0) -> Melody:
+        """A new melody: z per bar from the prior N(0, I), decoded step by step."""
+        if n_bars < 1:
+            raise TvaeError("n_bars must be at least 1")
+        z = np.random.default_rng(seed).standard_normal((n_bars, self.model.config.d_latent))
+        return self.decode(z, meter, qpm, f"sample {seed}", 0, temperature, top_k, top_p, seed)
+
+    def interpolate(self, a: Melody, b: Melody, steps: int = 5) -> list[Melody]:
+        """`steps` melodies from A to B (both ends included), spherical per bar. Songs of
+        different lengths are interpolated over the shorter one's bars."""
+        if normalize_meter(a.meter) != normalize_meter(b.meter):
+            raise TvaeError("interpolation needs songs in one meter")
+        if steps < 2:
+            raise TvaeError("interpolation needs at least 2 steps")
+        za, zb = self.encode(a), self.encode(b)
+        n = min(len(za), len(zb))
+        out = []
+        for k, t in enumerate(np.linspace(0.0, 1.0, steps)):
+            z = np.stack([slerp(za[i], zb[i], float(t)) for i in range(n)])
+            out.append(self.decode(z, a.meter, a.qpm, f"{a.title} -> {b.title} ({k + 1}/{steps})"))
+        return out

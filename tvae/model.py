@@ -1,0 +1,241 @@
+"""The Transformer VAE over bars (Jiang et al., ICASSP 2020), without a fixed bar count.
+
+Encoder: local bar encoder -> causal self-attention over bars -> a posterior N(mu_i, sigma_i^2)
+per bar from heads shared by all positions. Decoder: the input for bar i is the local encoding of
+bar i-1 (a learned start vector for bar 0) plus a position encoding; causal self-attention;
+cross-attention to z_1..z_i; a local bar decoder emits the bar's steps. Each of the three masks is a
+config switch (the paper's full masking is the default).
+
+Shape legend: B batch, N bars, S steps per bar, V vocabulary, D model width, Z latent size,
+C classes of the optional supervised head.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tvae.config import PAD, GridConfig, ModelConfig
+from tvae.modules import (
+    BarDecoderGRU,
+    BarDecoderMLP,
+    BarEncoderGRU,
+    BarEncoderMLP,
+    Block,
+    mask_logits,
+    positions,
+)
+
+Sampler = Callable[[Tensor], Tensor]  # masked logits (..., V) -> classes (...)
+LN2 = math.log(2.0)
+
+
+@dataclass
+class VAEOutput:
+    """What `TransformerVAE.forward` returns: the total loss and its named parts."""
+
+    loss: Tensor  # scalar: recon_weight * recon + beta * kl_penalty (+ class_weight * class_loss)
+    recon: Tensor  # scalar: cross-entropy in nats per real bar (PAD steps ignored)
+    kl: Tensor  # scalar: KL(q(z|x) || N(0, I)) in nats per real bar
+    kl_bars: Tensor  # (B, N) KL of each bar in nats (0 for padding bars)
+    mu: Tensor  # (B, N, Z)
+    logvar: Tensor  # (B, N, Z)
+    logits: Tensor  # (B, N, S, V)
+    correct: Tensor  # scalar: correctly predicted non-PAD steps (argmax, as decoded)
+    n_steps: Tensor  # scalar: non-PAD steps
+    class_loss: Tensor | None = None  # scalar cross-entropy of the supervised head
+    class_logits: Tensor | None = None  # (B, C)
+
+
+def argmax_sampler(logits: Tensor) -> Tensor:
+    return logits.argmax(-1)
+
+
+def make_sampler(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                 generator: torch.Generator | None = None) -> Sampler:
+    """Greedy when temperature is 0; else temperature, top-k and nucleus (top-p) sampling."""
+    if temperature <= 0:
+        return argmax_sampler
+
+    def sample(logits: Tensor) -> Tensor:
+        logits = logits / temperature
+        if top_k > 0:
+            kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if top_p < 1.0:
+            sorted_logits, order = logits.sort(dim=-1, descending=True)
+            cum = sorted_logits.softmax(-1).cumsum(-1)
+            drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
+            logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        probs = logits.softmax(-1).reshape(-1, logits.shape[-1])
+        return torch.multinomial(probs, 1, generator=generator).view(logits.shape[:-1])
+
+    return sample
+
+
+def _mask(bar_mask: Tensor, causal: bool) -> Tensor | None:
+    """(B, 1, N, N) bool attention mask (True = may attend) or None for the fused causal path."""
+    if causal and bool(bar_mask.all()):
+        return None
+    N = bar_mask.shape[1]
+    allowed = bar_mask[:, None, None, :].expand(-1, 1, N, N)  # keys that are real bars
+    if causal:
+        allowed = allowed & torch.ones(N, N, dtype=torch.bool, device=bar_mask.device).tril()
+    return allowed | torch.eye(N, dtype=torch.bool, device=bar_mask.device)  # never an empty row
+
+
+class TransformerVAE(nn.Module):
+    """The model. Build it from configs: `TransformerVAE(ModelConfig(...), GridConfig(...))`."""
+
+    def __init__(self, config: ModelConfig, grid: GridConfig = GridConfig()) -> None:
+        super().__init__()
+        self.config, self.grid = config, grid
+        D, Z = config.d_model, config.d_latent
+        encoder = BarEncoderMLP if config.bar_encoder == "mlp" else BarEncoderGRU
+        decoder = BarDecoderMLP if config.bar_decoder == "mlp" else BarDecoderGRU
+        self.bar_encoder = encoder(grid, D, config.bar_hidden)
+        self.bar_decoder = decoder(grid, D, config.bar_hidden)
+        blocks = [Block(D, config.n_heads, config.d_ff, config.dropout, cross=False)
+                  for _ in range(config.enc_layers)]
+        self.encoder = nn.ModuleList(blocks)
+        self.enc_norm = nn.LayerNorm(D)
+        self.mu = nn.Linear(D, Z)  # posterior heads, shared by every bar position
+        self.logvar = nn.Linear(D, Z)
+        self.start = nn.Parameter(torch.zeros(D))  # decoder input of bar 0
+        self.z_proj = nn.Linear(Z, D)
+        blocks = [Block(D, config.n_heads, config.d_ff, config.dropout, cross=True)
+                  for _ in range(config.dec_layers)]
+        self.decoder = nn.ModuleList(blocks)
+        self.dec_norm = nn.LayerNorm(D)
+        self.classifier = nn.Linear(Z, config.n_classes) if config.n_classes else None
+
+    # -- encoder ---------------------------------------------------------------------------
+    def encode(self, tokens: Tensor, meters: Tensor) -> tuple[Tensor, Tensor]:
+        """tokens (B, N, S), meters (B, N) -> mu, logvar (B, N, Z)."""
+        return self._posterior(self.bar_encoder(tokens, meters), (tokens != PAD).any(-1))
+
+    def _posterior(self, bar_vecs: Tensor, bar_mask: Tensor) -> tuple[Tensor, Tensor]:
+        B, N, D = bar_vecs.shape
+        x = bar_vecs + positions(N, D, bar_vecs.device)  # (B, N, D)
+        mask = _mask(bar_mask, self.config.mask_encoder)
+        for block in self.encoder:
+            x = block(x, mask, self.config.mask_encoder)
+        x = self.enc_norm(x)
+        return self.mu(x), self.logvar(x).clamp(-12.0, 8.0)
+
+    # -- decoder ---------------------------------------------------------------------------
+    def _memory(self, z: Tensor) -> Tensor:
+        B, N, _ = z.shape
+        return self.z_proj(z) + positions(N, self.config.d_model, z.device)  # (B, N, D)
+
+    def _decode_hidden(self, prev_vecs: Tensor, memory: Tensor, bar_mask: Tensor) -> Tensor:
+        """prev_vecs (B, N, D): local encodings of bars 0..N-2 -> decoder states (B, N, D)."""
+        B, N, D = prev_vecs.shape
+        start = self.start.expand(B, 1, D)
+        x = torch.cat([start, prev_vecs[:, :-1]], dim=1) + positions(N, D, prev_vecs.device)
+        self_mask = _mask(bar_mask, self.config.mask_decoder)
+        cross_mask = _mask(bar_mask, self.config.mask_cross)
+        if cross_mask is None and self.config.mask_cross:
+            cross_mask = torch.ones(N, N, dtype=torch.bool, device=x.device).tril()[None, None]
+        for block in self.decoder:
+            x = block(x, self_mask, self.config.mask_decoder, memory, cross_mask)
+        return self.dec_norm(x)
+
+    def decode_teacher_forced(self, z: Tensor, tokens: Tensor, meters: Tensor) -> Tensor:
+        """Logits (B, N, S, V) of every bar given z (B, N, Z) and the true previous bars."""
+        bar_mask = (tokens != PAD).any(-1)
+        prev = self.bar_encoder(tokens, meters)
+        h = self._decode_hidden(prev, self._memory(z), bar_mask)
+        return self.bar_decoder(h, meters, tokens, 1.0)
+
+    @torch.no_grad()
+    def free_run(self, z: Tensor, meters: Tensor, sampler: Sampler = argmax_sampler,
+                 use_cache: bool = True) -> Tensor:
+        """Decode z (B, N, Z) without teacher forcing: the input for bar i is the encoding of the
+        bar decoded for i-1. Cached (linear in N) when decoder self-attention is causal.
+        Returns tokens (B, N, S)."""
+        B, N, _ = z.shape
+        D = self.config.d_model
+        memory = self._memory(z)  # (B, N, D)
+        pos = positions(N, D, z.device)  # (N, D)
+        inputs = [self.start.expand(B, 1, D)]  # decoder inputs so far, each (B, 1, D)
+        caches: list[dict] | None = [{} for _ in self.decoder] if use_cache else None
+        if not self.config.mask_decoder:
+            caches = None  # a non-causal decoder must recompute its whole prefix
+        keys = torch.arange(N, device=z.device)
+        bars = []
+        for i in range(N):
+            see = keys <= i if self.config.mask_cross else torch.ones_like(keys, dtype=torch.bool)
+            if caches is not None:
+                x = inputs[-1] + pos[i]
+                for block, cache in zip(self.decoder, caches, strict=True):
+                    x = block(x, None, False, memory, see.view(1, 1, 1, N), cache)
+            else:
+                x = torch.cat(inputs, dim=1) + pos[: i + 1]  # (B, i+1, D)
+                cross = see[None, None, None, :].expand(1, 1, i + 1, N)
+                if self.config.mask_cross:
+                    cross = keys[: i + 1, None] >= keys[None, :]
+                    cross = cross[None, None]
+                for block in self.decoder:
+                    x = block(x, None, self.config.mask_decoder, memory, cross)
+                x = x[:, -1:]
+            h = self.dec_norm(x)  # (B, 1, D)
+            bar = self.bar_decoder.generate(h, meters[:, i : i + 1], sampler)  # (B, 1, S)
+            bars.append(bar)
+            inputs.append(self.bar_encoder(bar, meters[:, i : i + 1]))
+        return torch.cat(bars, dim=1)
+
+    # -- training --------------------------------------------------------------------------
+    def forward(self, tokens: Tensor, meters: Tensor, *, beta: float = 1.0, p_tf: float = 1.0,
+                free_bits: float = 0.0, recon_weight: float = 1.0, labels: Tensor | None = None,
+                class_weight: float = 1.0, sample: bool = True) -> VAEOutput:
+        """tokens (B, N, S), meters (B, N), labels (B,) with -1 for unlabelled windows.
+
+        With p_tf < 1 (scheduled sampling), a first teacher-forced pass decodes every bar in
+        parallel; the decoder input for bar i is then, with probability p_tf, the true bar i-1 and
+        otherwise the argmax of that first pass; a second pass computes the loss."""
+        bar_mask = (tokens != PAD).any(-1)  # (B, N) real bars
+        true_vecs = self.bar_encoder(tokens, meters)  # (B, N, D)
+        mu, logvar = self._posterior(true_vecs, bar_mask)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu  # (B, N, Z)
+        memory = self._memory(z)
+        prev = true_vecs
+        if p_tf < 1.0:
+            with torch.no_grad():
+                h = self._decode_hidden(true_vecs, memory, bar_mask)
+                guess = mask_logits(self.bar_decoder(h, meters, tokens, 1.0), meters).argmax(-1)
+                guess = guess.masked_fill(tokens == PAD, PAD)  # (B, N, S)
+            keep = torch.rand(bar_mask.shape, device=tokens.device) < p_tf  # (B, N)
+            prev = torch.where(keep[..., None], true_vecs, self.bar_encoder(guess, meters))
+        h = self._decode_hidden(prev, memory, bar_mask)
+        logits = self.bar_decoder(h, meters, tokens, p_tf)  # (B, N, S, V)
+        return self._losses(tokens, meters, logits, mu, logvar, bar_mask, beta, free_bits,
+                            recon_weight, labels, class_weight)
+
+    def _losses(self, tokens: Tensor, meters: Tensor, logits: Tensor, mu: Tensor,
+                logvar: Tensor, bar_mask: Tensor, beta: float, free_bits: float,
+                recon_weight: float, labels: Tensor | None, class_weight: float) -> VAEOutput:
+        n_bars = bar_mask.sum().clamp(min=1)
+        ce = F.cross_entropy(logits.flatten(0, 2).float(), tokens.flatten(), ignore_index=PAD,
+                             reduction="sum")
+        recon = ce / n_bars
+        kl_bars = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1) * bar_mask  # (B, N)
+        kl = kl_bars.sum() / n_bars
+        penalty = kl_bars.clamp(min=free_bits * LN2) * bar_mask if free_bits > 0 else kl_bars
+        loss = recon_weight * recon + beta * penalty.sum() / n_bars
+        target = tokens != PAD
+        pred = mask_logits(logits.detach(), meters).argmax(-1)
+        correct = ((pred == tokens) & target).sum()
+        out = VAEOutput(loss, recon, kl, kl_bars, mu, logvar, logits, correct, target.sum())
+        if self.classifier is not None:
+            pooled = (mu * bar_mask[..., None]).sum(1) / bar_mask.sum(1, keepdim=True).clamp(min=1)
+            out.class_logits = self.classifier(pooled)  # (B, C)
+            if labels is not None and bool((labels >= 0).any()):
+                out.class_loss = F.cross_entropy(out.class_logits, labels, ignore_index=-1)
+                out.loss = out.loss + class_weight * out.class_loss
+        return out

@@ -1,0 +1,253 @@
+"""Building blocks: local bar encoders/decoders and attention layers (no VAE logic).
+
+Shape legend: B batch, N bars, S steps per bar, V vocabulary, D model width, H heads,
+Hd head width, F step features, M meters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tvae.config import PAD, GridConfig
+from tvae.melody import BEAT_STEPS, METER_STEPS, METERS
+
+N_STEP_FEATURES = 4  # valid step, downbeat, beat, eighth-note position
+
+
+def step_features(steps_per_bar: int) -> Tensor:
+    """(M, S, F) metric features of each step of a bar, for each meter."""
+    feats = torch.zeros(len(METERS), steps_per_bar, N_STEP_FEATURES)
+    for m, meter in enumerate(METERS):
+        n, beat = METER_STEPS[meter], BEAT_STEPS[meter]
+        steps = torch.arange(steps_per_bar)
+        feats[m, :, 0] = (steps < n).float()
+        feats[m, :, 1] = (steps == 0).float()
+        feats[m, :, 2] = ((steps % beat == 0) & (steps < n)).float()
+        feats[m, :, 3] = ((steps % 2 == 0) & (steps < n)).float()
+    return feats
+
+
+def valid_steps(meters: Tensor, steps_per_bar: int) -> Tensor:
+    """(B, N, S) bool: which steps of each bar its meter uses. meters: (B, N) meter ids."""
+    lengths = torch.tensor([METER_STEPS[m] for m in METERS], device=meters.device)
+    return torch.arange(steps_per_bar, device=meters.device) < lengths[meters].unsqueeze(-1)
+
+
+def positions(n: int, d: int, device: torch.device, offset: int = 0) -> Tensor:
+    """(n, d) sinusoidal position encodings of bars offset..offset+n-1: any number of bars."""
+    pos = torch.arange(offset, offset + n, device=device, dtype=torch.float32).unsqueeze(1)
+    freq = torch.exp(torch.arange(0, d, 2, device=device, dtype=torch.float32)
+                     * (-math.log(10000.0) / d))
+    enc = torch.zeros(n, d, device=device)
+    enc[:, 0::2] = torch.sin(pos * freq)
+    enc[:, 1::2] = torch.cos(pos * freq[: d // 2])
+    return enc
+
+
+class BarEncoderMLP(nn.Module):
+    """One bar's steps -> a bar vector. Equivalent to a linear layer on the flattened one-hot bar
+    (an embedding per (step, class) pair, summed), plus meter and step features, then an MLP."""
+
+    def __init__(self, grid: GridConfig, d_model: int, hidden: int) -> None:
+        super().__init__()
+        self.S, self.V = grid.steps_per_bar, grid.vocab_size
+        self.step_class = nn.Embedding(self.S * self.V, hidden)
+        self.meter = nn.Embedding(len(METERS), hidden)
+        feats = step_features(self.S).flatten(1)  # (M, S*F)
+        self.register_buffer("feats", feats, persistent=False)
+        self.feat_proj = nn.Linear(self.S * N_STEP_FEATURES, hidden, bias=False)
+        self.out = nn.Sequential(nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, d_model))
+
+    def forward(self, tokens: Tensor, meters: Tensor) -> Tensor:
+        """tokens (B, N, S), meters (B, N) -> (B, N, D)."""
+        offsets = torch.arange(self.S, device=tokens.device) * self.V  # (S,)
+        h = self.step_class(tokens + offsets).sum(dim=-2)  # (B, N, hidden)
+        h = h + self.meter(meters) + self.feat_proj(self.feats[meters])
+        return self.out(h)
+
+
+class BarEncoderGRU(nn.Module):
+    """One bar's steps -> a bar vector with a small bidirectional GRU over the steps."""
+
+    def __init__(self, grid: GridConfig, d_model: int, hidden: int) -> None:
+        super().__init__()
+        self.S = grid.steps_per_bar
+        self.embed = nn.Embedding(grid.vocab_size, hidden)
+        self.meter = nn.Embedding(len(METERS), hidden)
+        self.register_buffer("feats", step_features(self.S), persistent=False)  # (M, S, F)
+        self.feat_proj = nn.Linear(N_STEP_FEATURES, hidden, bias=False)
+        self.gru = nn.GRU(hidden, hidden // 2, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(hidden, d_model)
+
+    def forward(self, tokens: Tensor, meters: Tensor) -> Tensor:
+        """tokens (B, N, S), meters (B, N) -> (B, N, D)."""
+        B, N, S = tokens.shape
+        x = self.embed(tokens) + self.feat_proj(self.feats[meters])
+        x = x + self.meter(meters)[:, :, None]  # (B, N, S, hidden)
+        _, h = self.gru(x.reshape(B * N, S, -1))  # h: (2, B*N, hidden/2)
+        h = h.transpose(0, 1).reshape(B, N, -1)  # (B, N, hidden)
+        return self.out(h)
+
+
+def mask_logits(logits: Tensor, meters: Tensor) -> Tensor:
+    """Decoding constraint: PAD exactly on the steps a bar's meter does not use."""
+    valid = valid_steps(meters, logits.shape[-2]).unsqueeze(-1)  # (B, N, S, 1)
+    is_pad = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    is_pad[PAD] = True
+    allowed = torch.where(valid, ~is_pad, is_pad)  # (B, N, S, V)
+    return logits.masked_fill(~allowed, float("-inf"))
+
+
+class BarDecoderMLP(nn.Module):
+    """A bar vector -> the logits of all of the bar's steps at once (the paper's decoder)."""
+
+    def __init__(self, grid: GridConfig, d_model: int, hidden: int) -> None:
+        super().__init__()
+        self.S, self.V = grid.steps_per_bar, grid.vocab_size
+        self.meter = nn.Embedding(len(METERS), d_model)
+        self.net = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(),
+                                 nn.Linear(hidden, self.S * self.V))
+
+    def forward(self, h: Tensor, meters: Tensor, targets: Tensor | None = None,
+                p_tf: float = 1.0) -> Tensor:
+        """h (B, N, D), meters (B, N) -> logits (B, N, S, V). targets/p_tf are unused here."""
+        B, N, _ = h.shape
+        return self.net(h + self.meter(meters)).view(B, N, self.S, self.V)
+
+    def generate(self, h: Tensor, meters: Tensor, sampler) -> Tensor:  # noqa: ANN001
+        """h (B, N, D) -> tokens (B, N, S), each step drawn by `sampler` from masked logits."""
+        return sampler(mask_logits(self.forward(h, meters), meters))
+
+
+class BarDecoderGRU(nn.Module):
+    """A bar vector -> step logits, autoregressively: a GRU over the steps whose input is the
+    previous step's class. Teacher forcing and scheduled sampling apply to steps too."""
+
+    def __init__(self, grid: GridConfig, d_model: int, hidden: int) -> None:
+        super().__init__()
+        self.S, self.V = grid.steps_per_bar, grid.vocab_size
+        self.embed = nn.Embedding(self.V + 1, hidden)  # index V: start of bar
+        self.register_buffer("feats", step_features(self.S), persistent=False)  # (M, S, F)
+        self.feat_proj = nn.Linear(N_STEP_FEATURES, hidden, bias=False)
+        self.cond = nn.Linear(d_model, hidden)
+        self.init = nn.Linear(d_model, hidden)
+        self.gru = nn.GRU(hidden, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, self.V)
+
+    def _run(self, h: Tensor, meters: Tensor, prev: Tensor) -> Tensor:
+        """prev (B, N, S) classes fed at each step (start token first) -> logits (B, N, S, V)."""
+        B, N, S = prev.shape
+        x = self.embed(prev) + self.feat_proj(self.feats[meters]) + self.cond(h)[:, :, None]
+        h0 = torch.tanh(self.init(h)).reshape(1, B * N, -1)  # (1, B*N, hidden)
+        out, _ = self.gru(x.reshape(B * N, S, -1), h0)  # (B*N, S, hidden)
+        return self.out(out).view(B, N, S, self.V)
+
+    def _shift(self, tokens: Tensor) -> Tensor:
+        start = torch.full_like(tokens[..., :1], self.V)
+        return torch.cat([start, tokens[..., :-1]], dim=-1)  # (B, N, S)
+
+    def forward(self, h: Tensor, meters: Tensor, targets: Tensor | None = None,
+                p_tf: float = 1.0) -> Tensor:
+        """Teacher-forced logits (B, N, S, V); with p_tf < 1, each step's input is the true class
+        with probability p_tf, else the argmax of a first teacher-forced pass (in parallel)."""
+        assert targets is not None, "the autoregressive bar decoder needs the true steps"
+        prev = self._shift(targets)
+        if p_tf < 1.0:
+            with torch.no_grad():
+                guess = mask_logits(self._run(h, meters, prev), meters).argmax(-1)  # (B, N, S)
+            keep = torch.rand(prev.shape, device=prev.device) < p_tf
+            prev = torch.where(keep, prev, self._shift(guess))
+        return self._run(h, meters, prev)
+
+    def generate(self, h: Tensor, meters: Tensor, sampler) -> Tensor:  # noqa: ANN001
+        """Free-running: each step's input is the class drawn at the previous step."""
+        B, N, _ = h.shape
+        x_h = self.cond(h).reshape(B * N, 1, -1)
+        state = torch.tanh(self.init(h)).reshape(1, B * N, -1)
+        feats = self.feat_proj(self.feats[meters]).reshape(B * N, self.S, -1)
+        flat_meters = meters.reshape(B * N, 1)
+        prev = torch.full((B * N,), self.V, dtype=torch.long, device=h.device)
+        out = []
+        for s in range(self.S):
+            x = self.embed(prev)[:, None] + feats[:, s : s + 1] + x_h  # (B*N, 1, hidden)
+            y, state = self.gru(x, state)
+            logits = torch.full((B * N, 1, self.S, self.V), 0.0, device=h.device)
+            logits[:, 0, s] = self.out(y[:, 0])
+            step = sampler(mask_logits(logits, flat_meters))[:, 0, s]  # (B*N,)
+            out.append(step)
+            prev = step
+        return torch.stack(out, dim=-1).view(B, N, self.S)
+
+
+class Attention(nn.Module):
+    """Multi-head attention on PyTorch's fused scaled_dot_product_attention, with a KV cache."""
+
+    def __init__(self, d: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.h, self.dropout = heads, dropout
+        self.q = nn.Linear(d, d)
+        self.kv = nn.Linear(d, 2 * d)
+        self.o = nn.Linear(d, d)
+
+    def split(self, x: Tensor) -> Tensor:
+        B, T, D = x.shape
+        return x.view(B, T, self.h, D // self.h).transpose(1, 2)  # (B, H, T, Hd)
+
+    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        k, v = self.kv(x).chunk(2, dim=-1)
+        return self.split(k), self.split(v)  # (B, H, T, Hd) each
+
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
+                causal: bool = False) -> Tensor:
+        """x (B, T, D) against k, v (B, H, T', Hd); mask (B|1, 1, T, T') bool, True = see."""
+        q = self.split(self.q(x))  # (B, H, T, Hd)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                           is_causal=causal and mask is None)
+        B, _, T, _ = y.shape
+        return self.o(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, D)
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, d: int, d_ff: int, dropout: float) -> None:
+        super().__init__(nn.Linear(d, d_ff), nn.GELU(), nn.Linear(d_ff, d), nn.Dropout(dropout))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm Transformer layer: self-attention, optional cross-attention, feed-forward."""
+
+    def __init__(self, d: int, heads: int, d_ff: int, dropout: float, cross: bool) -> None:
+        super().__init__()
+        self.ln1, self.self_attn = nn.LayerNorm(d), Attention(d, heads, dropout)
+        self.ln2 = nn.LayerNorm(d) if cross else None
+        self.cross_attn = Attention(d, heads, dropout) if cross else None
+        self.ln3, self.ff = nn.LayerNorm(d), FeedForward(d, d_ff, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, self_mask: Tensor | None, causal: bool,
+                memory: Tensor | None = None, cross_mask: Tensor | None = None,
+                cache: dict | None = None) -> Tensor:
+        """x (B, T, D); memory (B, T', D). With `cache` (incremental decoding), x holds only the
+        newest positions; their keys/values are appended to the cache's."""
+        h = self.ln1(x)
+        k, v = self.self_attn.keys_values(h)
+        if cache is not None:
+            if "k" in cache:
+                k = torch.cat([cache["k"], k], dim=2)
+                v = torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        x = x + self.drop(self.self_attn(h, k, v, self_mask, causal))
+        if self.cross_attn is not None and memory is not None:
+            if cache is not None and "mk" in cache:
+                mk, mv = cache["mk"], cache["mv"]
+            else:
+                mk, mv = self.cross_attn.keys_values(memory)
+                if cache is not None:
+                    cache["mk"], cache["mv"] = mk, mv
+            x = x + self.drop(self.cross_attn(self.ln2(x), mk, mv, cross_mask))
+        return x + self.ff(self.ln3(x))

@@ -1,0 +1,73 @@
+"""From a trained model's results to files: MIDI outputs and their HTML pages.
+
+The glue between `tvae.inference` (torch) and `tvae.render` (no torch): it computes each
+melody's per-bar KL with the model and hands plain bytes and numbers to the renderer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tvae.inference import TrainedModel
+from tvae.melody import Melody
+from tvae.midi import melody_to_midi_bytes, write_bytes_atomic
+from tvae.render import PageMelody, render_page, write_page
+
+KL_NOTE = ("Under each melody, the KL of each bar's latent in bits: how much new information the "
+           "bar carries. With causal attention, a bar that repeats an earlier one should cost "
+           "little.")
+
+
+@dataclass
+class Item:
+    """A melody to write: its role on the page, file stem and the melody itself."""
+
+    label: str
+    stem: str
+    melody: Melody
+    caption: str = ""
+
+
+def page_melody(model: TrainedModel, item: Item) -> PageMelody:
+    kl = model.kl_bits(item.melody).round(3).tolist() if item.melody.notes else None
+    return PageMelody(item.label, item.melody.title or item.stem,
+                      melody_to_midi_bytes(item.melody), kl, item.caption)
+
+
+def write_results(model: TrainedModel, out_dir: str | Path, items: Sequence[Item],
+                  title: str, page: str | None, intro: str = "",
+                  links: Sequence[tuple[str, str]] = (), write_midi: Sequence[bool] | None = None
+                  ) -> list[Path]:
+    """Write each item as OUT_DIR/<stem>.mid (where `write_midi` says so) and, with `page`, one
+    HTML page OUT_DIR/<page> showing them all. Returns the paths written."""
+    out_dir = Path(out_dir)
+    written = []
+    for i, item in enumerate(items):
+        if write_midi is None or write_midi[i]:
+            path = out_dir / f"{item.stem}.mid"
+            write_bytes_atomic(melody_to_midi_bytes(item.melody), path)
+            written.append(path)
+    if page:
+        html = render_page(title, [page_melody(model, it) for it in items],
+                           intro=(intro + "\n\n" + KL_NOTE).strip(), links=links)
+        written.append(write_page(out_dir / page, html))
+    return written
+
+
+def transfer_items(model: TrainedModel, a: Melody, b: Melody, a_stem: str, b_stem: str,
+                   bars: Sequence[int]) -> list[Item]:
+    """Input 1, Input 2, both reconstructions and the context-transfer output."""
+    out = model.transfer(a, b, bars)
+    which = ", ".join(str(i + 1) for i in bars)
+    return [
+        Item("Input 1", a_stem, a, "Song A: its bar latents listed below are transferred."),
+        Item("Input 2", b_stem, b, "Song B: the flow the output follows."),
+        Item("Reconstruction 1", f"{a_stem}_reconstruction", model.reconstruct(a),
+             "Song A encoded and decoded without teacher forcing."),
+        Item("Reconstruction 2", f"{b_stem}_reconstruction", model.reconstruct(b),
+             "Song B encoded and decoded without teacher forcing."),
+        Item("Output", f"{a_stem}_x_{b_stem}", out,
+             f"B's latents with bar {which} taken from A: A's opening developed in B's flow."),
+    ]

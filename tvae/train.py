@@ -1,0 +1,346 @@
+"""The training loop: windows in, checkpoints, metrics and plots out. Knows nothing of the
+model's internals beyond `forward` returning a `VAEOutput`.
+
+Every step is seeded from (seed, step) and every epoch's order from (seed, epoch), so a run
+resumed from a checkpoint continues exactly as if it had never stopped (on CPU).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tvae.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
+from tvae.config import (
+    DataConfig,
+    GridConfig,
+    ModelConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+)
+from tvae.dataset import SongArrays, Windows, load_folder
+from tvae.errors import TvaeError
+from tvae.evaluate import evaluate_windows
+from tvae.model import LN2, TransformerVAE
+from tvae.plots import plot_metrics
+from tvae.schedules import beta_at, lr_at, tf_at
+
+METRIC_FIELDS = ["step", "epoch", "split", "loss", "recon", "kl_bits", "accuracy", "tf_accuracy",
+                 "free_accuracy", "kl_bits_repeated", "kl_bits_new", "class_accuracy", "beta",
+                 "p_tf", "lr", "lr_rel", "skipped", "seconds"]
+
+
+@dataclass
+class RunState:
+    """Where a run stands; saved in every checkpoint."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # current epoch (0-based)
+    batch: int = 0  # batches done in the current epoch
+    best_loss: float = math.inf  # best validation loss so far
+    bad_epochs: int = 0  # epochs since the best validation loss
+    skipped: int = 0  # steps skipped for a non-finite loss
+    seconds: float = 0.0  # training wall time so far
+    finished: bool = False
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TvaeError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def _label_ids(songs: SongArrays) -> tuple[list[str] | None, np.ndarray | None]:
+    if songs.labels is None:
+        return None, None
+    names = sorted({x for x in songs.labels if x})
+    lookup = {name: i for i, name in enumerate(names)}
+    return names, np.array([lookup.get(x, -1) if x else -1 for x in songs.labels], np.int64)
+
+
+class Trainer:
+    """Owns the model, optimizer, data windows and run directory of one training run."""
+
+    def __init__(self, songs: SongArrays, run_dir: Path, grid: GridConfig, model_cfg: ModelConfig,
+                 data_cfg: DataConfig, cfg: TrainConfig, progress: bool = True) -> None:
+        self.run_dir, self.grid, self.data_cfg, self.cfg = run_dir, grid, data_cfg, cfg
+        self.progress = progress
+        self.device = pick_device(cfg.device)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.labels, self.song_labels = _label_ids(songs)
+        if self.labels and model_cfg.n_classes != len(self.labels):
+            model_cfg = ModelConfig(**{**asdict(model_cfg), "n_classes": len(self.labels)})
+        self.train_windows = Windows(songs, "train", data_cfg)
+        self.valid_windows = Windows(songs, "valid", data_cfg)
+        if len(self.train_windows) == 0:
+            raise TvaeError("no training windows: the folder has no usable songs in its "
+                            "train split")
+        self.batches = math.ceil(len(self.train_windows) / cfg.batch_size)
+        self.total_steps = cfg.epochs * self.batches
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        torch.manual_seed(cfg.seed)
+        self.model = TransformerVAE(model_cfg, grid).to(self.device)
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay, fused=fused)
+        self.state = RunState()
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def save(self, name: str) -> None:
+        save_checkpoint(self.run_dir / name, self.model, data=self.data_cfg, train=self.cfg,
+                        state=asdict(self.state), optimizer=self.optimizer, labels=self.labels)
+
+    def resume(self) -> None:
+        model, meta, optim = load_checkpoint(self.run_dir / "last", self.device)
+        self.model.load_state_dict(model.state_dict())
+        restore_optimizer(self.optimizer, meta, optim)
+        self.state = RunState(**meta["state"])
+        self._truncate_metrics(self.state.step)
+
+    def _truncate_metrics(self, step: int) -> None:
+        path = self.run_dir / "metrics.csv"
+        if path.exists():
+            with open(path, newline="") as handle:
+                rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= step]
+            self._write_rows(rows, mode="w")
+
+    def _write_rows(self, rows: list[dict[str, Any]], mode: str = "a") -> None:
+        path = self.run_dir / "metrics.csv"
+        new = mode == "w" or not path.exists()
+        with open(path, mode, newline="") as handle:
+            writer = csv.DictWriter(handle, METRIC_FIELDS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+
+    # -- one step ------------------------------------------------------------------------
+    def _batch(self, order: np.ndarray, b: int) -> tuple[torch.Tensor, ...]:
+        idx = order[b * self.cfg.batch_size : (b + 1) * self.cfg.batch_size]
+        rng = np.random.default_rng([self.cfg.seed, self.state.step])
+        tokens, meters = self.train_windows.batch(idx, rng)
+        labels = None
+        if self.song_labels is not None:
+            labels = torch.as_tensor(self.song_labels[self.train_windows.song_of(idx)],
+                                     device=self.device)
+        return (torch.as_tensor(tokens, device=self.device),
+                torch.as_tensor(meters, device=self.device), labels)
+
+    def step(self, tokens: torch.Tensor, meters: torch.Tensor, labels: torch.Tensor | None
+             ) -> dict[str, Any] | None:
+        """One optimizer step; None if the loss was not finite (the step is skipped)."""
+        cfg, s = self.cfg, self.state.step
+        torch.manual_seed(cfg.seed * 1_000_003 + s)
+        beta, p_tf = beta_at(s, cfg), tf_at(s, cfg, self.batches)
+        lr = lr_at(s, cfg, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.device.type == "cuda"):
+            out = self.model(tokens, meters, beta=beta, p_tf=p_tf, free_bits=cfg.free_bits,
+                             recon_weight=cfg.recon_weight, labels=labels,
+                             class_weight=cfg.class_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(out.loss):
+            return None
+        out.loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        if not torch.isfinite(norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        stats = {"loss": out.loss.detach(), "recon": out.recon.detach(),
+                 "kl": out.kl.detach(), "correct": out.correct, "n": out.n_steps}
+        if out.class_logits is not None and labels is not None:
+            known = labels >= 0
+            stats["class_correct"] = ((out.class_logits.argmax(-1) == labels) & known).sum()
+            stats["class_n"] = known.sum()
+        return {**stats, "beta": beta, "p_tf": p_tf, "lr": lr}
+
+    # -- logging -------------------------------------------------------------------------
+    def _log_row(self, acc: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+        n = max(acc["count"], 1)
+        row = {
+            "step": self.state.step, "epoch": self.state.epoch, "split": "train",
+            "loss": float(acc["loss"]) / n, "recon": float(acc["recon"]) / n,
+            "kl_bits": float(acc["kl"]) / n / LN2,
+            "accuracy": float(acc["correct"]) / max(float(acc["n"]), 1.0),
+            "beta": last["beta"], "p_tf": last["p_tf"], "lr": last["lr"],
+            "lr_rel": last["lr"] / self.cfg.lr, "skipped": self.state.skipped,
+            "seconds": round(self.state.seconds, 1),
+        }
+        if acc.get("class_n"):
+            row["class_accuracy"] = float(acc["class_correct"]) / float(acc["class_n"])
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
+
+    def validate(self) -> dict[str, Any]:
+        metrics = evaluate_windows(self.model, self.valid_windows,
+                                   max_windows=self.cfg.eval_windows)
+        loss = (metrics["recon_nats_per_bar"] or 0.0) + self.cfg.beta * LN2 * (
+            metrics["kl_bits_per_bar"] or 0.0)
+        row = {"step": self.state.step, "epoch": self.state.epoch, "split": "valid",
+               "loss": round(loss, 6), "recon": metrics["recon_nats_per_bar"],
+               "kl_bits": metrics["kl_bits_per_bar"], "tf_accuracy": metrics["tf_accuracy"],
+               "free_accuracy": metrics["free_accuracy"],
+               "kl_bits_repeated": metrics["kl_bits_repeated"],
+               "kl_bits_new": metrics["kl_bits_new"], "seconds": round(self.state.seconds, 1)}
+        self._write_rows([row])
+        return row
+
+    # -- the loop ------------------------------------------------------------------------
+    def _out_of_time(self, started: float) -> bool:
+        limit = self.cfg.max_minutes * 60
+        return bool(limit) and self.state.seconds + time.monotonic() - started >= limit
+
+    def run_epoch(self, bar: Any) -> bool:
+        """Train to the end of the current epoch; False if a step or time limit stopped it."""
+        cfg, st = self.cfg, self.state
+        order = np.random.default_rng([cfg.seed, 1_000_000 + st.epoch]).permutation(
+            len(self.train_windows))
+        acc: dict[str, Any] = {"count": 0}
+        started, bad_run = time.monotonic(), 0
+        while st.batch < self.batches:
+            if st.step >= self.total_steps or self._out_of_time(started):
+                st.seconds += time.monotonic() - started
+                return False
+            stats = self.step(*self._batch(order, st.batch))
+            st.batch += 1
+            st.step += 1
+            bar.update(1)
+            if stats is None:
+                st.skipped += 1
+                bad_run += 1
+                bar.write(f"step {st.step}: loss is not finite; step skipped")
+                if bad_run >= cfg.max_bad_steps:
+                    self.save("last")
+                    raise TvaeError(f"the loss was not finite for {bad_run} steps in a row; "
+                                    "training stopped (try a lower --lr)")
+                continue
+            bad_run = 0
+            for key in ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n"):
+                if key in stats:
+                    acc[key] = acc.get(key, 0) + stats[key]
+            acc["count"] += 1
+            if st.step % cfg.log_every == 0:
+                st.seconds += time.monotonic() - started
+                started = time.monotonic()
+                row = self._log_row(acc, stats)
+                self._write_rows([row])
+                bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}",
+                                kl=f"{row['kl_bits']:.2f}b", beta=f"{row['beta']:.3g}",
+                                p_tf=f"{row['p_tf']:.2f}")
+                acc = {"count": 0}
+            if st.step % cfg.checkpoint_every == 0:
+                st.seconds += time.monotonic() - started
+                started = time.monotonic()
+                self.save("last")
+        st.seconds += time.monotonic() - started
+        return True
+
+    def end_epoch(self, bar: Any) -> None:
+        row = self.validate()
+        st = self.state
+        improved = row["loss"] < st.best_loss
+        st.best_loss = min(st.best_loss, row["loss"])
+        st.bad_epochs = 0 if improved else st.bad_epochs + 1
+        st.epoch, st.batch = st.epoch + 1, 0
+        if improved:
+            self.save("best")
+        bar.write(f"epoch {st.epoch}: valid loss {row['loss']:.4f}, teacher-forced acc "
+                  f"{row['tf_accuracy']:.4f}, free-running acc {row['free_accuracy']:.4f}, "
+                  f"KL {row['kl_bits']:.2f} bits/bar" + ("  (best)" if improved else ""))
+        if st.bad_epochs >= self.cfg.patience:
+            bar.write(f"early stopping: no better validation loss for {st.bad_epochs} epochs")
+            st.finished = True
+        self.save("last")
+        plot_metrics(self.run_dir / "metrics.csv", self.run_dir / "plots")
+
+    def fit(self) -> None:
+        from tqdm import tqdm
+
+        st = self.state
+        bar = tqdm(total=self.total_steps, initial=st.step, desc="train", unit="step",
+                   disable=not self.progress, dynamic_ncols=True)
+        try:
+            while not st.finished and st.epoch < self.cfg.epochs:
+                if not self.run_epoch(bar):
+                    break
+                self.end_epoch(bar)
+            else:
+                st.finished = True
+        except KeyboardInterrupt:
+            self.save("last")
+            bar.close()
+            print(f"\ninterrupted: checkpoint saved to {self.run_dir / 'last.json'}; "
+                  "continue with --resume", file=sys.stderr)
+            raise SystemExit(130) from None
+        if not st.finished and st.batch:  # stopped by a step or time limit mid-epoch
+            self.end_epoch(bar)
+            st.finished = st.finished or st.step >= self.total_steps
+        self.save("last")
+        bar.close()
+
+
+def _save_run_config(run_dir: Path, configs: dict[str, Any], command: list[str] | None) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(configs, indent=2) + "\n")
+    if command is not None:
+        (run_dir / "command.txt").write_text(shlex.join(command) + "\n")
+
+
+def _run_configs(run_dir: Path) -> dict[str, Any]:
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise TvaeError(f"cannot resume: no readable config.json ({exc})", run_dir) from None
+    return saved
+
+
+def train(data_dir: str | Path, run_dir: str | Path, *, grid: GridConfig = GridConfig(),
+          model: ModelConfig = ModelConfig(), data: DataConfig = DataConfig(),
+          train: TrainConfig = TrainConfig(), label_column: str | None = None,
+          resume: bool = False, command: list[str] | None = None, progress: bool = True
+          ) -> Trainer:
+    """Train on a MIDI folder (or exported corpus); returns the finished Trainer."""
+    run_dir = Path(run_dir)
+    if resume:
+        saved = _run_configs(run_dir)
+        grid = config_from_dict(GridConfig, saved["grid"])
+        model = config_from_dict(ModelConfig, saved["model"])
+        data = config_from_dict(DataConfig, saved["data"])
+        train = config_from_dict(TrainConfig, saved["train"])
+        data_dir, label_column = saved["data_dir"], saved["label_column"]
+    elif (run_dir / "last.json").exists():
+        raise TvaeError("this run folder already holds a run; use --resume to continue it or "
+                        "choose another --out", run_dir)
+    songs, skipped = load_folder(data_dir, grid, data, label_column=label_column,
+                                 progress=progress)
+    if skipped:
+        summary = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+        print(f"skipped {sum(skipped.values())} files: {summary}", file=sys.stderr)
+    configs = {"grid": config_to_dict(grid), "model": config_to_dict(model),
+               "data": config_to_dict(data), "train": config_to_dict(train),
+               "data_dir": str(data_dir), "label_column": label_column}
+    if not resume:
+        _save_run_config(run_dir, configs, command)
+    trainer = Trainer(songs, run_dir, grid, model, data, train, progress)
+    songs.save_split(run_dir / "split.csv")
+    if resume:
+        trainer.resume()
+    trainer.fit()
+    return trainer
