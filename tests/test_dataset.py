@@ -1,0 +1,173 @@
+"""MIDI folder -> cached song arrays -> windows: round trips, splits, cache, augmentation."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tvae.dataset as dataset
+from tvae.config import HOLD, N_SPECIAL, PAD, REST, DataConfig, GridConfig
+from tvae.dataset import SongArrays, Windows, load_folder, transpose_tokens
+from tvae.melody import Melody, Note, bars_to_melody, melody_to_bars, meter_id
+from tvae.midi import read_midi, write_melody
+
+
+def scale_song(n_bars: int, meter: tuple[int, int] = (4, 4), base: int = 60,
+               pickup: int = 0) -> Melody:
+    """Quarter notes up and down a scale, filling `n_bars` bars after a `pickup`."""
+    steps = {(4, 4): 16, (2, 4): 8, (3, 4): 12, (6, 8): 12}[meter]
+    total = pickup + n_bars * steps
+    notes = [Note(t, base + [0, 2, 4, 5, 7, 5, 4, 2][(t // 4) % 8], 4) for t in range(0, total, 4)]
+    return Melody(tuple(notes), meter, 100.0, pickup, f"scale {n_bars}")
+
+
+@pytest.fixture
+def small_folder(tmp_path: Path) -> Path:
+    """Two sub-folders of synthetic songs, one song transposed in the other."""
+    root = tmp_path / "songs"
+    write_melody(scale_song(12), root / "a" / "long.mid")
+    write_melody(scale_song(2, (3, 4), pickup=4), root / "a" / "short.mid")
+    write_melody(scale_song(9, (6, 8), base=70), root / "b" / "jig.midi")
+    write_melody(scale_song(12).transpose(7), root / "b" / "long_up.mid")
+    return root
+
+
+def load(root: Path, tmp_path: Path, **kwargs) -> tuple[SongArrays, dict[str, int]]:
+    return load_folder(root, cache_dir=tmp_path / "cache", progress=False, **kwargs)
+
+
+def test_corpus_songs_round_trip_exactly(folk_corpus: Path, tmp_path: Path) -> None:
+    songs, skipped = load(folk_corpus, tmp_path, workers=2)
+    assert skipped == {} and songs.n_songs > 20
+    assert set(songs.meters.tolist()) == {0, 1, 2, 3} and (songs.pickups > 0).any()
+    for i, rel in enumerate(songs.paths):
+        melody, _ = read_midi(folk_corpus / rel)
+        assert bars_to_melody(songs.song(i)) == melody
+        assert bars_to_melody(melody_to_bars(melody)) == melody
+        assert songs.meters[i] == meter_id(melody.meter)
+
+
+def test_manifest_gives_splits_and_labels(folk_corpus: Path, tmp_path: Path) -> None:
+    songs, _ = load(folk_corpus / "manifest.csv", tmp_path, label_column="collection")
+    rows = dataset._read_manifest(folk_corpus / "manifest.csv")
+    assert songs.paths == list(rows)
+    assert [str(s) for s in songs.splits] == [rows[p]["split"] for p in songs.paths]
+    assert songs.labels == [rows[p]["collection"] for p in songs.paths]
+
+
+def test_cache_hit_equals_fresh_load(small_folder: Path, tmp_path: Path, monkeypatch) -> None:
+    fresh, skipped = load(small_folder, tmp_path)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the second load must come from the cache")
+
+    monkeypatch.setattr(dataset, "_read_all", no_reading)
+    cached, skipped_again = load(small_folder, tmp_path)
+    assert skipped_again == skipped
+    for name in ("tokens", "offsets", "meters", "pickups", "splits", "qpms"):
+        assert np.array_equal(getattr(fresh, name), getattr(cached, name)), name
+    assert (fresh.paths, fresh.titles) == (cached.paths, cached.titles)
+
+
+def test_corrupt_or_stale_cache_is_rebuilt(small_folder: Path, tmp_path: Path) -> None:
+    fresh, _ = load(small_folder, tmp_path)
+    (cache_file,) = (tmp_path / "cache").glob("*.npz")
+    cache_file.write_bytes(b"not an npz")
+    rebuilt, _ = load(small_folder, tmp_path)
+    assert np.array_equal(rebuilt.tokens, fresh.tokens) and rebuilt.paths == fresh.paths
+    write_melody(scale_song(5), small_folder / "new.mid")
+    grown, _ = load(small_folder, tmp_path)
+    assert grown.n_songs == fresh.n_songs + 1 and "new.mid" in grown.paths
+
+
+def test_broken_files_are_skipped_and_counted(small_folder: Path, tmp_path: Path) -> None:
+    (small_folder / "broken.mid").write_bytes(b"RIFF this is not MIDI")
+    (small_folder / "empty.mid").write_bytes(b"")
+    (small_folder / "notes.txt").write_text("not loaded")
+    songs, skipped = load(small_folder, tmp_path, data=DataConfig(min_bars=4))
+    assert skipped == {
+        "not a MIDI file (no MThd header)": 1,
+        "file is empty (0 bytes)": 1,
+        "shorter than 4 bars": 1,  # a/short.mid
+    }
+    assert sorted(songs.paths) == ["a/long.mid", "b/jig.midi", "b/long_up.mid"]
+
+
+def test_split_by_content_is_deterministic(small_folder: Path, tmp_path: Path) -> None:
+    data = DataConfig(valid_fraction=0.4, test_fraction=0.4)
+    songs, _ = load(small_folder, tmp_path, data=data, label_column="folder")
+    again, _ = load_folder(small_folder, data=data, cache_dir=tmp_path / "other", progress=False)
+    assert np.array_equal(songs.splits, again.splits)
+    split = dict(zip(songs.paths, songs.splits, strict=True))
+    assert split["a/long.mid"] == split["b/long_up.mid"]  # same tune, transposed
+    assert songs.labels == [p.split("/")[0] for p in songs.paths]
+
+
+def test_subset_keeps_songs_intact(small_folder: Path, tmp_path: Path) -> None:
+    songs, _ = load(small_folder, tmp_path)
+    mask = np.array([i % 2 == 1 for i in range(songs.n_songs)])
+    sub = songs.subset(mask)
+    assert sub.paths == [p for p, m in zip(songs.paths, mask, strict=True) if m]
+    for j, i in enumerate(np.flatnonzero(mask)):
+        assert sub.song(j) == songs.song(int(i))
+
+
+def test_windows_shapes_and_padding(small_folder: Path, tmp_path: Path) -> None:
+    songs, _ = load(small_folder, tmp_path)
+    windows = Windows(songs, None, DataConfig(bars=8, stride=2))
+    lengths = songs.lengths
+    assert len(windows) == int(np.sum(np.maximum(lengths - 8, 0) // 2 + 1))
+    tokens, meters = windows.batch(np.arange(len(windows)))
+    assert tokens.shape == (len(windows), 8, 16) and tokens.dtype == np.int64
+    assert meters.shape == (len(windows), 8) and meters.dtype == np.int64
+    for w in range(len(windows)):
+        i, start = int(windows.song[w]), int(windows.start[w])
+        song = songs.song(i).tokens
+        n = min(8, len(song) - start)
+        assert np.array_equal(tokens[w, :n], song[start : start + n])
+        assert (tokens[w, n:] == PAD).all() and (meters[w] == songs.meters[i]).all()
+    assert windows.song_of(np.arange(len(windows))).tolist() == windows.song.tolist()
+
+
+def test_transposition_keeps_classes_in_range() -> None:
+    grid = GridConfig()
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, N_SPECIAL, (64, 4, 16))  # (B, N, S) specials ...
+    onsets = rng.random((64, 4, 16)) < 0.3
+    tokens[onsets] = rng.integers(N_SPECIAL, grid.vocab_size, onsets.sum())  # ... and onsets
+    tokens[0, 0, 0], tokens[1, 0, 0] = N_SPECIAL, grid.vocab_size - 1  # at the range's ends
+    shifted = transpose_tokens(tokens, 5, np.random.default_rng(1), grid)
+    assert shifted.min() >= 0 and shifted.max() < grid.vocab_size
+    for cls in (PAD, REST, HOLD):
+        assert np.array_equal(shifted == cls, tokens == cls)
+    shift = shifted - tokens  # one shift per window, within the limit
+    for b in range(64):
+        assert len(set(shift[b][onsets[b]].tolist())) <= 1 and np.abs(shift[b]).max() <= 5
+    assert (shift[0] >= 0).all() and (shift[1] <= 0).all()
+    assert len({int(shift[b][onsets[b]][0]) for b in range(2, 64)}) > 5  # really random
+
+
+def test_iter_batches_covers_every_window_once(small_folder: Path, tmp_path: Path) -> None:
+    songs, _ = load(small_folder, tmp_path)
+    windows = Windows(songs, None, DataConfig(bars=4, stride=1, transpose=0))
+    expected, _ = windows.batch(np.arange(len(windows)))
+    got = np.concatenate([t for t, _ in windows.iter_batches(3, True, np.random.default_rng(0))])
+    assert len(got) == len(windows)
+    assert sorted(map(bytes, got.astype(np.int8))) == sorted(map(bytes, expected.astype(np.int8)))
+
+
+def test_missing_folder_and_bad_label_column(tmp_path: Path, folk_corpus: Path) -> None:
+    from tvae.errors import TvaeError
+
+    with pytest.raises(TvaeError, match="no such folder"):
+        load(tmp_path / "nope", tmp_path)
+    with pytest.raises(TvaeError, match="no column 'genre'"):
+        load(folk_corpus, tmp_path, label_column="genre")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(TvaeError, match="no MIDI files"):
+        load(empty, tmp_path)
+    shutil.rmtree(empty)
