@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
@@ -111,7 +111,7 @@ def _read_tensors(weights_path: Path) -> dict[str, torch.Tensor]:
                         "and never unpickles", weights_path)
     try:
         return load_safetensors(raw)
-    except (SafetensorsError, ValueError, RuntimeError, OSError) as exc:
+    except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
         reason = " ".join(str(exc).split())[:160]
         raise TvaeError(f"checkpoint weights are damaged ({reason})", weights_path) from None
 
@@ -130,11 +130,17 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
         raise TvaeError(f"checkpoint config lacks {exc}", json_path) from None
     except TvaeError as exc:
         raise TvaeError(exc.reason, json_path) from None
+    except (ValueError, ZeroDivisionError) as exc:  # e.g. n_heads 0
+        raise TvaeError(f"checkpoint config has an invalid value ({exc})", json_path) from None
     if meta.get("vocabulary") != vocabulary(grid):
         raise TvaeError("checkpoint vocabulary does not match its grid (made for another "
                         "vocabulary or edited)", json_path)
     tensors = _read_tensors(weights_path)
-    model = TransformerVAE(config, grid)
+    try:
+        model = TransformerVAE(config, grid)
+    except (ValueError, RuntimeError) as exc:  # negative sizes, dropout outside [0, 1]...
+        reason = " ".join(str(exc).split())[:160]
+        raise TvaeError(f"checkpoint config cannot build a model ({reason})", json_path) from None
     weights = {k: v for k, v in tensors.items() if not k.startswith("optim/")}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(weights))

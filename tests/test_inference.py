@@ -1,0 +1,181 @@
+"""The inference API and its CLI commands on a tiny seeded model (untrained: properties only)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tvae.checkpoint import save_checkpoint
+from tvae.cli import main
+from tvae.config import ModelConfig
+from tvae.errors import TvaeError
+from tvae.inference import TrainedModel, load_model, slerp
+from tvae.melody import Melody, Note
+from tvae.midi import read_melody, write_melody
+from tvae.model import TransformerVAE
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = TransformerVAE(ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1,
+                                       dec_layers=1, d_ff=64, bar_hidden=32))
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", model)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_ckpt: Path) -> TrainedModel:
+    return load_model(tiny_ckpt)
+
+
+def _melody(n_bars: int, meter: tuple[int, int] = (4, 4), pickup: int = 0) -> Melody:
+    rng = np.random.default_rng(n_bars)
+    notes, t = [], 0
+    bar = {(4, 4): 16, (3, 4): 12, (6, 8): 12, (2, 4): 8}[meter]
+    total = pickup + (n_bars - (1 if pickup else 0)) * bar
+    while t < total:
+        d = int(rng.choice([2, 4]))
+        d = min(d, total - t)
+        notes.append(Note(t, int(rng.integers(60, 72)), d))
+        t += d
+    return Melody(tuple(notes), meter, 100.0, pickup, f"m{n_bars}")
+
+
+@pytest.mark.parametrize("n_bars", [1, 5, 8, 13])
+def test_encode_decode_any_length(tiny: TrainedModel, n_bars: int) -> None:
+    melody = _melody(n_bars)
+    z = tiny.encode(melody)
+    assert z.shape == (n_bars, 8)
+    out = tiny.decode(z, (4, 4), 100.0)
+    assert out.n_bars <= n_bars and out.meter == (4, 4) and out.qpm == 100.0
+    assert tiny.kl_bits(melody).shape == (n_bars,)
+    assert (tiny.kl_bits(melody) >= 0).all()
+
+
+def test_reconstruct_keeps_meter_tempo(tiny: TrainedModel) -> None:
+    melody = _melody(6, (3, 4), pickup=4)
+    out = tiny.reconstruct(melody)
+    assert out.meter == (3, 4) and out.qpm == melody.qpm
+
+
+def test_transfer_replaces_exactly_the_listed_bars(tiny: TrainedModel,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = _melody(8), _melody(9)
+    seen = {}
+    original = tiny.decode
+
+    def spy(z: np.ndarray, *args: object, **kw: object) -> Melody:
+        seen["z"] = z.copy()
+        return original(z, *args, **kw)
+
+    monkeypatch.setattr(tiny, "decode", spy)
+    tiny.transfer(a, b, bars=(0, 2))
+    za, zb = tiny.encode(a), tiny.encode(b)
+    np.testing.assert_array_equal(seen["z"][[0, 2]], za[[0, 2]])
+    np.testing.assert_array_equal(seen["z"][[1, 3, 4, 5, 6, 7, 8]], zb[[1, 3, 4, 5, 6, 7, 8]])
+
+
+def test_transfer_errors(tiny: TrainedModel) -> None:
+    with pytest.raises(TvaeError, match="one meter"):
+        tiny.transfer(_melody(4, (3, 4)), _melody(4))
+    with pytest.raises(TvaeError, match="within both songs"):
+        tiny.transfer(_melody(4), _melody(8), bars=(5,))
+
+
+def test_interpolation_ends_are_the_reconstructions(tiny: TrainedModel) -> None:
+    a, b = _melody(6), _melody(6)
+    steps = tiny.interpolate(a, b, 4)
+    assert len(steps) == 4
+    assert steps[0].notes == tiny.decode(tiny.encode(a)).notes
+    assert steps[-1].notes == tiny.decode(tiny.encode(b)).notes
+
+
+def test_slerp_endpoints_and_norm() -> None:
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    np.testing.assert_allclose(slerp(a, b, 0.0), a, atol=1e-12)
+    np.testing.assert_allclose(slerp(a, b, 1.0), b, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(slerp(a, b, 0.5)), 1.0)
+
+
+def test_sample_is_seeded(tiny: TrainedModel) -> None:
+    one, two = tiny.sample(4, 1.0, seed=3), tiny.sample(4, 1.0, seed=3)
+    assert one == two
+    with pytest.raises(TvaeError):
+        tiny.sample(0)
+
+
+def test_cli_transfer_writes_midi_and_page(tiny_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["transfer", str(DATA / "mary.mid"),
+                                       str(DATA / "jingle.mid"), "-o", str(out), "--model",
+                                       str(tiny_ckpt)])
+    assert result.exit_code == 0, result.output
+    page = (out / "mary_x_jingle.html").read_text()
+    assert page.count("<midi-player") == 5
+    assert (out / "assets" / "midi-player.min.js").is_file()
+    for name in ("mary_x_jingle.mid", "mary_reconstruction.mid", "jingle_reconstruction.mid"):
+        assert read_melody(out / name).meter == (4, 4)
+    assert "sound-font" not in page and not re.search(r"https?://", page)
+
+
+def test_cli_errors_are_one_line(tiny_ckpt: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["transfer", str(DATA / "mary.mid"), str(DATA / "ode.mid"),
+                                  "--bars", "20", "--model", str(tiny_ckpt), "-o",
+                                  str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    result = runner.invoke(main, ["transfer", str(DATA / "mary.mid"), str(DATA / "ode.mid"),
+                                  "--bars", "x", "--model", str(tiny_ckpt)])
+    assert result.exit_code == 2 and "--bars" in result.stderr
+
+
+def test_cli_encode_decode_sample_interpolate(tiny_ckpt: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    npy = tmp_path / "mary.npy"
+    r = runner.invoke(main, ["encode", str(DATA / "mary.mid"), "-o", str(npy), "--model",
+                             str(tiny_ckpt)])
+    assert r.exit_code == 0, r.output
+    assert np.load(npy).shape == (8, 8)
+    r = runner.invoke(main, ["decode", str(npy), "-o", str(tmp_path / "d.mid"), "--html",
+                             "--model", str(tiny_ckpt)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "d.mid").is_file() and (tmp_path / "d.html").is_file()
+    r = runner.invoke(main, ["sample", "-n", "2", "--bars", "3", "-o", str(tmp_path / "s"),
+                             "--html", "--model", str(tiny_ckpt)])
+    assert r.exit_code == 0, r.output
+    assert read_melody(tmp_path / "s" / "sample_0.mid").n_bars <= 3
+    r = runner.invoke(main, ["interpolate", str(DATA / "mary.mid"), str(DATA / "ode.mid"),
+                             "--steps", "3", "-o", str(tmp_path / "i"), "--html", "--model",
+                             str(tiny_ckpt)])
+    assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "i").glob("*.mid"))) == 3
+    r = runner.invoke(main, ["reconstruct", str(DATA / "ode.mid"), "-o", str(tmp_path / "r"),
+                             "--html", "--model", str(tiny_ckpt)])
+    assert r.exit_code == 0, r.output
+
+
+def test_demo_site(tiny_ckpt: Path, tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["demo", str(tmp_path / "site"), "--examples", str(DATA),
+                                  "--model", str(tiny_ckpt)])
+    assert r.exit_code == 0, r.output
+    pages = {p.name for p in (tmp_path / "site").glob("*.html")}
+    assert {"index.html", "mary_x_jingle.html", "jingle_x_mary.html", "twinkle_x_ode.html",
+            "ode_x_twinkle.html", "reconstructions.html", "samples.html",
+            "interpolation.html"} <= pages
+    index = (tmp_path / "site" / "index.html").read_text()
+    for page in pages - {"index.html"}:
+        assert f'href="{page}"' in index
+
+
+def test_pickup_melody_written_and_read(tmp_path: Path) -> None:
+    melody = _melody(4, (6, 8), pickup=2)
+    write_melody(melody, tmp_path / "p.mid")
+    assert read_melody(tmp_path / "p.mid") == melody

@@ -1,0 +1,155 @@
+"""End-to-end training on a tiny folk export: run folder, metrics, checkpoints, resume, evaluate."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tvae.config import DataConfig, ModelConfig, TrainConfig
+from tvae.inference import load_model
+from tvae.train import train
+
+TINY = ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64,
+                   bar_hidden=32, dropout=0.1)
+TINY_ARGS = ["--d-model", "32", "--d-latent", "8", "--n-heads", "2", "--enc-layers", "1",
+             "--dec-layers", "1", "--d-ff", "64", "--bar-hidden", "32"]
+
+
+def _train_cfg(**kw: object) -> TrainConfig:
+    base = dict(batch_size=8, epochs=2, warmup_steps=5, log_every=1, checkpoint_every=4,
+                eval_windows=16, tf_schedule="linear", tf_min=0.5, tf_steps=10, beta_steps=10,
+                num_threads=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def _rows(run: Path, split: str = "train") -> list[dict[str, str]]:
+    with open(run / "metrics.csv", newline="") as handle:
+        return [r for r in csv.DictReader(handle) if r["split"] == split]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(folk_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    train(folk_corpus, run, model=TINY, data=DataConfig(bars=4, stride=2),
+          train=_train_cfg(), progress=False, command=["tvae", "train"])
+    return run
+
+
+def test_run_folder_has_everything(tiny_run: Path) -> None:
+    for name in ("config.json", "command.txt", "metrics.csv", "split.csv", "best.json",
+                 "best.safetensors", "last.json", "last.safetensors"):
+        assert (tiny_run / name).is_file(), name
+    for name in ("losses.png", "accuracy.png", "kl.png", "schedules.png"):
+        assert (tiny_run / "plots" / name).stat().st_size > 1000
+    saved = json.loads((tiny_run / "config.json").read_text())
+    assert saved["model"]["d_model"] == 32 and saved["data"]["bars"] == 4
+    assert not list(tiny_run.glob("*.tmp")) and not list(tiny_run.glob(".*.tmp"))
+
+
+def test_metrics_log_schedules_and_validation(tiny_run: Path) -> None:
+    rows = _rows(tiny_run)
+    assert [int(r["step"]) for r in rows] == list(range(1, len(rows) + 1))
+    p_tf = [float(r["p_tf"]) for r in rows]
+    assert p_tf[0] > p_tf[-1] >= 0.5  # linear decay towards tf_min
+    assert all(float(r["kl_bits"]) >= 0 for r in rows)
+    valid = _rows(tiny_run, "valid")
+    assert len(valid) == 2  # one per epoch
+    for row in valid:
+        assert 0 <= float(row["tf_accuracy"]) <= 1 and 0 <= float(row["free_accuracy"]) <= 1
+
+
+def test_checkpoint_rebuilds_model_and_state(tiny_run: Path) -> None:
+    model = load_model(tiny_run / "last.json")
+    assert model.model.config == TINY
+    meta = json.loads((tiny_run / "last.json").read_text())
+    assert meta["state"]["finished"] is True
+    assert meta["state"]["epoch"] == 2
+
+
+def test_refuses_to_overwrite_a_run(tiny_run: Path, folk_corpus: Path) -> None:
+    from tvae.errors import TvaeError
+
+    with pytest.raises(TvaeError, match="--resume"):
+        train(folk_corpus, tiny_run, model=TINY, train=_train_cfg(), progress=False)
+
+
+def test_evaluate_json_has_the_promised_keys(tiny_run: Path, folk_corpus: Path) -> None:
+    from click.testing import CliRunner
+
+    from tvae.cli import main
+
+    result = CliRunner().invoke(main, ["evaluate", str(folk_corpus), "--model",
+                                       str(tiny_run / "best.json"), "--bars", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("tf_accuracy", "free_accuracy", "kl_bits_per_bar", "kl_bits_repeated",
+                "kl_bits_new", "windows", "bars"):
+        assert key in data
+    assert data["split"] == "test" and data["windows"] > 0
+
+
+def _cli_train(corpus: Path, run: Path, *extra: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "tvae", "train", str(corpus), "--out", str(run), *TINY_ARGS,
+            "--bars", "4", "--batch-size", "4", "--epochs", "2", "--warmup-steps", "5",
+            "--log-every", "1", "--checkpoint-every", "3", "--eval-windows", "8",
+            "--num-threads", "1", "--quiet", *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            text=True)
+
+
+def _wait_for_checkpoint(run: Path, min_step: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            state = json.loads((run / "last.json").read_text())["state"]
+            if state["step"] >= min_step:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    pytest.fail("the training process never wrote the expected checkpoint")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_an_uninterrupted_run(folk_corpus: Path,
+                                                          tmp_path: Path) -> None:
+    whole = _cli_train(folk_corpus, tmp_path / "whole")
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    killed_run = tmp_path / "killed"
+    proc = _cli_train(folk_corpus, killed_run)
+    _wait_for_checkpoint(killed_run, 6, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    stopped_at = json.loads((killed_run / "last.json").read_text())["state"]["step"]
+    resumed = subprocess.run([sys.executable, "-m", "tvae", "train", str(folk_corpus), "--out",
+                              str(killed_run), "--resume", "--quiet"], capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    expected = {r["step"]: r["loss"] for r in _rows(tmp_path / "whole")}
+    got = {r["step"]: r["loss"] for r in _rows(killed_run)}
+    assert set(got) == set(expected)
+    later = [s for s in expected if int(s) > stopped_at]
+    assert later, "the kill came too late to test anything"
+    assert [got[s] for s in later] == [expected[s] for s in later]
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(folk_corpus: Path, tmp_path: Path) -> None:
+    run = tmp_path / "interrupted"
+    proc = _cli_train(folk_corpus, run, "--epochs", "50")
+    _wait_for_checkpoint(run, 3, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "--resume" in err
+    state = json.loads((run / "last.json").read_text())["state"]
+    assert state["step"] >= 3 and not state["finished"]
