@@ -209,9 +209,10 @@ def read_midi(
     bar = meter_steps(meter)
     offset = (bar - pickup) % bar
     empty_bars = (notes[0].start + offset) // bar
-    if empty_bars:
-        shift = empty_bars * bar
+    if empty_bars:  # the first kept bar is a full one: an empty pickup bar goes too
+        shift = empty_bars * bar - offset
         notes = [Note(n.start - shift, n.pitch, n.duration) for n in notes]
+        pickup = offset = 0
         report.warn("leading_bars", empty_bars, f"dropped {empty_bars} empty bars at the start")
     last = notes[-1].start + notes[-1].duration + offset
     if last > MAX_BARS * bar:

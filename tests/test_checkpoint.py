@@ -1,0 +1,289 @@
+"""Checkpoints: exact save/load round trips, config JSON equality, atomic writes, and refusal of
+anything that is not a tvae checkpoint - always a TvaeError, never unpickling."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import tvae.midi
+from tvae.checkpoint import checkpoint_paths, load_checkpoint, restore_optimizer, save_checkpoint
+from tvae.config import (
+    DataConfig,
+    GridConfig,
+    ModelConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+)
+from tvae.errors import TvaeError
+from tvae.model import TransformerVAE
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+SMALL = dict(d_model=32, d_latent=8, n_heads=2, d_ff=64, bar_hidden=32, enc_layers=1,
+             dec_layers=1)
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to unpickle during the test fails it."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tvae tried to unpickle")
+
+    class RefusingUnpickler(pickle.Unpickler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            refuse()
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", RefusingUnpickler)
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(torch.serialization, "load", refuse)
+
+
+def tiny(seed: int = 0, **overrides: Any) -> TransformerVAE:
+    torch.manual_seed(seed)
+    return TransformerVAE(ModelConfig(**{**SMALL, **overrides}), GridConfig()).eval()
+
+
+def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(1, GridConfig().vocab_size, (2, 3, 16), generator=gen)
+    return tokens, torch.zeros(2, 3, dtype=torch.long)
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    """A saved tiny checkpoint; returns its JSON path."""
+    return save_checkpoint(tmp_path / "model", tiny(), data=DataConfig(bars=4),
+                           train=TrainConfig(lr=3e-4), state={"step": 7, "epoch": 1},
+                           labels=["a", "b"])
+
+
+# -- round trips --------------------------------------------------------------------------------
+@pytest.mark.parametrize("overrides", [{}, {"bar_encoder": "gru", "bar_decoder": "gru",
+                                            "n_classes": 3, "mask_cross": False}])
+def test_save_load_gives_identical_weights_and_outputs(tmp_path: Path, no_unpickling: None,
+                                                       overrides: dict[str, Any]) -> None:
+    model = tiny(**overrides)
+    grid = model.grid
+    json_path = save_checkpoint(tmp_path / "run" / "best", model, state={"step": 3})
+    assert json_path == tmp_path / "run" / "best.json"
+    for name in (json_path, json_path.with_suffix(".safetensors"), json_path.with_suffix(""),
+                 tmp_path / "run"):
+        loaded, meta, optim = load_checkpoint(name)
+        assert loaded.config == model.config and loaded.grid == grid and not loaded.training
+        assert meta["state"] == {"step": 3} and optim == {}
+        theirs = loaded.state_dict()
+        assert set(theirs) == set(model.state_dict())
+        assert all(torch.equal(v, theirs[k]) for k, v in model.state_dict().items())
+    tokens, meters = batch()
+    with torch.no_grad():
+        a, b = model(tokens, meters, sample=False), loaded(tokens, meters, sample=False)
+        z = torch.randn(2, 3, 8)
+        assert torch.equal(model.free_run(z, meters), loaded.free_run(z, meters))
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.mu, b.mu)
+
+
+def test_meta_carries_configs_vocabulary_and_state(saved: Path) -> None:
+    meta = json.loads(saved.read_text())
+    assert meta["format"] == "tvae-checkpoint" and meta["format_version"] == 1
+    assert config_from_dict(ModelConfig, meta["model"]) == ModelConfig(**SMALL)
+    assert config_from_dict(DataConfig, meta["data"]) == DataConfig(bars=4)
+    assert config_from_dict(TrainConfig, meta["train"]) == TrainConfig(lr=3e-4)
+    assert config_from_dict(GridConfig, meta["grid"]) == GridConfig()
+    assert meta["vocabulary"] == {"pad": 0, "rest": 1, "hold": 2, "min_pitch": 48,
+                                  "max_pitch": 96, "size": 52}
+    assert meta["state"] == {"step": 7, "epoch": 1} and meta["labels"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("config", [
+    GridConfig(), GridConfig(min_pitch=40, max_pitch=90, steps_per_bar=12),
+    ModelConfig(), ModelConfig(**SMALL, bar_encoder="gru", mask_cross=False, dropout=0.25,
+                               n_classes=5),
+    DataConfig(), DataConfig(bars=16, stride=1, transpose=0, valid_fraction=0.1),
+    TrainConfig(), TrainConfig(tf_schedule="logistic", tf_gamma=2.0, max_minutes=1.5, seed=9,
+                               device="cuda:1", beta_schedule="cyclical"),
+])
+def test_configs_round_trip_through_json(config: Any) -> None:
+    data = json.loads(json.dumps(config_to_dict(config)))
+    assert config_from_dict(type(config), data) == config
+
+
+def test_config_json_refuses_unknown_fields_and_wrong_types() -> None:
+    with pytest.raises(TvaeError, match="unknown fields"):
+        config_from_dict(ModelConfig, {**config_to_dict(ModelConfig()), "width": 3})
+    with pytest.raises(TvaeError, match="d_model"):
+        config_from_dict(ModelConfig, {"d_model": "256"})
+    with pytest.raises(TvaeError, match="mask_cross"):
+        config_from_dict(ModelConfig, {"mask_cross": 1})
+    with pytest.raises(TvaeError, match="lr"):
+        config_from_dict(TrainConfig, {"lr": True})
+    assert config_from_dict(TrainConfig, {"lr": 1}).lr == 1  # an int is a valid float
+
+
+def test_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    json_path = save_checkpoint(tmp_path / "ck", tiny())
+    save_checkpoint(tmp_path / "ck", tiny(seed=1))  # overwriting leaves no temporary files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.json", "ck.safetensors"]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def crash(src: object, dst: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tvae.midi.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(json_path, tiny(seed=2))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # old files intact
+
+
+def test_optimizer_state_round_trips(tmp_path: Path, no_unpickling: None) -> None:
+    model = tiny().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    tokens, meters = batch()
+
+    def step(m: TransformerVAE, opt: torch.optim.Optimizer) -> None:
+        torch.manual_seed(11)
+        loss = m(tokens, meters).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step(model, optimizer)
+    save_checkpoint(tmp_path / "last", model, optimizer=optimizer)
+    loaded, meta, tensors = load_checkpoint(tmp_path / "last")
+    loaded.train()
+    resumed = torch.optim.AdamW(loaded.parameters(), lr=0.5)  # groups come from the checkpoint
+    restore_optimizer(resumed, meta, tensors)
+    a, b = optimizer.state_dict(), resumed.state_dict()
+    assert json.loads(json.dumps(a["param_groups"])) == b["param_groups"]  # tuples read as lists
+    assert b["param_groups"][0]["lr"] == 1e-3
+    assert a["state"].keys() == b["state"].keys()
+    for pid, slots in a["state"].items():
+        assert all(torch.equal(v, b["state"][pid][k]) for k, v in slots.items())
+    step(model, optimizer)
+    step(loaded, resumed)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    with pytest.raises(TvaeError, match="no optimizer state"):
+        restore_optimizer(resumed, {"optimizer_groups": None}, {})
+
+
+# -- refusals -----------------------------------------------------------------------------------
+def refuses(path: Path, *words: str) -> TvaeError:
+    with pytest.raises(TvaeError) as info:
+        load_checkpoint(path)
+    err = info.value
+    assert err.path is not None and "\n" not in str(err)
+    for word in words:
+        assert word in err.reason, err.reason
+    return err
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_refuses_a_pickle_passed_as_model(tmp_path: Path, no_unpickling: None,
+                                          legacy: bool) -> None:
+    buffer = io.BytesIO()
+    torch.save(tiny().state_dict(), buffer, _use_new_zipfile_serialization=not legacy)
+    pt = tmp_path / "model.pt"
+    pt.write_bytes(buffer.getvalue())
+    assert refuses(pt, "pickle", "never unpickles").path == str(pt)
+    renamed = tmp_path / "renamed.safetensors"
+    renamed.write_bytes(buffer.getvalue())
+    refuses(renamed, "not found")  # no JSON beside it
+    json_path = save_checkpoint(tmp_path / "real", tiny())
+    json_path.with_suffix(".safetensors").write_bytes(buffer.getvalue())
+    err = refuses(json_path, "pickle", "never unpickles")
+    assert err.path == str(json_path.with_suffix(".safetensors"))
+    json_path.write_bytes(buffer.getvalue())  # a pickle as the JSON
+    assert refuses(json_path, "pickle").path == str(json_path)
+
+
+def test_refuses_truncated_or_missing_weights(saved: Path, no_unpickling: None) -> None:
+    weights = saved.with_suffix(".safetensors")
+    raw = weights.read_bytes()
+    for cut in (len(raw) // 2, 40, 7, 0):
+        weights.write_bytes(raw[:cut])
+        refuses(saved, "damaged")
+    weights.unlink()
+    refuses(saved, "weights not found")
+
+
+def test_refuses_non_finite_weights(tmp_path: Path, no_unpickling: None) -> None:
+    model = tiny()
+    with torch.no_grad():
+        model.mu.weight[0, 0] = float("nan")
+    refuses(save_checkpoint(tmp_path / "nan", model), "NaN")
+
+
+TAMPERINGS: dict[str, tuple[Callable[[dict], None], str]] = {
+    "unknown field": (lambda m: m["model"].update(width=3), "unknown fields"),
+    "wrong type": (lambda m: m["model"].update(d_model="32"), "d_model"),
+    "bool for int": (lambda m: m["model"].update(enc_layers=True), "enc_layers"),
+    "vocabulary size": (lambda m: m["vocabulary"].update(size=60), "vocabulary"),
+    "vocabulary and grid": (lambda m: (m["grid"].update(max_pitch=100),
+                                       m["vocabulary"].update(max_pitch=100, size=56)),
+                            "wrong shape"),
+    "format marker": (lambda m: m.pop("format"), "format marker"),
+    "format version": (lambda m: m.update(format_version=99), "version 99"),
+    "model missing": (lambda m: m.pop("model"), "lacks 'model'"),
+    "model not an object": (lambda m: m.update(model=[1, 2]), "JSON object"),
+    "heads do not divide": (lambda m: m["model"].update(n_heads=3), "multiple of n_heads"),
+    "zero heads": (lambda m: m["model"].update(n_heads=0), "invalid value"),
+    "negative width": (lambda m: m["model"].update(bar_hidden=-1), "cannot build"),
+    "dropout above 1": (lambda m: m["model"].update(dropout=5.0), "cannot build"),
+    "more layers": (lambda m: m["model"].update(enc_layers=2), "missing"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TAMPERINGS))
+def test_refuses_tampered_json(saved: Path, no_unpickling: None, name: str) -> None:
+    tamper, words = TAMPERINGS[name]
+    meta = json.loads(saved.read_text())
+    tamper(meta)
+    saved.write_text(json.dumps(meta))
+    refuses(saved, words)
+
+
+def test_refuses_broken_json(saved: Path) -> None:
+    saved.write_text('{"format": "tvae-checkpoint", ')
+    refuses(saved, "not valid JSON")
+    saved.write_bytes(b"\xff\xfe\x00garbage")
+    refuses(saved, "not valid JSON")
+    saved.write_text("[]")
+    refuses(saved, "format marker")
+
+
+def test_refuses_weights_of_another_shape(tmp_path: Path, no_unpickling: None) -> None:
+    json_path = save_checkpoint(tmp_path / "ck", tiny())
+    other = tiny(d_model=48, d_ff=96)
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()},
+              str(json_path.with_suffix(".safetensors")))
+    err = refuses(json_path, "do not fit", "wrong shape")
+    assert err.path == str(json_path.with_suffix(".safetensors"))
+    bigger = tiny(d_latent=12)
+    save_file({k: v.contiguous() for k, v in bigger.state_dict().items()},
+              str(json_path.with_suffix(".safetensors")))
+    refuses(json_path, "mu.weight")
+
+
+def test_checkpoint_paths(tmp_path: Path) -> None:
+    stem = tmp_path / "a" / "m"
+    expected = (stem.with_suffix(".json"), stem.with_suffix(".safetensors"))
+    assert checkpoint_paths(stem) == checkpoint_paths(f"{stem}.json") == expected
+    assert checkpoint_paths(f"{stem}.safetensors") == expected
+    with pytest.raises(TvaeError, match="no checkpoint"):
+        checkpoint_paths(tmp_path)
+    save_checkpoint(tmp_path / "last", tiny())
+    assert checkpoint_paths(tmp_path)[0] == tmp_path / "last.json"
+    save_checkpoint(tmp_path / "best", tiny())
+    assert checkpoint_paths(tmp_path)[0] == tmp_path / "best.json"  # best before last
