@@ -167,3 +167,16 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, meta: dict[str, Any],
         pid, slot = key.split("/", 1)
         state.setdefault(int(pid), {})[slot] = value
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def export_checkpoint(src: str | Path, dst: str | Path, half: bool = True) -> Path:
+    """Write an inference-only copy of a checkpoint: no optimizer state, weights in float16
+    when `half` (loading casts them back to float32). Returns the new JSON path."""
+    model, meta, _ = load_checkpoint(src)
+    json_path, weights_path = checkpoint_paths(Path(dst).with_suffix(""))
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
+               for k, v in model.state_dict().items()}
+    meta = {**meta, "optimizer_groups": None, "weights_dtype": "float16" if half else "float32"}
+    write_bytes_atomic(save_safetensors(tensors), weights_path)
+    write_bytes_atomic((json.dumps(meta, indent=2) + "\n").encode(), json_path)
+    return json_path

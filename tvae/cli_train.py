@@ -76,3 +76,18 @@ def plot_schedule_cmd(out: str, steps: int, batches_per_epoch: int, **options: o
     cfg = build_config(TrainConfig, options)
     path = plot_schedule({cfg.tf_schedule: cfg}, steps, batches_per_epoch, out)
     click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--float32", "full", is_flag=True, help="Keep float32 weights (default: float16, "
+              "half the size).")
+@handle_errors
+def export(checkpoint: str, out: str, full: bool) -> None:
+    """Write an inference-only copy of CHECKPOINT to OUT (.json + .safetensors)."""
+    from tvae.checkpoint import export_checkpoint
+
+    path = export_checkpoint(checkpoint, out, half=not full)
+    size = path.with_suffix(".safetensors").stat().st_size
+    click.echo(f"wrote {path} and {path.with_suffix('.safetensors')} ({size / 1e6:.1f} MB)")

@@ -49,6 +49,20 @@ class GridConfig:
         return cls - N_SPECIAL + self.min_pitch
 
 
+def _positive(config: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0:
+            raise TvaeError(f"{name} (--{name.replace('_', '-')}) must be positive, got {value}")
+
+
+def _non_negative(config: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value < 0:
+            raise TvaeError(f"{name} (--{name.replace('_', '-')}) must be >= 0, got {value}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The network: local bar encoder/decoder around a Transformer VAE over bars."""
@@ -69,6 +83,10 @@ class ModelConfig:
     n_classes: int = 0  # classes of the optional supervised head on the mean latent (0: none)
 
     def __post_init__(self) -> None:
+        _positive(self, "d_model", "d_latent", "n_heads", "d_ff", "bar_hidden")
+        _non_negative(self, "enc_layers", "dec_layers", "n_classes")
+        if not 0.0 <= self.dropout < 1.0:
+            raise TvaeError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.d_model % self.n_heads:
             raise TvaeError("d_model must be a multiple of n_heads")
         if self.bar_encoder not in ("mlp", "gru") or self.bar_decoder not in ("mlp", "gru"):
@@ -109,6 +127,16 @@ class TrainConfig:
     seed: int = 0  # seeds data order, augmentation, dropout and sampling
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1"...
     num_threads: int = 0  # torch CPU threads (0: torch's default)
+
+    def __post_init__(self) -> None:
+        _positive(self, "batch_size", "lr", "epochs", "grad_clip", "log_every",
+                  "checkpoint_every", "max_bad_steps", "beta_steps", "tf_steps", "tf_k")
+        _non_negative(self, "weight_decay", "warmup_steps", "max_steps", "max_minutes", "beta",
+                      "free_bits", "patience", "eval_windows", "num_threads", "recon_weight",
+                      "class_weight")
+        for name in ("tf_p", "tf_min", "tf_max", "min_lr_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise TvaeError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 def _check_type(name: str, value: Any, annotation: Any) -> None:
@@ -181,3 +209,9 @@ class DataConfig:
     valid_fraction: float = 0.05  # share of songs for validation when the folder has no manifest
     test_fraction: float = 0.05  # share of songs for test when the folder has no manifest
     min_bars: int = 2  # songs shorter than this are skipped
+
+    def __post_init__(self) -> None:
+        _positive(self, "bars", "stride", "min_bars")
+        _non_negative(self, "transpose", "valid_fraction", "test_fraction")
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise TvaeError("valid_fraction + test_fraction must be below 1")

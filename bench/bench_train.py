@@ -1,0 +1,69 @@
+"""Training throughput in bars per second, at the bundled model's size, on this machine.
+
+    python -m bench.bench_train CORPUS_DIR [--steps 30] [--batch-size 64] [--p-tf 1.0 0.7]
+
+Times full optimizer steps of the real `Trainer` (forward, backward, clipping, AdamW) on
+training windows of the corpus, after a few warm-up steps; p_tf < 1 adds scheduled sampling's
+first pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.machine import describe_machine
+from tvae.config import DataConfig, GridConfig, TrainConfig
+from tvae.dataset import load_folder
+from tvae.inference import bundled_model_path
+from tvae.train import Trainer
+
+WARMUP = 5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("corpus")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--p-tf", type=float, nargs="+", default=[1.0, 0.7])
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    from tvae.checkpoint import load_checkpoint
+
+    config = load_checkpoint(bundled_model_path())[0].config
+    songs, _ = load_folder(args.corpus, GridConfig(), DataConfig(), progress=False)
+    print(f"machine: {describe_machine()}")
+    params = None
+    for p_tf in args.p_tf:
+        cfg = TrainConfig(batch_size=args.batch_size, tf_schedule="constant", tf_p=p_tf,
+                          device=args.device)
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = Trainer(songs, Path(tmp), GridConfig(), config, DataConfig(), cfg, False)
+            params = sum(p.numel() for p in trainer.model.parameters())
+            order = np.arange(len(trainer.train_windows))
+            times = []
+            for b in range(WARMUP + args.steps):
+                batch = trainer._batch(order, b)
+                start = time.perf_counter()
+                trainer.step(*batch)
+                if trainer.device.type == "cuda":
+                    import torch
+
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+                trainer.state.step += 1
+        step = float(np.median(times[WARMUP:]))
+        bars = args.batch_size * DataConfig().bars
+        print(f"p_tf={p_tf:.1f}: {step * 1000:.0f} ms/step (median of {args.steps}), "
+              f"{bars / step:,.0f} bars/s")
+    print(f"model: {params:,} parameters ({dataclasses.asdict(config)['d_model']} wide)")
+
+
+if __name__ == "__main__":
+    main()
