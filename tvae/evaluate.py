@@ -7,6 +7,7 @@ Shape legend: B batch, N bars, S steps per bar.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,8 @@ def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, 
     """`tvae evaluate`: metrics of a checkpoint (default: the bundled model) on the non-overlapping
     `bars`-bar windows of a MIDI folder; the 'test' split when the folder has a manifest."""
     from tvae.config import DataConfig
-    from tvae.dataset import load_folder
-    from tvae.errors import TvaeError
+    from tvae.dataset import format_skipped, load_folder
+    from tvae.errors import TvaeError, TvaeWarning
     from tvae.inference import load_model
 
     if bars < 1:
@@ -117,6 +118,8 @@ def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, 
     trained = load_model(model_path)
     data = DataConfig(bars=bars, stride=bars, transpose=0)
     songs, skipped = load_folder(midi_dir, trained.grid, data, progress=progress)
+    if skipped:  # the CLI prints it as `warning: DIR: skipped N files: ...` (counts by reason)
+        warnings.warn(f"{midi_dir}: {format_skipped(skipped)}", TvaeWarning, stacklevel=2)
     if split is None:
         split = "test" if (Path(midi_dir) / "manifest.csv").exists() else None
     windows = Windows(songs, split, data)

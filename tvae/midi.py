@@ -158,6 +158,17 @@ def _tempo(score: symusic.Score, report: ReadReport) -> float:
     return round(qpm, 3)
 
 
+def _check_span(arr: dict, tpq: int, bar: int, path: Path) -> None:
+    """Refuse a melody much longer than MAX_BARS before building its notes: millions of notes
+    would otherwise take seconds and gigabytes before the exact length check in `read_midi`."""
+    start = arr["time"][arr["duration"] > 0].astype(np.int64)
+    start = start[start >= 0]
+    if len(start):
+        bars = int(start.max() - start.min()) * 4 // tpq // bar
+        if bars > MAX_BARS:
+            raise TvaeError(f"melody is {bars} bars long; tvae reads at most {MAX_BARS}", path)
+
+
 def _notes_on_grid(arr: dict, tpq: int, shift_ticks: int, report: ReadReport) -> list[Note]:
     """Quantize to sixteenths, keep the top voice, cut overlaps. Counts every change."""
     start = arr["time"].astype(np.int64) + shift_ticks
@@ -202,6 +213,7 @@ def read_midi(
     meter, pickup, pickup_ticks = _meter_and_pickup(score, tpq, report, path)
     report.qpm = _tempo(score, report)
     arr = score.tracks[index].notes.numpy()
+    _check_span(arr, tpq, meter_steps(meter), path)
     # Without a pickup, tick 0 is a downbeat; with one, tick `pickup_ticks` is.
     notes = _notes_on_grid(arr, tpq, 0, report)
     if not notes:
