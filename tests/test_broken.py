@@ -266,8 +266,6 @@ def test_model_commands_on_every_file(corpus: tuple[Path, dict[str, str]], tiny_
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason="cli_infer's transfer/interpolate report a meter "
-                   "mismatch without naming the files")
 @pytest.mark.parametrize("command", ["transfer", "interpolate"])
 def test_meter_mismatch_names_the_files(corpus: tuple[Path, dict[str, str]], tiny_model: Path,
                                         tmp_path: Path, command: str) -> None:
@@ -280,8 +278,6 @@ def test_meter_mismatch_names_the_files(corpus: tuple[Path, dict[str, str]], tin
     assert contract_problem(got, "error", path, MARY) is None, got.err
 
 
-@pytest.mark.xfail(strict=True, reason="TvaeError prints the path as is (tvae/errors.py): a "
-                   "newline in a file name splits the error line")
 def test_file_name_with_a_newline_gives_one_line(tmp_path: Path) -> None:
     path = tmp_path / "two\nlines.mid"
     path.write_bytes(b"not MIDI")
@@ -377,3 +373,9 @@ def test_evaluate_folder_of_only_broken_files(corpus: tuple[Path, dict[str, str]
     assert got.code == 2 and last.startswith(f"error: {only}: "), got.err
     assert all(line.startswith("warning: ") for line in warned), got.err
 
+
+
+def test_a_folder_given_as_a_midi_file_gives_one_line(tmp_path: Path) -> None:
+    got = invoke(["inspect", tmp_path])
+    assert got.code == 2 and len(got.err.splitlines()) == 1, got.err
+    assert got.err.startswith("error: ") and str(tmp_path) in got.err

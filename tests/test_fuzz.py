@@ -186,8 +186,6 @@ def test_equivalent_encodings_read_back_exactly(scratch: Path, melody: Melody, t
     assert report.changes == {} and report.pickup == melody.pickup
 
 
-@pytest.mark.xfail(strict=True, reason="symusic splits a track at each program change and the "
-                   "reader keeps one part, silently dropping the others")
 def test_program_change_mid_melody_keeps_every_note(scratch: Path) -> None:
     melody = SEED_MELODIES[2]
     step = 480 // 4

@@ -46,7 +46,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("midi_file", type=click.Path(dir_okay=False))
+@click.argument("midi_file", type=click.Path())
 @click.option("--track", type=int, default=None, help="Index of the track to read (default: "
               "the monophonic non-drum track with the most notes).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -32,6 +34,17 @@ def _meter(text: str) -> tuple[int, int]:
     return num, den
 
 
+@contextmanager
+def _naming(a: str, b: str) -> Iterator[None]:
+    """Name both input files in an error about the pair (e.g. different meters)."""
+    try:
+        yield
+    except TvaeError as exc:
+        if exc.path is None:
+            raise TvaeError(exc.reason, f"{a}, {b}") from None
+        raise
+
+
 def _load(model_path: str | None):  # noqa: ANN202
     from tvae.inference import load_model
 
@@ -50,8 +63,8 @@ def _report(paths: list[Path]) -> None:
 
 
 @main.command()
-@click.argument("a", type=click.Path(dir_okay=False))
-@click.argument("b", type=click.Path(dir_okay=False))
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
 @click.option("-o", "--out", "out", default="tvae-output", show_default=True,
               help="Folder for the output MIDI files and the HTML page.")
 @click.option("--bars", default="1", show_default=True,
@@ -69,7 +82,8 @@ def transfer(a: str, b: str, out: str, bars: str, model_path: str | None,
     mel_a, mel_b = read_melody(a), read_melody(b)
     model = _load(model_path)
     a_stem, b_stem = Path(a).stem, Path(b).stem
-    items = transfer_items(model, mel_a, mel_b, a_stem, b_stem, which)
+    with _naming(a, b):
+        items = transfer_items(model, mel_a, mel_b, a_stem, b_stem, which)
     page = f"{a_stem}_x_{b_stem}.html"
     paths = write_results(model, out, items, f"{a_stem} x {b_stem}: context transfer", page,
                           write_midi=[False, False, True, True, True])
@@ -79,7 +93,7 @@ def transfer(a: str, b: str, out: str, bars: str, model_path: str | None,
 
 
 @main.command()
-@click.argument("midi_file", type=click.Path(dir_okay=False))
+@click.argument("midi_file", type=click.Path())
 @click.option("-o", "--out", "out", default=None, help="Latents file (.npy); default: "
               "MIDI_FILE's name with .npy, in the current folder.")
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)
@@ -105,7 +119,7 @@ def encode(midi_file: str, out: str | None, model_path: str | None) -> None:
 
 
 @main.command()
-@click.argument("latents", type=click.Path(dir_okay=False))
+@click.argument("latents", type=click.Path())
 @click.option("-o", "--out", "out", default=None, help="MIDI file to write (default: "
               "LATENTS's name with .mid).")
 @click.option("--meter", default="4/4", show_default=True, help="Meter of the decoded melody.")
@@ -133,7 +147,7 @@ def decode(latents: str, out: str | None, meter: str, qpm: float, model_path: st
 
 
 @main.command()
-@click.argument("midi_file", type=click.Path(dir_okay=False))
+@click.argument("midi_file", type=click.Path())
 @click.option("-o", "--out", "out", default="tvae-output", show_default=True, help="Folder.")
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)
 @click.option("--html", is_flag=True, help="Also write a page with the input and its "
@@ -184,8 +198,8 @@ def sample(out: str, count: int, bars: int, temperature: float, top_k: int, top_
 
 
 @main.command()
-@click.argument("a", type=click.Path(dir_okay=False))
-@click.argument("b", type=click.Path(dir_okay=False))
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
 @click.option("-o", "--out", "out", default="tvae-output", show_default=True, help="Folder.")
 @click.option("--steps", type=int, default=5, show_default=True,
               help="Melodies from A to B, both ends included.")
@@ -201,8 +215,10 @@ def interpolate(a: str, b: str, out: str, steps: int, model_path: str | None,
     mel_a, mel_b = read_melody(a), read_melody(b)
     model = _load(model_path)
     a_stem, b_stem = Path(a).stem, Path(b).stem
+    with _naming(a, b):
+        melodies = model.interpolate(mel_a, mel_b, steps)
     items = [Item(f"Step {i + 1} of {steps}", f"{a_stem}_to_{b_stem}_{i + 1}", m)
-             for i, m in enumerate(model.interpolate(mel_a, mel_b, steps))]
+             for i, m in enumerate(melodies)]
     _report(write_results(model, out, items, f"{a_stem} to {b_stem}: interpolation",
                           f"{a_stem}_to_{b_stem}.html" if html else None))
 

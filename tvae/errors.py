@@ -18,7 +18,11 @@ class TvaeError(Exception):
         self.path = None if path is None else str(path)
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}" if self.path else self.reason
+        if not self.path:
+            return self.reason
+        # A file name may hold newlines or control characters: show them escaped.
+        path = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in self.path)
+        return f"{path}: {self.reason}"
 
 
 class TvaeWarning(UserWarning):

@@ -115,6 +115,27 @@ def _choose_track(score: symusic.Score, track: int | None, path: Path) -> int:
     return max(pool, key=lambda i: (tracks[i].note_num(), -i))
 
 
+def _track_notes(score: symusic.Score, index: int, report: ReadReport) -> dict[str, np.ndarray]:
+    """The chosen track's notes, merged with the parts symusic split off it at program changes
+    (melodic tracks of the same name whose notes interleave without overlapping)."""
+    tracks = list(score.tracks)
+    name = _track_name(tracks[index])
+    arr = tracks[index].notes.numpy()
+    merged = 0
+    for i, other in enumerate(tracks):
+        if i == index or other.is_drum or other.note_num() == 0 or _track_name(other) != name:
+            continue
+        extra = other.notes.numpy()
+        both = {k: np.concatenate([arr[k], extra[k]]) for k in ("time", "duration", "pitch",
+                                                                 "velocity")}
+        start = both["time"].astype(np.int64)
+        if _is_monophonic(start, start + both["duration"]):
+            arr, merged = both, merged + 1
+    report.warn("merged_parts", merged, f"merged {merged} more parts of track '{name}' that "
+                "instrument changes split off")
+    return arr
+
+
 def _meter_and_pickup(score: symusic.Score, tpq: int, report: ReadReport, path: Path):
     sigs = sorted(((int(t.time), int(t.numerator), int(t.denominator))
                    for t in score.time_signatures), key=lambda s: s[0])
@@ -212,7 +233,7 @@ def read_midi(
     report.track, report.track_name = index, _track_name(score.tracks[index])
     meter, pickup, pickup_ticks = _meter_and_pickup(score, tpq, report, path)
     report.qpm = _tempo(score, report)
-    arr = score.tracks[index].notes.numpy()
+    arr = _track_notes(score, index, report)
     _check_span(arr, tpq, meter_steps(meter), path)
     # Without a pickup, tick 0 is a downbeat; with one, tick `pickup_ticks` is.
     notes = _notes_on_grid(arr, tpq, 0, report)

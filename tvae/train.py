@@ -84,8 +84,8 @@ class Trainer:
         self.labels, self.song_labels = _label_ids(songs)
         if self.labels and model_cfg.n_classes != len(self.labels):
             model_cfg = ModelConfig(**{**asdict(model_cfg), "n_classes": len(self.labels)})
-        self.train_windows = Windows(songs, "train", data_cfg)
-        self.valid_windows = Windows(songs, "valid", data_cfg)
+        self.train_windows = Windows(songs, "train", data_cfg, grid)
+        self.valid_windows = Windows(songs, "valid", data_cfg, grid)
         if len(self.train_windows) == 0:
             raise TvaeError("no training windows: the folder has no usable songs in its "
                             "train split")
