@@ -128,3 +128,35 @@ def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, 
     result = evaluate_windows(trained.model, windows, max_windows=max_windows, progress=progress)
     return {"model": str(trained.path), "split": split or "all", **result,
             "skipped_files": sum(skipped.values())}
+
+
+@torch.no_grad()
+def predict_classes(model: TransformerVAE, windows: Windows, batch_size: int = 256) -> np.ndarray:
+    """(W,) class the supervised head predicts for every window, from the posterior mean."""
+    from tvae.errors import TvaeError
+
+    if model.classifier is None:
+        raise TvaeError("this model has no classifier head (it was trained without labels)")
+    model.eval()
+    device = next(model.parameters()).device
+    predictions = [np.zeros(0, dtype=np.int64)]
+    for start in range(0, len(windows), batch_size):
+        tokens, meters = windows.batch(np.arange(start, min(start + batch_size, len(windows))))
+        out = model(torch.as_tensor(tokens, device=device), torch.as_tensor(meters, device=device),
+                    sample=False)
+        predictions.append(out.class_logits.argmax(-1).cpu().numpy())  # (B,)
+    return np.concatenate(predictions)
+
+
+def classify_windows(model: TransformerVAE, windows: Windows, labels: np.ndarray
+                     ) -> float | None:
+    """Accuracy of the supervised head on the windows whose song has a label.
+
+    `labels` (n_songs,) holds each song's class id in the model's label order, -1 for none;
+    None if no window is labelled."""
+    truth = np.asarray(labels)[windows.song]  # (W,)
+    known = truth >= 0
+    if not known.any():
+        return None
+    predicted = predict_classes(model, windows)
+    return float((predicted[known] == truth[known]).mean())

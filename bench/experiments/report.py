@@ -1,0 +1,51 @@
+"""`python -m bench.experiments report`: docs/experiments.md from whatever results exist.
+
+Each NAME.json in the results folder is rendered again by its experiment's `render`, with figure
+paths relative to the report; experiments without results are listed with the command that
+makes them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.experiments import EXPERIMENTS, experiment
+from bench.experiments.common import section
+from tvae.errors import TvaeError
+
+INTRO = """# Experiments
+
+Each experiment is one command, `python -m bench.experiments NAME [--quick] [--corpus DIR]
+[--out docs/experiments]`, run from the repository root on the exported folk corpus
+(`tvae corpus corpus`). It trains its models (into `runs/experiments/`; a rerun reuses finished
+runs), evaluates them and writes `docs/experiments/NAME.json`, `NAME.md` and `NAME_*.png`. The full
+setting is sized for a 2-core CPU (at most about 25 minutes each, one torch thread, so two
+experiments can share the machine); `--quick` checks the pipeline in seconds and is what the
+tests run. This page is rebuilt by `python -m bench.experiments report`.
+"""
+
+
+def write_report(out: Path) -> Path:
+    """Write OUT.md (docs/experiments.md for docs/experiments) beside the results folder."""
+    out = Path(out)
+    if not out.is_dir():
+        raise TvaeError("no results folder; run an experiment first", out)
+    lines = [INTRO]
+    missing = []
+    for name in EXPERIMENTS:
+        path = out / f"{name}.json"
+        if not path.exists():
+            missing.append(name)
+            continue
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise TvaeError(f"cannot read result: {exc}", path) from None
+        lines += section(result, experiment(name).render, figures=f"{out.name}/", level=2)
+    if missing:
+        lines += ["## Not run yet", ""] + [f"- `{name}`: `python -m bench.experiments {name}`"
+                                           for name in missing] + [""]
+    report = out.parent / f"{out.name}.md"
+    report.write_text("\n".join(lines).rstrip("\n") + "\n")
+    return report

@@ -1,0 +1,236 @@
+"""The experiments' quick settings end to end: the files they write and the sanity of their
+numbers (never the research outcomes), plus the helpers the experiments rely on.
+
+The tiny folk export has a single test song, so the experiments are evaluated on its train split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.experiments import EXPERIMENTS
+from bench.experiments.__main__ import main
+from bench.experiments.aux import label_ids, partial_labels
+from bench.experiments.common import QUICK, Context, load_songs, train_run
+from bench.experiments.masking import bar_rows, other_pairs, repeat_pairs
+from bench.experiments.report import write_report
+from bench.experiments.sampling import melody_metrics, wasserstein_1d
+from bench.experiments.tf import inverse_sigmoid_k
+from tvae.config import DataConfig, GridConfig
+from tvae.dataset import Windows, load_folder
+from tvae.errors import TvaeError
+from tvae.evaluate import classify_windows, predict_classes
+from tvae.inference import load_model
+from tvae.melody import bars_to_melody
+from tvae.schedules import tf_inverse_sigmoid
+
+
+def _args(name: str, corpus: Path, out: Path, runs: Path) -> list[str]:
+    return [name, "--quick", "--corpus", str(corpus), "--split", "train", "--out", str(out),
+            "--runs", str(runs)]
+
+
+@pytest.fixture(scope="module")
+def results(folk_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every experiment run once with --quick; the results folder."""
+    root = tmp_path_factory.mktemp("experiments")
+    threads = torch.get_num_threads()
+    try:
+        for name in EXPERIMENTS:
+            assert main(_args(name, folk_corpus, root / "out", root / "runs")) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return root / "out"
+
+
+def _result(out: Path, name: str) -> dict:
+    return json.loads((out / f"{name}.json").read_text())
+
+
+def _unit(value: float | None) -> bool:
+    return value is None or 0.0 <= value <= 1.0
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_each_experiment_writes_its_files(results: Path, name: str) -> None:
+    result = _result(results, name)
+    assert result["name"] == name and result["settings"]["quick"] is True
+    assert result["command"].startswith(f"python -m bench.experiments {name} --quick")
+    assert "cores" in result["machine"] and result["date"].endswith("UTC")
+    md = (results / f"{name}.md").read_text()
+    assert md.startswith(f"# {result['title']}") and "|---|" in md and "Quick setting" in md
+    assert result["figures"]
+    for figure in result["figures"]:
+        assert figure.startswith(f"{name}_") and figure.endswith(".png")
+        assert (results / figure).stat().st_size > 1000
+        assert f"]({figure})" in md
+
+
+def test_tf_values(results: Path) -> None:
+    runs = {r["key"]: r for r in _result(results, "tf")["runs"]}
+    assert len(runs) == 8
+    assert runs["constant_1"]["p_tf"] == [1.0] * 5 and runs["constant_0"]["p_tf"] == [0.0] * 5
+    assert runs["linear"]["p_tf"][0] == 1.0 and runs["linear"]["p_tf"][-1] == 0.0
+    for r in runs.values():
+        assert r["steps"] == QUICK.train.max_steps
+        assert _unit(r["tf_accuracy"]) and _unit(r["free_accuracy"])
+        assert r["gap"] == pytest.approx(r["tf_accuracy"] - r["free_accuracy"], abs=1e-5)
+        assert all(0.0 <= p <= 1.0 for p in r["p_tf"]) and r["kl_bits_per_bar"] >= 0
+        assert r["curve"]["steps"] and all(_unit(a) for a in r["curve"]["free_accuracy"])
+
+
+def test_masking_values(results: Path) -> None:
+    result = _result(results, "masking")
+    variants = {v["key"]: v for v in result["variants"]}
+    assert set(variants) == {"full", "no_encoder_mask", "no_cross_mask"}
+    for v in variants.values():
+        assert v["kl_bits_new"] >= 0 and (v["kl_bits_repeated"] or 0) >= 0
+        t = v["transfer"]
+        assert 0 < t["pairs"] <= 3 and t["repeats"] > 0
+        assert t["transfer_kept"] <= t["repeats"] and t["reconstruction_kept"] <= t["repeats"]
+        for name in ("transfer", "reconstruction"):
+            assert all(_unit(share) for share in t[name].values())
+
+
+def test_aux_values(results: Path) -> None:
+    result = _result(results, "aux")
+    runs, summary = result["runs"], result["summary"]
+    assert sorted({(r["lambda"], r["seed"]) for r in runs}) == [
+        (lam, seed) for lam in (0.0, 2.0, 10.0) for seed in (0, 1)]
+    for r in runs:
+        assert _unit(r["accuracy"]) and _unit(r["balanced_accuracy"]) and _unit(r["chance"])
+        assert 0 < r["chance_balanced"] <= 1 and r["windows"] > 0
+        assert r["labelled_songs"] > 0 and r["classes"] == sorted(r["classes"])
+    for row in summary:
+        accs = [r["accuracy"] for r in runs if r["lambda"] == row["lambda"]]
+        assert min(accs) - 1e-9 <= row["accuracy_mean"] <= max(accs) + 1e-9
+        assert row["accuracy_std"] >= 0 and row["seeds"] == 2
+
+
+def test_sampling_values(results: Path) -> None:
+    sources = _result(results, "sampling")["sources"]
+    assert list(sources)[0] == "test" and len(sources) == 3
+    for name, metrics in sources.items():
+        assert metrics["pitch_range"]["mean"] >= 0
+        assert 0 <= metrics["pitch_class_entropy"]["mean"] <= math.log2(12) + 1e-9
+        assert _unit(metrics["scale_consistency"]["mean"])
+        assert _unit(metrics["empty_beat_rate"]["mean"])
+        if name != "test":
+            assert all(metrics[m]["w1"] is None or metrics[m]["w1"] >= 0
+                       for m in ("pitch_range", "groove_consistency"))
+            assert 0 <= metrics["empty"] <= 4
+
+
+def test_report_gathers_every_result(results: Path) -> None:
+    report = write_report(results)
+    text = report.read_text()
+    assert report == results.parent / "out.md" and "Not run yet" not in text
+    for name in EXPERIMENTS:
+        assert f"## {_result(results, name)['title']}" in text
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) == 5 and all((report.parent / link).is_file() for link in links)
+
+
+def test_report_lists_missing_experiments(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "experiments"
+    out.mkdir()
+    (out / "tf.json").write_text((results / "tf.json").read_text())
+    text = write_report(out).read_text()
+    assert "## Teacher forcing" in text and "`python -m bench.experiments masking`" in text
+    with pytest.raises(TvaeError, match="no results folder"):
+        write_report(tmp_path / "missing")
+
+
+def test_classifier_helpers_agree_with_aux(results: Path, folk_corpus: Path) -> None:
+    runs = results.parent / "runs" / "quick"
+    first = _result(results, "aux")["runs"][0]
+    trained = load_model(runs / "aux" / "lambda0_seed0" / "last.json")
+    songs, _ = load_folder(folk_corpus, label_column="collection", progress=False)
+    windows = Windows(songs, "train", DataConfig(bars=4, stride=4, transpose=0))
+    accuracy = classify_windows(trained.model, windows, label_ids(songs, trained.meta["labels"]))
+    assert accuracy == pytest.approx(first["accuracy"])
+    assert len(predict_classes(trained.model, windows)) == len(windows)
+    assert classify_windows(trained.model, windows, np.full(songs.n_songs, -1)) is None
+    with pytest.raises(TvaeError, match="no classifier"):
+        predict_classes(load_model(runs / "masking" / "full" / "last.json").model, windows)
+
+
+def test_rerun_reuses_runs_and_refuses_other_settings(results: Path, folk_corpus: Path) -> None:
+    runs = results.parent / "runs"
+    metrics = runs / "quick" / "sampling" / "tiny" / "metrics.csv"
+    before = metrics.read_text()
+    assert main(_args("sampling", folk_corpus, results, runs)) == 0
+    assert metrics.read_text() == before
+    ctx = Context("sampling", True, folk_corpus, results, runs / "quick" / "sampling")
+    cfg = ctx.train_config(0, 0.0, seed=7)
+    with pytest.raises(TvaeError, match="other settings"):
+        train_run(ctx, load_songs(ctx), "tiny", ctx.scale.model, cfg)
+
+
+def test_cli_reports_a_missing_corpus(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    threads = torch.get_num_threads()
+    code = main(_args("tf", tmp_path / "missing", tmp_path / "out", tmp_path / "runs"))
+    torch.set_num_threads(threads)
+    assert code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_repeat_pairs_and_bar_rows_round_trip(folk_corpus: Path) -> None:
+    songs, _ = load_folder(folk_corpus, progress=False)
+    for i in range(songs.n_songs):
+        bars = songs.song(i)
+        assert np.array_equal(bar_rows(bars_to_melody(bars), bars.n_bars, GridConfig()),
+                              bars.tokens)
+        rep, oth = repeat_pairs(bars.tokens), other_pairs(bars.tokens)
+        n_real = int((bars.tokens != 0).any(-1).sum())
+        assert len(rep) + len(oth) == n_real * (n_real - 1) // 2
+        assert all(np.array_equal(bars.tokens[a], bars.tokens[b]) and a < b for a, b in rep)
+    tokens = np.array([[3, 2], [4, 2], [3, 2], [3, 2]])  # bars 0, 2 and 3 are equal
+    assert repeat_pairs(tokens).tolist() == [[0, 2], [0, 3], [2, 3]]
+    assert other_pairs(tokens).tolist() == [[0, 1], [1, 2], [1, 3]]
+
+
+def test_partial_labels_keep_a_share_of_train_songs(folk_corpus: Path) -> None:
+    songs, _ = load_folder(folk_corpus, label_column="collection", progress=False)
+    subset = partial_labels(songs, 0.25, seed=3)
+    train = songs.splits == "train"
+    kept = [bool(label) for label, t in zip(subset.labels, train, strict=True) if t]
+    assert sum(kept) == round(0.25 * train.sum())
+    assert all(a == b for a, b, t in zip(subset.labels, songs.labels, train, strict=True)
+               if not t)
+    assert partial_labels(songs, 0.25, seed=3).labels == subset.labels
+
+
+def test_wasserstein_1d() -> None:
+    assert wasserstein_1d(np.array([0.0]), np.array([1.0])) == pytest.approx(1.0)
+    assert wasserstein_1d(np.array([0.0, 1.0]), np.array([0.0])) == pytest.approx(0.5)
+    assert wasserstein_1d(np.array([3.0, 1.0, 2.0]), np.array([2.0, 1.0, 3.0])) == 0.0
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=37), rng.exponential(size=23)
+    assert wasserstein_1d(a, b) == pytest.approx(stats.wasserstein_distance(a, b))
+
+
+def test_melody_metrics_on_a_scale() -> None:
+    from tvae.melody import Melody, Note
+
+    scale = Melody(tuple(Note(4 * k, p, 4) for k, p in enumerate([60, 62, 64, 65, 67, 69, 71,
+                                                                   72])))
+    metrics = melody_metrics(scale)
+    assert metrics["pitch_range"] == 12 and metrics["scale_consistency"] == 1.0
+    # Two equal 4/4 bars of quarter notes; muspy counts the empty measure where the last note
+    # ends as a third, so one of the two neighbour pairs differs in its 4 onsets out of 16.
+    assert metrics["empty_beat_rate"] == 0.0 and metrics["groove_consistency"] == 1 - 4 / 32
+    assert all(math.isnan(v) for v in melody_metrics(Melody(())).values())
+
+
+def test_inverse_sigmoid_k_puts_the_midpoint_where_asked() -> None:
+    for midpoint in (3.0, 750.0):
+        k = inverse_sigmoid_k(midpoint)
+        assert k >= 1 and tf_inverse_sigmoid(int(midpoint), k, 0.0) == pytest.approx(0.5, 1e-6)
