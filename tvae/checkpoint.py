@@ -129,7 +129,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
     except KeyError as exc:
         raise TvaeError(f"checkpoint config lacks {exc}", json_path) from None
     except TvaeError as exc:
-        raise TvaeError(f"checkpoint config cannot build a model ({exc.reason})",
+        raise TvaeError(f"checkpoint config has an invalid value, so it cannot build a model "
+                        f"({exc.reason})",
                         json_path) from None
     except (ValueError, ZeroDivisionError) as exc:  # e.g. n_heads 0
         raise TvaeError(f"checkpoint config has an invalid value ({exc})", json_path) from None
