@@ -20,11 +20,13 @@ from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--label-column", default=None,
               help="Train a classifier head on this manifest column ('folder': sub-folder names).")
+@click.option("--init-from", default=None, help="Start from this checkpoint's weights (same "
+              "model config) with a fresh optimizer and schedules: fine-tuning.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @config_options(ModelConfig, DataConfig, TrainConfig, GridConfig)
 @handle_errors
-def train(midi_dir: str, out: str, resume: bool, label_column: str | None, quiet: bool,
-          **options: object) -> None:
+def train(midi_dir: str, out: str, resume: bool, label_column: str | None,
+          init_from: str | None, quiet: bool, **options: object) -> None:
     """Train a Transformer VAE on a folder of MIDI files (or an exported corpus)."""
     from tvae.train import train as run_training
 
@@ -32,6 +34,7 @@ def train(midi_dir: str, out: str, resume: bool, label_column: str | None, quiet
         midi_dir, out, grid=build_config(GridConfig, options),
         model=build_config(ModelConfig, options), data=build_config(DataConfig, options),
         train=build_config(TrainConfig, options), label_column=label_column, resume=resume,
+        init_from=init_from,
         command=["tvae", *sys.argv[1:]], progress=not quiet)
     click.echo(f"done: {trainer.state.step} steps; checkpoints in {Path(out)}/best.json and "
                f"{Path(out)}/last.json")

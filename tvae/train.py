@@ -296,6 +296,14 @@ class Trainer:
         bar.close()
 
 
+def _init_weights(trainer: Trainer, path: str | Path) -> None:
+    source, _, _ = load_checkpoint(path, trainer.device)
+    if source.config != trainer.model.config or source.grid != trainer.grid:
+        raise TvaeError("--init-from needs a checkpoint of the same model and grid config "
+                        f"(it has {source.config})", path)
+    trainer.model.load_state_dict(source.state_dict())
+
+
 def _save_run_config(run_dir: Path, configs: dict[str, Any], command: list[str] | None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(configs, indent=2) + "\n")
@@ -314,9 +322,12 @@ def _run_configs(run_dir: Path) -> dict[str, Any]:
 def train(data_dir: str | Path, run_dir: str | Path, *, grid: GridConfig = GridConfig(),
           model: ModelConfig = ModelConfig(), data: DataConfig = DataConfig(),
           train: TrainConfig = TrainConfig(), label_column: str | None = None,
-          resume: bool = False, command: list[str] | None = None, progress: bool = True
-          ) -> Trainer:
-    """Train on a MIDI folder (or exported corpus); returns the finished Trainer."""
+          resume: bool = False, init_from: str | Path | None = None,
+          command: list[str] | None = None, progress: bool = True) -> Trainer:
+    """Train on a MIDI folder (or exported corpus); returns the finished Trainer.
+
+    `init_from` starts from another checkpoint's weights (same architecture) with fresh
+    optimizer and schedules: fine-tuning, e.g. with a larger KL weight."""
     run_dir = Path(run_dir)
     if resume:
         saved = _run_configs(run_dir)
@@ -325,6 +336,7 @@ def train(data_dir: str | Path, run_dir: str | Path, *, grid: GridConfig = GridC
         data = config_from_dict(DataConfig, saved["data"])
         train = config_from_dict(TrainConfig, saved["train"])
         data_dir, label_column = saved["data_dir"], saved["label_column"]
+        init_from = None  # the run's own checkpoint has the weights
     elif (run_dir / "last.json").exists():
         raise TvaeError("this run folder already holds a run; use --resume to continue it or "
                         "choose another --out", run_dir)
@@ -335,12 +347,15 @@ def train(data_dir: str | Path, run_dir: str | Path, *, grid: GridConfig = GridC
         print(f"skipped {sum(skipped.values())} files: {summary}", file=sys.stderr)
     configs = {"grid": config_to_dict(grid), "model": config_to_dict(model),
                "data": config_to_dict(data), "train": config_to_dict(train),
-               "data_dir": str(data_dir), "label_column": label_column}
+               "data_dir": str(data_dir), "label_column": label_column,
+               "init_from": str(init_from) if init_from else None}
     if not resume:
         _save_run_config(run_dir, configs, command)
     trainer = Trainer(songs, run_dir, grid, model, data, train, progress)
     songs.save_split(run_dir / "split.csv")
     if resume:
         trainer.resume()
+    elif init_from:
+        _init_weights(trainer, init_from)
     trainer.fit()
     return trainer
