@@ -153,3 +153,34 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(folk_corpus: Path, tmp_path
     assert "Traceback" not in err and "--resume" in err
     state = json.loads((run / "last.json").read_text())["state"]
     assert state["step"] >= 3 and not state["finished"]
+
+
+def test_init_from_starts_from_the_checkpoint_weights(tiny_run: Path, folk_corpus: Path,
+                                                       tmp_path: Path) -> None:
+    import torch
+
+    from tvae.checkpoint import load_checkpoint
+    from tvae.errors import TvaeError
+    from tvae.train import Trainer
+
+    seen = {}
+    original = Trainer.fit
+
+    def check_then_fit(self: Trainer) -> None:
+        seen["weights"] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        original(self)
+
+    source = load_checkpoint(tiny_run / "best.json")[0].state_dict()
+    try:
+        Trainer.fit = check_then_fit  # type: ignore[method-assign]
+        train(folk_corpus, tmp_path / "tuned", model=TINY, data=DataConfig(bars=4),
+              train=_train_cfg(epochs=1, beta=0.5, beta_schedule="constant"),
+              init_from=tiny_run / "best.json", progress=False)
+    finally:
+        Trainer.fit = original  # type: ignore[method-assign]
+    assert all(torch.equal(seen["weights"][k], v) for k, v in source.items())
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["init_from"]
+    other = ModelConfig(d_model=16, d_latent=8, n_heads=2, d_ff=32, bar_hidden=16)
+    with pytest.raises(TvaeError, match="same model"):
+        train(folk_corpus, tmp_path / "bad", model=other, train=_train_cfg(),
+              init_from=tiny_run / "best.json", progress=False)
