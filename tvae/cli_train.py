@@ -1,8 +1,9 @@
-"""`tvae train`, `tvae evaluate` and `tvae plot-schedule`."""
+"""`tvae prepare`, `tvae train`, `tvae evaluate` and `tvae plot-schedule`."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -13,8 +14,49 @@ from tvae.cli_options import build_config, config_options
 from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig
 
 
+def _without_option(args: list[str], flag: str) -> list[str]:
+    """`args` without `flag VALUE` / `flag=VALUE`."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == flag:
+            skip = True
+        elif not arg.startswith(flag + "="):
+            kept.append(arg)
+    return kept
+
+
 @main.command()
-@click.argument("midi_dir", type=click.Path(file_okay=False))
+@click.argument("midi_dir", type=click.Path())
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--shard", default="0/1", show_default=True,
+              help="I/N: prepare only the files whose path hashes to shard I of N (run the N "
+              "shards on different machines, then train on their folders).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Reader processes (default: all cores).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@config_options(GridConfig, DataConfig, skip=("bars", "stride", "transpose", "min_bars"))
+@handle_errors
+def prepare(midi_dir: str, out_dir: str, shard: str, workers: int | None, quiet: bool,
+            **options: object) -> None:
+    """Encode a MIDI folder (or manifest .csv) once into memory-mapped arrays for training.
+
+    Writes OUT_DIR/shard-I-of-N/ (tokens.npy, offsets.npy, meters.npy, pickups.npy, qpms.npy,
+    manifest.csv, skipped.csv, prepared.json); `tvae train OUT_DIR` trains on every shard in it.
+    """
+    from tvae.dataset import format_skipped
+    from tvae.prepare import parse_shard, prepare_folder
+
+    info = prepare_folder(midi_dir, out_dir, grid=build_config(GridConfig, options),
+                          data=build_config(DataConfig, options), shard=parse_shard(shard),
+                          workers=workers, progress=not quiet)
+    click.echo(f"{info['folder']}: {info['songs']} songs, {info['bars']} bars from "
+               f"{info['files']} files; {format_skipped(info['skipped'])}")
+
+
+@main.command()
+@click.argument("midi_dir", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--out", "-o", "out", default="runs/tvae", show_default=True,
               help="Run folder: config, metrics, plots and checkpoints.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
@@ -23,21 +65,34 @@ from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig
 @click.option("--init-from", default=None, help="Start from this checkpoint's weights (same "
               "model config) with a fresh optimizer and schedules: fine-tuning.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Train with this many processes (DistributedDataParallel; one GPU each on "
+              "CUDA): starts torch.distributed.run. The global batch stays --batch-size.")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="Run the training step through torch.compile.")
 @config_options(ModelConfig, DataConfig, TrainConfig, GridConfig)
 @handle_errors
-def train(midi_dir: str, out: str, resume: bool, label_column: str | None,
-          init_from: str | None, quiet: bool, **options: object) -> None:
-    """Train a Transformer VAE on a folder of MIDI files (or an exported corpus)."""
+def train(midi_dir: tuple[str, ...], out: str, resume: bool, label_column: str | None,
+          init_from: str | None, quiet: bool, nproc: int | None, compile_model: bool,
+          **options: object) -> None:
+    """Train a Transformer VAE on a folder of MIDI files (or an exported corpus), or on the
+    folders `tvae prepare` wrote (shard folders, or the folder holding them)."""
+    if nproc is not None:
+        from tvae.distributed import launch
+
+        sys.exit(launch(nproc, _without_option(sys.argv[1:], "--nproc")))
     from tvae.train import train as run_training
 
     trainer = run_training(
-        midi_dir, out, grid=build_config(GridConfig, options),
+        midi_dir[0] if len(midi_dir) == 1 else list(midi_dir), out,
+        grid=build_config(GridConfig, options),
         model=build_config(ModelConfig, options), data=build_config(DataConfig, options),
         train=build_config(TrainConfig, options), label_column=label_column, resume=resume,
         init_from=init_from,
-        command=["tvae", *sys.argv[1:]], progress=not quiet)
-    click.echo(f"done: {trainer.state.step} steps; checkpoints in {Path(out)}/best.json and "
-               f"{Path(out)}/last.json")
+        command=["tvae", *sys.argv[1:]], progress=not quiet, compile_model=compile_model)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for all the ranks
+        click.echo(f"done: {trainer.state.step} steps; checkpoints in {Path(out)}/best.json "
+                   f"and {Path(out)}/last.json")
 
 
 @main.command()

@@ -121,8 +121,10 @@ def _read_song(args: tuple[str, str, GridConfig]) -> dict[str, Any]:
     }
 
 
-def _read_all(root: Path, files: list[str], grid: GridConfig, workers: int | None,
-              progress: bool) -> list[dict[str, Any]]:
+def iter_read(root: Path, files: list[str], grid: GridConfig, workers: int | None,
+              progress: bool) -> Iterator[dict[str, Any]]:
+    """Read and encode `files` (relative to `root`) in a process pool, yielding each file's
+    `_read_song` result in order, so that callers can stream them to disk."""
     from multiprocessing import Pool
 
     from tqdm import tqdm
@@ -131,18 +133,20 @@ def _read_all(root: Path, files: list[str], grid: GridConfig, workers: int | Non
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     bar = tqdm(total=len(jobs), disable=not progress, unit="file", desc="reading MIDI")
     if workers == 1 or len(jobs) < 64:
-        results = []
         for job in jobs:
-            results.append(_read_song(job))
+            yield _read_song(job)
             bar.update()
     else:
         with Pool(workers) as pool:
-            results = []
             for result in pool.imap(_read_song, jobs, chunksize=32):
-                results.append(result)
+                yield result
                 bar.update()
     bar.close()
-    return results
+
+
+def _read_all(root: Path, files: list[str], grid: GridConfig, workers: int | None,
+              progress: bool) -> list[dict[str, Any]]:
+    return list(iter_read(root, files, grid, workers, progress))
 
 
 # --- folder listing, cache ---------------------------------------------------------------------
@@ -349,6 +353,7 @@ class Windows:
         lengths = songs.lengths[chosen]
         counts = np.maximum(lengths - data.bars, 0) // data.stride + 1  # windows per song
         self.song = np.repeat(chosen, counts).astype(np.int64)  # (W,) song of each window
+        self._lengths, self._offsets = songs.lengths, np.asarray(songs.offsets)  # (n_songs,)
         first = np.repeat(np.cumsum(counts) - counts, counts)  # (W,) index of song's 1st window
         self.start = (np.arange(len(self.song)) - first) * data.stride  # (W,) first bar
 
@@ -374,8 +379,8 @@ class Windows:
         song, start = self.song[indices], self.start[indices]  # (B,)
         N = self.data.bars
         bar = start[:, None] + np.arange(N)[None, :]  # (B, N) bar within the song
-        inside = bar < self.songs.lengths[song][:, None]  # (B, N)
-        flat = np.where(inside, self.songs.offsets[song][:, None] + bar, 0)  # (B, N)
+        inside = bar < self._lengths[song][:, None]  # (B, N)
+        flat = np.where(inside, self._offsets[song][:, None] + bar, 0)  # (B, N)
         tokens = self.songs.tokens[flat].astype(np.int64)  # (B, N, S)
         tokens[~inside] = PAD
         meters = np.broadcast_to(self.songs.meters[song][:, None], (len(song), N))

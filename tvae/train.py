@@ -3,6 +3,10 @@ model's internals beyond `forward` returning a `VAEOutput`.
 
 Every step is seeded from (seed, step) and every epoch's order from (seed, epoch), so a run
 resumed from a checkpoint continues exactly as if it had never stopped (on CPU).
+
+On CUDA, and with several processes (tvae.distributed), steps take the sync-free path: the
+update of a non-finite step is skipped on the device and the host counts skipped steps every
+`log_every` steps (every step on the CPU) instead of inspecting each loss.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import math
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import tvae.distributed as ddp
 from tvae.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
 from tvae.config import (
     DataConfig,
@@ -29,16 +35,18 @@ from tvae.config import (
     config_from_dict,
     config_to_dict,
 )
-from tvae.dataset import SongArrays, Windows, load_folder
+from tvae.dataset import SongArrays, Windows, format_skipped
 from tvae.errors import TvaeError
 from tvae.evaluate import evaluate_windows
 from tvae.model import LN2, TransformerVAE
 from tvae.plots import plot_metrics
+from tvae.prepare import load_songs
 from tvae.schedules import beta_at, lr_at, tf_at
 
 METRIC_FIELDS = ["step", "epoch", "split", "loss", "recon", "kl_bits", "accuracy", "tf_accuracy",
                  "free_accuracy", "kl_bits_repeated", "kl_bits_new", "class_accuracy", "beta",
                  "p_tf", "lr", "lr_rel", "skipped", "seconds"]
+SUMMED = ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n")  # per-step stats
 
 
 @dataclass
@@ -72,13 +80,19 @@ def _label_ids(songs: SongArrays) -> tuple[list[str] | None, np.ndarray | None]:
 
 
 class Trainer:
-    """Owns the model, optimizer, data windows and run directory of one training run."""
+    """Owns the model, optimizer, data windows and run directory of one training run.
+
+    `dist` makes it one rank of a multi-process run; `compile_model` runs the step through
+    torch.compile; `sync_free` (default: on CUDA or with `dist`) picks the sync-free step."""
 
     def __init__(self, songs: SongArrays, run_dir: Path, grid: GridConfig, model_cfg: ModelConfig,
-                 data_cfg: DataConfig, cfg: TrainConfig, progress: bool = True) -> None:
+                 data_cfg: DataConfig, cfg: TrainConfig, progress: bool = True, *,
+                 dist: ddp.Dist | None = None, compile_model: bool = False,
+                 sync_free: bool | None = None) -> None:
         self.run_dir, self.grid, self.data_cfg, self.cfg = run_dir, grid, data_cfg, cfg
-        self.progress = progress
-        self.device = pick_device(cfg.device)
+        self.progress, self.dist, self.compiled = progress, dist, compile_model
+        self.main = dist is None or dist.main  # the process that writes files
+        self.device = dist.device if dist is not None else pick_device(cfg.device)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.labels, self.song_labels = _label_ids(songs)
@@ -95,13 +109,20 @@ class Trainer:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         torch.manual_seed(cfg.seed)
         self.model = TransformerVAE(model_cfg, grid).to(self.device)
+        self.net = ddp.wrap_model(self.model, dist, compile_model)  # what the step calls
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
                                            weight_decay=cfg.weight_decay, fused=fused)
         self.state = RunState()
+        default = self.device.type == "cuda" or dist is not None
+        self.sync_free = default if sync_free is None else sync_free
+        self.guard = ddp.StepGuard(self.device if self.sync_free else torch.device("cpu"))
+        self.check_every = 1 if self.device.type == "cpu" else cfg.log_every  # guard reads
 
     # -- checkpoints ---------------------------------------------------------------------
     def save(self, name: str) -> None:
+        if not self.main:
+            return
         save_checkpoint(self.run_dir / name, self.model, data=self.data_cfg, train=self.cfg,
                         state=asdict(self.state), optimizer=self.optimizer, labels=self.labels)
 
@@ -110,7 +131,8 @@ class Trainer:
         self.model.load_state_dict(model.state_dict())
         restore_optimizer(self.optimizer, meta, optim)
         self.state = RunState(**meta["state"])
-        self._truncate_metrics(self.state.step)
+        if self.main:
+            self._truncate_metrics(self.state.step)
 
     def _truncate_metrics(self, step: int) -> None:
         path = self.run_dir / "metrics.csv"
@@ -120,6 +142,8 @@ class Trainer:
             self._write_rows(rows, mode="w")
 
     def _write_rows(self, rows: list[dict[str, Any]], mode: str = "a") -> None:
+        if not self.main:
+            return
         path = self.run_dir / "metrics.csv"
         new = mode == "w" or not path.exists()
         with open(path, mode, newline="") as handle:
@@ -129,33 +153,39 @@ class Trainer:
             writer.writerows(rows)
 
     # -- one step ------------------------------------------------------------------------
-    def _batch(self, order: np.ndarray, b: int) -> tuple[torch.Tensor, ...]:
+    def _batch(self, order: np.ndarray, b: int) -> tuple[Any, ...]:
+        """(tokens, meters, labels, share) of batch `b`: this rank's rows when distributed."""
         idx = order[b * self.cfg.batch_size : (b + 1) * self.cfg.batch_size]
         rng = np.random.default_rng([self.cfg.seed, self.state.step])
-        tokens, meters = self.train_windows.batch(idx, rng)
+        tokens, meters = self.train_windows.batch(idx, rng)  # the global batch
         labels = None
         if self.song_labels is not None:
-            labels = torch.as_tensor(self.song_labels[self.train_windows.song_of(idx)],
-                                     device=self.device)
-        return (torch.as_tensor(tokens, device=self.device),
-                torch.as_tensor(meters, device=self.device), labels)
+            labels = self.song_labels[self.train_windows.song_of(idx)]
+        tokens, meters, labels, share = ddp.take_share(self.dist, tokens, meters, labels)
+        return (ddp.to_device(tokens, self.device), ddp.to_device(meters, self.device),
+                None if labels is None else ddp.to_device(labels, self.device), share)
 
-    def step(self, tokens: torch.Tensor, meters: torch.Tensor, labels: torch.Tensor | None
-             ) -> dict[str, Any] | None:
-        """One optimizer step; None if the loss was not finite (the step is skipped)."""
-        cfg, s = self.cfg, self.state.step
-        torch.manual_seed(cfg.seed * 1_000_003 + s)
+    def step(self, tokens: torch.Tensor, meters: torch.Tensor, labels: torch.Tensor | None,
+             share: ddp.Share | None = None) -> dict[str, Any] | None:
+        """One optimizer step; None if the loss was not finite (the step is skipped). On the
+        sync-free path always the stats, with an 'ok' tensor (False: the update was skipped)."""
+        cfg, s, dist = self.cfg, self.state.step, self.dist
+        noise = ddp.seed_step(cfg.seed, s, dist, None if self.compiled else share)
         beta, p_tf = beta_at(s, cfg), tf_at(s, cfg, self.batches)
         lr = lr_at(s, cfg, self.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.model.train()
+        self.net.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                            enabled=self.device.type == "cuda"):
-            out = self.model(tokens, meters, beta=beta, p_tf=p_tf, free_bits=cfg.free_bits,
-                             recon_weight=cfg.recon_weight, labels=labels,
-                             class_weight=cfg.class_weight)
+                            enabled=self.device.type == "cuda"), noise:
+            out = self.net(tokens, meters, beta=beta, p_tf=p_tf, free_bits=cfg.free_bits,
+                           recon_weight=cfg.recon_weight, labels=labels,
+                           class_weight=cfg.class_weight)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.sync_free:
+            stats = ddp.update_sync_free(out, labels, share, self.model, self.optimizer,
+                                         self.guard, cfg, 1 if dist is None else dist.world)
+            return {**stats, "beta": beta, "p_tf": p_tf, "lr": lr}
         if not torch.isfinite(out.loss):
             return None
         out.loss.backward()
@@ -166,13 +196,25 @@ class Trainer:
         self.optimizer.step()
         stats = {"loss": out.loss.detach(), "recon": out.recon.detach(),
                  "kl": out.kl.detach(), "correct": out.correct, "n": out.n_steps}
-        if out.class_logits is not None and labels is not None:
-            known = labels >= 0
-            stats["class_correct"] = ((out.class_logits.argmax(-1) == labels) & known).sum()
-            stats["class_n"] = known.sum()
-        return {**stats, "beta": beta, "p_tf": p_tf, "lr": lr}
+        return {**stats, **ddp.class_stats(out, labels), "beta": beta, "p_tf": p_tf, "lr": lr}
+
+    def _read_guard(self, bar: Any) -> None:
+        """Count the skipped steps; stop after max_bad_steps non-finite losses in a row."""
+        skipped, worst = self.guard.check()
+        self.state.skipped += skipped
+        if skipped:
+            self._say(bar, f"step {self.state.step}: the loss was not finite; {skipped} step(s) "
+                      "skipped since the last check")
+        if worst >= self.cfg.max_bad_steps:
+            self.save("last")
+            raise TvaeError(f"the loss was not finite for {worst} steps in a row; training "
+                            "stopped (try a lower --lr)")
 
     # -- logging -------------------------------------------------------------------------
+    def _say(self, bar: Any, message: str) -> None:
+        if self.main:
+            bar.write(message)
+
     def _log_row(self, acc: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
         n = max(acc["count"], 1)
         row = {
@@ -189,6 +231,9 @@ class Trainer:
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
 
     def validate(self) -> dict[str, Any]:
+        """Validation metrics, written to metrics.csv; computed on rank 0 and shared."""
+        if not self.main:
+            return self.dist.broadcast(None)
         metrics = evaluate_windows(self.model, self.valid_windows,
                                    max_windows=self.cfg.eval_windows)
         loss = (metrics["recon_nats_per_bar"] or 0.0) + self.cfg.beta * LN2 * (
@@ -200,12 +245,21 @@ class Trainer:
                "kl_bits_repeated": metrics["kl_bits_repeated"],
                "kl_bits_new": metrics["kl_bits_new"], "seconds": round(self.state.seconds, 1)}
         self._write_rows([row])
-        return row
+        return row if self.dist is None else self.dist.broadcast(row)
 
     # -- the loop ------------------------------------------------------------------------
     def _out_of_time(self, started: float) -> bool:
         limit = self.cfg.max_minutes * 60
         return bool(limit) and self.state.seconds + time.monotonic() - started >= limit
+
+    def _should_stop(self, started: float) -> bool:
+        """The step or time limit is reached (ranks decide on time together, at log steps)."""
+        if self.state.step >= self.total_steps:
+            return True
+        if self.dist is None or not self.cfg.max_minutes:
+            return self._out_of_time(started)
+        at_log = self.state.step % self.cfg.log_every == 0
+        return at_log and self.dist.any(self._out_of_time(started))
 
     def run_epoch(self, bar: Any) -> bool:
         """Train to the end of the current epoch; False if a step or time limit stopped it."""
@@ -213,33 +267,30 @@ class Trainer:
         order = np.random.default_rng([cfg.seed, 1_000_000 + st.epoch]).permutation(
             len(self.train_windows))
         acc: dict[str, Any] = {"count": 0}
-        started, bad_run = time.monotonic(), 0
+        started = time.monotonic()
         while st.batch < self.batches:
-            if st.step >= self.total_steps or self._out_of_time(started):
+            if self._should_stop(started):
                 st.seconds += time.monotonic() - started
                 return False
             stats = self.step(*self._batch(order, st.batch))
             st.batch += 1
             st.step += 1
             bar.update(1)
+            if not self.sync_free:  # the sync-free step records on the device itself
+                self.guard.record(torch.tensor(stats is not None))
+            if st.step % self.check_every == 0 or st.step % cfg.checkpoint_every == 0:
+                self._read_guard(bar)
             if stats is None:
-                st.skipped += 1
-                bad_run += 1
-                bar.write(f"step {st.step}: loss is not finite; step skipped")
-                if bad_run >= cfg.max_bad_steps:
-                    self.save("last")
-                    raise TvaeError(f"the loss was not finite for {bad_run} steps in a row; "
-                                    "training stopped (try a lower --lr)")
                 continue
-            bad_run = 0
-            for key in ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n"):
+            for key in SUMMED:
                 if key in stats:
                     acc[key] = acc.get(key, 0) + stats[key]
-            acc["count"] += 1
+            acc["count"] += stats["ok"].long() if "ok" in stats else 1
             if st.step % cfg.log_every == 0:
                 st.seconds += time.monotonic() - started
                 started = time.monotonic()
-                row = self._log_row(acc, stats)
+                row = self._log_row(ddp.reduce_sums(acc, self.dist) if self.sync_free else acc,
+                                    stats)
                 self._write_rows([row])
                 bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}",
                                 kl=f"{row['kl_bits']:.2f}b", beta=f"{row['beta']:.3g}",
@@ -253,6 +304,7 @@ class Trainer:
         return True
 
     def end_epoch(self, bar: Any) -> None:
+        self._read_guard(bar)
         row = self.validate()
         st = self.state
         improved = row["loss"] < st.best_loss
@@ -261,21 +313,22 @@ class Trainer:
         st.epoch, st.batch = st.epoch + 1, 0
         if improved:
             self.save("best")
-        bar.write(f"epoch {st.epoch}: valid loss {row['loss']:.4f}, teacher-forced acc "
+        self._say(bar, f"epoch {st.epoch}: valid loss {row['loss']:.4f}, teacher-forced acc "
                   f"{row['tf_accuracy']:.4f}, free-running acc {row['free_accuracy']:.4f}, "
                   f"KL {row['kl_bits']:.2f} bits/bar" + ("  (best)" if improved else ""))
         if st.bad_epochs >= self.cfg.patience:
-            bar.write(f"early stopping: no better validation loss for {st.bad_epochs} epochs")
+            self._say(bar, f"early stopping: no better validation loss for {st.bad_epochs} epochs")
             st.finished = True
         self.save("last")
-        plot_metrics(self.run_dir / "metrics.csv", self.run_dir / "plots")
+        if self.main:
+            plot_metrics(self.run_dir / "metrics.csv", self.run_dir / "plots")
 
     def fit(self) -> None:
         from tqdm import tqdm
 
         st = self.state
         bar = tqdm(total=self.total_steps, initial=st.step, desc="train", unit="step",
-                   disable=not self.progress, dynamic_ncols=True)
+                   disable=not (self.progress and self.main), dynamic_ncols=True)
         try:
             while not st.finished and st.epoch < self.cfg.epochs:
                 if not self.run_epoch(bar):
@@ -286,8 +339,9 @@ class Trainer:
         except KeyboardInterrupt:
             self.save("last")
             bar.close()
-            print(f"\ninterrupted: checkpoint saved to {self.run_dir / 'last.json'}; "
-                  "continue with --resume", file=sys.stderr)
+            if self.main:
+                print(f"\ninterrupted: checkpoint saved to {self.run_dir / 'last.json'}; "
+                      "continue with --resume", file=sys.stderr)
             raise SystemExit(130) from None
         if not st.finished and st.batch:  # stopped by a step or time limit mid-epoch
             self.end_epoch(bar)
@@ -319,12 +373,14 @@ def _run_configs(run_dir: Path) -> dict[str, Any]:
     return saved
 
 
-def train(data_dir: str | Path, run_dir: str | Path, *, grid: GridConfig = GridConfig(),
-          model: ModelConfig = ModelConfig(), data: DataConfig = DataConfig(),
-          train: TrainConfig = TrainConfig(), label_column: str | None = None,
-          resume: bool = False, init_from: str | Path | None = None,
-          command: list[str] | None = None, progress: bool = True) -> Trainer:
-    """Train on a MIDI folder (or exported corpus); returns the finished Trainer.
+def train(data_dir: str | Path | Sequence[str | Path], run_dir: str | Path, *,
+          grid: GridConfig = GridConfig(), model: ModelConfig = ModelConfig(),
+          data: DataConfig = DataConfig(), train: TrainConfig = TrainConfig(),
+          label_column: str | None = None, resume: bool = False,
+          init_from: str | Path | None = None, command: list[str] | None = None,
+          progress: bool = True, compile_model: bool = False) -> Trainer:
+    """Train on a MIDI folder (or exported corpus, or prepared shard folders); returns the
+    finished Trainer. Started by torchrun, this process is one rank of a multi-process run.
 
     `init_from` starts from another checkpoint's weights (same architecture) with fresh
     optimizer and schedules: fine-tuning, e.g. with a larger KL weight."""
@@ -340,22 +396,29 @@ def train(data_dir: str | Path, run_dir: str | Path, *, grid: GridConfig = GridC
     elif (run_dir / "last.json").exists():
         raise TvaeError("this run folder already holds a run; use --resume to continue it or "
                         "choose another --out", run_dir)
-    songs, skipped = load_folder(data_dir, grid, data, label_column=label_column,
-                                 progress=progress)
-    if skipped:
-        summary = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
-        print(f"skipped {sum(skipped.values())} files: {summary}", file=sys.stderr)
-    configs = {"grid": config_to_dict(grid), "model": config_to_dict(model),
-               "data": config_to_dict(data), "train": config_to_dict(train),
-               "data_dir": str(data_dir), "label_column": label_column,
-               "init_from": str(init_from) if init_from else None}
-    if not resume:
-        _save_run_config(run_dir, configs, command)
-    trainer = Trainer(songs, run_dir, grid, model, data, train, progress)
-    songs.save_split(run_dir / "split.csv")
-    if resume:
-        trainer.resume()
-    elif init_from:
-        _init_weights(trainer, init_from)
-    trainer.fit()
-    return trainer
+    dist = ddp.setup(train.device)  # None unless started by torchrun
+    try:
+        main = dist is None or dist.main
+        with ddp.rank0_first(dist):  # rank 0 fills the cache of a MIDI folder
+            songs, skipped = load_songs(data_dir, grid, data, label_column, progress and main)
+        if skipped and main:
+            print(format_skipped(skipped), file=sys.stderr)
+        paths = str(data_dir) if isinstance(data_dir, (str, Path)) else list(map(str, data_dir))
+        configs = {"grid": config_to_dict(grid), "model": config_to_dict(model),
+                   "data": config_to_dict(data), "train": config_to_dict(train),
+                   "data_dir": paths, "label_column": label_column,
+                   "init_from": str(init_from) if init_from else None}
+        if not resume and main:
+            _save_run_config(run_dir, configs, command)
+        trainer = Trainer(songs, run_dir, grid, model, data, train, progress, dist=dist,
+                          compile_model=compile_model)
+        if main:
+            songs.save_split(run_dir / "split.csv")
+        if resume:
+            trainer.resume()
+        elif init_from:
+            _init_weights(trainer, init_from)
+        trainer.fit()
+        return trainer
+    finally:
+        ddp.teardown(dist)
