@@ -78,10 +78,9 @@ def make_sampler(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
     return sample
 
 
-def _mask(bar_mask: Tensor, causal: bool) -> Tensor | None:
-    """(B, 1, N, N) bool attention mask (True = may attend) or None for the fused causal path."""
-    if causal and bool(bar_mask.all()):
-        return None
+def _mask(bar_mask: Tensor, causal: bool) -> Tensor:
+    """(B, 1, N, N) bool attention mask (True = may attend). Built on the device every time
+    (no host sync to test for padding): at bar level N is small."""
     N = bar_mask.shape[1]
     allowed = bar_mask[:, None, None, :].expand(-1, 1, N, N)  # keys that are real bars
     if causal:
@@ -140,8 +139,6 @@ class TransformerVAE(nn.Module):
         x = torch.cat([start, prev_vecs[:, :-1]], dim=1) + positions(N, D, prev_vecs.device)
         self_mask = _mask(bar_mask, self.config.mask_decoder)
         cross_mask = _mask(bar_mask, self.config.mask_cross)
-        if cross_mask is None and self.config.mask_cross:
-            cross_mask = torch.ones(N, N, dtype=torch.bool, device=x.device).tril()[None, None]
         for block in self.decoder:
             x = block(x, self_mask, self.config.mask_decoder, memory, cross_mask)
         return self.dec_norm(x)
@@ -235,7 +232,9 @@ class TransformerVAE(nn.Module):
         if self.classifier is not None:
             pooled = (mu * bar_mask[..., None]).sum(1) / bar_mask.sum(1, keepdim=True).clamp(min=1)
             out.class_logits = self.classifier(pooled)  # (B, C)
-            if labels is not None and bool((labels >= 0).any()):
-                out.class_loss = F.cross_entropy(out.class_logits, labels, ignore_index=-1)
+            if labels is not None:  # mean over labelled windows; 0 when none is (no sync)
+                ce = F.cross_entropy(out.class_logits.float(), labels, ignore_index=-1,
+                                     reduction="sum")
+                out.class_loss = ce / (labels >= 0).sum().clamp(min=1)
                 out.loss = out.loss + class_weight * out.class_loss
         return out
