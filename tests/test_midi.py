@@ -255,3 +255,17 @@ def test_data_examples_read_without_changes() -> None:
     for name in ("mary", "jingle", "twinkle", "ode"):
         melody, report = read_quietly(data / f"{name}.mid")
         assert report.changes == {} and melody.meter == (4, 4) and len(melody.notes) > 10
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from tvae.midi import write_bytes_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_bytes_atomic(b"x", tmp_path / "f.bin")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o644

@@ -294,6 +294,12 @@ def melody_to_midi_bytes(melody: Melody, program: int = 0) -> bytes:
     return bytes(_melody_score(melody, program).dumps_midi())
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(data: bytes, path: str | Path) -> None:
     """Write `data` to `path` through a temporary file and a rename: never a half-written file."""
     path = Path(path)
@@ -302,6 +308,7 @@ def write_bytes_atomic(data: bytes, path: str | Path) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
