@@ -15,9 +15,9 @@ from tvae.melody import Melody
 from tvae.midi import melody_to_midi_bytes, write_bytes_atomic
 from tvae.render import PageMelody, render_page, write_page
 
-KL_NOTE = ("Under each melody, the KL of each bar's latent in bits: how much new information the "
-           "bar carries. With causal attention, a bar that repeats an earlier one should cost "
-           "little.")
+KL_NOTE = ("Under each melody, the KL of each bar's latent in bits: how much information the "
+           "model spends on that bar. The paper expects a bar that repeats an earlier one to "
+           "cost little, since causal attention lets it refer back; compare the strips.")
 
 
 @dataclass
