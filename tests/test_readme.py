@@ -1,0 +1,36 @@
+"""The README's Python example runs as written, with the bundled model."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python_blocks(section: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    part = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", part, flags=re.S)
+
+
+def test_readme_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = _python_blocks("The Python API")
+    assert blocks, "the README lost its Python example"
+    (tmp_path / "data").symlink_to(ROOT / "data")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102
+    assert (tmp_path / "mary_x_jingle.mid").is_file()
+    assert len(namespace["path"]) == 5  # type: ignore[arg-type]
+
+
+def test_quick_start_has_exactly_two_commands() -> None:
+    text = (ROOT / "README.md").read_text()
+    quick = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```bash\n(.*?)```", quick, flags=re.S)
+    assert len(commands) == 2
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert commands[1].strip() in ci  # CI runs the README's test command exactly
