@@ -23,6 +23,15 @@ _EXPORTS = {
     "read_melody": "tvae.midi",
     "read_midi": "tvae.midi",
     "write_melody": "tvae.midi",
+    "ModelConfig": "tvae.config",
+    "DataConfig": "tvae.config",
+    "TrainConfig": "tvae.config",
+    "TransformerVAE": "tvae.model",
+    "save_checkpoint": "tvae.checkpoint",
+    "load_checkpoint": "tvae.checkpoint",
+    "load_model": "tvae.inference",
+    "TrainedModel": "tvae.inference",
+    "train": "tvae.train",
 }
 
 __all__ = sorted(_EXPORTS)
