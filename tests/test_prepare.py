@@ -183,3 +183,23 @@ def test_cli_prepare_then_train_equals_training_on_the_folder(
                ("folder", "prepared")]
     strip = [[",".join(line.split(",")[:-1]) for line in m] for m in metrics]  # not 'seconds'
     assert strip[0] == strip[1] and len(strip[0]) == 6
+
+
+def test_evaluate_reads_a_prepared_folder_like_the_midi_folder(prepared: Path, folk_corpus: Path,
+                                                               tmp_path: Path) -> None:
+    import torch
+
+    from tvae.checkpoint import save_checkpoint
+    from tvae.config import ModelConfig
+    from tvae.evaluate import evaluate_folder
+    from tvae.model import TransformerVAE
+
+    torch.manual_seed(0)
+    model = TransformerVAE(ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1,
+                                       dec_layers=1, d_ff=64, bar_hidden=32))
+    ckpt = save_checkpoint(tmp_path / "tiny", model)
+    from_folder = evaluate_folder(folk_corpus, ckpt, bars=4, progress=False)
+    from_prepared = evaluate_folder(prepared, ckpt, bars=4, progress=False)
+    assert from_prepared["split"] == "test" and from_prepared["windows"] > 0
+    for key in ("tf_accuracy", "free_accuracy", "kl_bits_per_bar", "windows", "bars"):
+        assert from_prepared[key] == from_folder[key], key

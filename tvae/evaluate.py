@@ -107,22 +107,24 @@ def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, 
                     split: str | None = None, max_windows: int = 0, progress: bool = True
                     ) -> dict[str, Any]:
     """`tvae evaluate`: metrics of a checkpoint (default: the bundled model) on the non-overlapping
-    `bars`-bar windows of a MIDI folder; the 'test' split when the folder has a manifest."""
+    `bars`-bar windows of a MIDI folder or prepared folder; its 'test' split when it has one."""
     from tvae.config import DataConfig
-    from tvae.dataset import format_skipped, load_folder
+    from tvae.dataset import format_skipped
     from tvae.errors import TvaeError, TvaeWarning
     from tvae.inference import load_model
+    from tvae.prepare import is_prepared, load_songs
 
     if bars < 1:
         raise TvaeError("--bars must be at least 1")
     trained = load_model(model_path)
     data = DataConfig(bars=bars, stride=bars, transpose=0)
-    songs, skipped = load_folder(midi_dir, trained.grid, data, progress=progress)
+    songs, skipped = load_songs(midi_dir, trained.grid, data, progress=progress)
     if skipped:  # the CLI prints it as `warning: DIR: skipped N files: ...` (counts by reason)
         warnings.warn(f"{midi_dir}: {format_skipped(skipped)}", TvaeWarning, stacklevel=2)
     if split is None:
-        split = "test" if (Path(midi_dir) / "manifest.csv").exists() else None
-    windows = Windows(songs, split, data)
+        has_split = is_prepared(midi_dir) or (Path(midi_dir) / "manifest.csv").exists()
+        split = "test" if has_split else None
+    windows = Windows(songs, split, data, trained.grid)
     if len(windows) == 0:
         raise TvaeError(f"no {split or ''} windows to evaluate", midi_dir)
     result = evaluate_windows(trained.model, windows, max_windows=max_windows, progress=progress)
