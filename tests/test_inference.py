@@ -179,3 +179,13 @@ def test_pickup_melody_written_and_read(tmp_path: Path) -> None:
     melody = _melody(4, (6, 8), pickup=2)
     write_melody(melody, tmp_path / "p.mid")
     assert read_melody(tmp_path / "p.mid") == melody
+
+
+def test_bundled_model_reconstructs_a_song_longer_than_its_training_window() -> None:
+    """The bundled model was trained on 8-bar windows; a 12-bar song is read and decoded
+    window by window, so its last bars come back too (they used to collapse)."""
+    model = load_model()
+    assert model.window == 8
+    twinkle = read_melody(DATA / "twinkle.mid")
+    assert twinkle.n_bars == 12
+    assert model.reconstruct(twinkle).notes == twinkle.notes

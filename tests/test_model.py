@@ -381,3 +381,30 @@ def test_tiny_model_overfits_four_windows() -> None:
     with torch.no_grad():
         out = model.eval()(tokens, meters, sample=False)
     assert float(out.correct / out.n_steps) >= 0.95
+
+
+def test_windowed_encoding_sees_only_the_training_window() -> None:
+    model = tiny()
+    tokens, meters = random_bars(2, 11, seed=21)
+    with torch.no_grad():
+        full_mu, _ = model.encode(tokens[:, :4], meters[:, :4])
+        short_mu, _ = model.encode_windowed(tokens[:, :4], meters[:, :4], window=4)
+        torch.testing.assert_close(short_mu, full_mu)
+        mu, logvar = model.encode_windowed(tokens, meters, window=4)
+        assert mu.shape == logvar.shape == (2, 11, model.config.d_latent)
+        torch.testing.assert_close(mu[:, :4], full_mu)
+        for i in range(4, 11):
+            alone, _ = model.encode(tokens[:, i - 3 : i + 1], meters[:, i - 3 : i + 1])
+            torch.testing.assert_close(mu[:, i], alone[:, -1])
+
+
+def test_windowed_free_run_uses_only_the_window() -> None:
+    model = tiny()
+    torch.manual_seed(3)
+    z = torch.randn(2, 10, model.config.d_latent)
+    meters = torch.zeros(2, 10, dtype=torch.long)
+    out = model.free_run(z, meters, window=4)
+    assert out.shape == (2, 10, model.grid.steps_per_bar)
+    assert torch.equal(out[:, :4], model.free_run(z[:, :4], meters[:, :4]))
+    assert torch.equal(model.free_run(z[:, :4], meters[:, :4], window=4),
+                       model.free_run(z[:, :4], meters[:, :4]))

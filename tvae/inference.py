@@ -68,6 +68,8 @@ class TrainedModel:
         self.model, self.meta, self.path = model.eval(), meta, path
         self.grid = model.grid
         self.device = next(model.parameters()).device
+        # Songs longer than the training window are read and decoded window by window.
+        self.window = int((meta.get("data") or {}).get("bars", 0))
 
     # -- conversions ----------------------------------------------------------------------
     def bars(self, melody: Melody) -> Bars:
@@ -99,13 +101,13 @@ class TrainedModel:
     @torch.no_grad()
     def encode(self, melody: Melody) -> np.ndarray:
         """Posterior means, one latent per bar: (N, Z)."""
-        mu, _ = self.model.encode(*self._tensors(melody))
+        mu, _ = self.model.encode_windowed(*self._tensors(melody), self.window)
         return mu[0].cpu().numpy()
 
     @torch.no_grad()
     def kl_bits(self, melody: Melody) -> np.ndarray:
         """KL of each bar's posterior from the prior, in bits: (N,). Repeats should be cheap."""
-        mu, logvar = self.model.encode(*self._tensors(melody))
+        mu, logvar = self.model.encode_windowed(*self._tensors(melody), self.window)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1) / LN2
         return kl[0].cpu().numpy()
 
@@ -125,7 +127,7 @@ class TrainedModel:
         if seed is not None:
             gen = torch.Generator(device=self.device).manual_seed(seed)
         sampler = make_sampler(temperature, top_k, top_p, gen)
-        tokens = self.model.free_run(zt, meters, sampler)[0]  # (N, S)
+        tokens = self.model.free_run(zt, meters, sampler, window=self.window)[0]  # (N, S)
         return self._melody(tokens, meter, qpm, title, pickup)
 
     def reconstruct(self, melody: Melody) -> Melody:

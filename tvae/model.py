@@ -151,11 +151,45 @@ class TransformerVAE(nn.Module):
         return self.bar_decoder(h, meters, tokens, 1.0)
 
     @torch.no_grad()
+    def encode_windowed(self, tokens: Tensor, meters: Tensor, window: int
+                        ) -> tuple[Tensor, Tensor]:
+        """Like `encode`, but bar i's posterior sees at most the `window` bars ending at i, with
+        positions 0..window-1: a model trained on `window`-bar windows then reads songs of any
+        length without meeting positions it never saw. tokens (B, N, S) -> (B, N, Z) twice."""
+        B, N, S = tokens.shape
+        if window <= 0 or window >= N:
+            return self.encode(tokens, meters)
+        mu, logvar = self.encode(tokens[:, :window], meters[:, :window])  # (B, W, Z)
+        idx = torch.arange(1, N - window + 1, device=tokens.device)[:, None] + torch.arange(
+            window, device=tokens.device)  # (N-W, W): the window ending at each later bar
+        wins = tokens[:, idx].reshape(-1, window, S)  # (B*(N-W), W, S)
+        mu2, logvar2 = self.encode(wins, meters[:, idx].reshape(-1, window))
+        last = (mu2[:, -1].view(B, N - window, -1), logvar2[:, -1].view(B, N - window, -1))
+        return torch.cat([mu, last[0]], dim=1), torch.cat([logvar, last[1]], dim=1)
+
+    @torch.no_grad()
     def free_run(self, z: Tensor, meters: Tensor, sampler: Sampler = argmax_sampler,
-                 use_cache: bool = True) -> Tensor:
+                 use_cache: bool = True, window: int = 0) -> Tensor:
         """Decode z (B, N, Z) without teacher forcing: the input for bar i is the encoding of the
-        bar decoded for i-1. Cached (linear in N) when decoder self-attention is causal.
-        Returns tokens (B, N, S)."""
+        bar decoded for i-1. Cached (linear in N) when decoder self-attention is causal. With
+        `window` > 0, bars after the first `window` are decoded from the `window` bars ending at
+        them (positions 0..window-1), which is also linear in N. Returns tokens (B, N, S)."""
+        N = z.shape[1]
+        if window <= 0 or window >= N:
+            return self._free_run(z, meters, sampler, use_cache)
+        bars = list(self._free_run(z[:, :window], meters[:, :window], sampler,
+                                   use_cache).split(1, dim=1))  # W x (B, 1, S)
+        B, D = z.shape[0], self.config.d_model
+        real = torch.ones(B, window, dtype=torch.bool, device=z.device)
+        for i in range(window, N):
+            lo = i - window + 1
+            prev = self.bar_encoder(torch.cat(bars[lo:i], dim=1), meters[:, lo:i])  # (B, W-1, D)
+            prev = torch.cat([prev, prev.new_zeros(B, 1, D)], dim=1)  # last slot is unused
+            h = self._decode_hidden(prev, self._memory(z[:, lo : i + 1]), real)[:, -1:]
+            bars.append(self.bar_decoder.generate(h, meters[:, i : i + 1], sampler))
+        return torch.cat(bars, dim=1)
+
+    def _free_run(self, z: Tensor, meters: Tensor, sampler: Sampler, use_cache: bool) -> Tensor:
         B, N, _ = z.shape
         D = self.config.d_model
         memory = self._memory(z)  # (B, N, D)
