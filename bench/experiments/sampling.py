@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -114,7 +115,9 @@ def excerpts_of(songs: SongArrays, split: str, n: int, bars: int) -> list[Melody
 def _model(ctx: Context, songs: SongArrays) -> tuple[TrainedModel, str]:
     if ctx.model is not None or not ctx.quick:
         trained = load_model(ctx.model)
-        return trained, str(trained.path)
+        path = trained.path.resolve()
+        root = Path.cwd().resolve()
+        return trained, str(path.relative_to(root) if path.is_relative_to(root) else path)
     trained, info = train_run(ctx, songs, "tiny", ctx.scale.model, ctx.train_config(0, 0.0))
     return trained, info["run"]
 
