@@ -11,7 +11,6 @@ update of a non-finite step is skipped on the device and the host counts skipped
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shlex
@@ -38,14 +37,12 @@ from tvae.config import (
 from tvae.dataset import SongArrays, Windows, format_skipped
 from tvae.errors import TvaeError
 from tvae.evaluate import evaluate_windows
+from tvae.metrics_log import MetricsLog
 from tvae.model import LN2, TransformerVAE
 from tvae.plots import plot_metrics
 from tvae.prepare import load_songs
 from tvae.schedules import beta_at, lr_at, tf_at
 
-METRIC_FIELDS = ["step", "epoch", "split", "loss", "recon", "kl_bits", "accuracy", "tf_accuracy",
-                 "free_accuracy", "kl_bits_repeated", "kl_bits_new", "class_accuracy", "beta",
-                 "p_tf", "lr", "lr_rel", "skipped", "seconds"]
 SUMMED = ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n")  # per-step stats
 
 
@@ -118,6 +115,7 @@ class Trainer:
         self.sync_free = default if sync_free is None else sync_free
         self.guard = ddp.StepGuard(self.device if self.sync_free else torch.device("cpu"))
         self.check_every = 1 if self.device.type == "cpu" else cfg.log_every  # guard reads
+        self.log = MetricsLog(run_dir / "metrics.csv", enabled=self.main)
 
     # -- checkpoints ---------------------------------------------------------------------
     def save(self, name: str) -> None:
@@ -131,26 +129,7 @@ class Trainer:
         self.model.load_state_dict(model.state_dict())
         restore_optimizer(self.optimizer, meta, optim)
         self.state = RunState(**meta["state"])
-        if self.main:
-            self._truncate_metrics(self.state.step)
-
-    def _truncate_metrics(self, step: int) -> None:
-        path = self.run_dir / "metrics.csv"
-        if path.exists():
-            with open(path, newline="") as handle:
-                rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= step]
-            self._write_rows(rows, mode="w")
-
-    def _write_rows(self, rows: list[dict[str, Any]], mode: str = "a") -> None:
-        if not self.main:
-            return
-        path = self.run_dir / "metrics.csv"
-        new = mode == "w" or not path.exists()
-        with open(path, mode, newline="") as handle:
-            writer = csv.DictWriter(handle, METRIC_FIELDS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
+        self.log.truncate(self.state.step)
 
     # -- one step ------------------------------------------------------------------------
     def _batch(self, order: np.ndarray, b: int) -> tuple[Any, ...]:
@@ -244,7 +223,7 @@ class Trainer:
                "free_accuracy": metrics["free_accuracy"],
                "kl_bits_repeated": metrics["kl_bits_repeated"],
                "kl_bits_new": metrics["kl_bits_new"], "seconds": round(self.state.seconds, 1)}
-        self._write_rows([row])
+        self.log.append([row])
         return row if self.dist is None else self.dist.broadcast(row)
 
     # -- the loop ------------------------------------------------------------------------
@@ -291,7 +270,7 @@ class Trainer:
                 started = time.monotonic()
                 row = self._log_row(ddp.reduce_sums(acc, self.dist) if self.sync_free else acc,
                                     stats)
-                self._write_rows([row])
+                self.log.append([row])
                 bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}",
                                 kl=f"{row['kl_bits']:.2f}b", beta=f"{row['beta']:.3g}",
                                 p_tf=f"{row['p_tf']:.2f}")
