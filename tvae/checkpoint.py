@@ -116,6 +116,13 @@ def _read_tensors(weights_path: Path) -> dict[str, torch.Tensor]:
         raise TvaeError(f"checkpoint weights are damaged ({reason})", weights_path) from None
 
 
+def legacy_model_fields(model: Any) -> Any:
+    """Checkpoints written before the copy path existed are stock models: `copy` "none"."""
+    if isinstance(model, dict) and "copy" not in model:
+        return {**model, "copy": "none"}
+    return model
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
                     ) -> tuple[TransformerVAE, dict[str, Any], dict[str, torch.Tensor]]:
     """Rebuild the model from a checkpoint. Returns (model, meta, optimizer tensors)."""
@@ -125,7 +132,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
     meta = _read_meta(json_path)
     try:
         grid = config_from_dict(GridConfig, meta["grid"])
-        config = config_from_dict(ModelConfig, meta["model"])
+        config = config_from_dict(ModelConfig, legacy_model_fields(meta["model"]))
     except KeyError as exc:
         raise TvaeError(f"checkpoint config lacks {exc}", json_path) from None
     except TvaeError as exc:

@@ -107,7 +107,8 @@ def train(midi_dir: tuple[str, ...], out: str, resume: bool, label_column: str |
 @handle_errors
 def evaluate(midi_dir: str, model_path: str | None, bars: int, split: str | None,
              max_windows: int, as_json: bool) -> None:
-    """Teacher-forced and free-running accuracy, and KL of repeated vs new bars."""
+    """Accuracy (teacher-forced and free-running), KL bits of repeated vs new bars and the
+    paired ratio, context transfer (does B follow a new bar 1?), and ELBO bits per bar."""
     from tvae.evaluate import evaluate_folder
 
     result = evaluate_folder(midi_dir, model_path, bars, split, max_windows,

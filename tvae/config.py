@@ -63,6 +63,9 @@ def _non_negative(config: Any, *names: str) -> None:
             raise TvaeError(f"{name} (--{name.replace('_', '-')}) must be >= 0, got {value}")
 
 
+COPY_MODES = ("bar", "step", "none")  # per-bar choice, per-step mixture, no copy path
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The network: local bar encoder/decoder around a Transformer VAE over bars."""
@@ -81,16 +84,24 @@ class ModelConfig:
     mask_decoder: bool = True  # causal decoder self-attention
     mask_cross: bool = True  # decoder bar i attends to latents z_1..z_i only
     n_classes: int = 0  # classes of the optional supervised head on the mean latent (0: none)
+    copy: str = "bar"  # copy path (tvae.pointer): "bar", "step" or "none" (the paper's model)
+    copy_offsets: int = 7  # how many bars back the copy path reaches (window - 1 is enough)
+    copy_edit: float = 0.02  # "bar": chance of an edit at each step of a copy (0: learned from z)
 
     def __post_init__(self) -> None:
         _positive(self, "d_model", "d_latent", "n_heads", "d_ff", "bar_hidden")
-        _non_negative(self, "enc_layers", "dec_layers", "n_classes")
+        _non_negative(self, "enc_layers", "dec_layers", "n_classes", "copy_offsets")
+        if not 0.0 <= self.copy_edit < 0.5:
+            raise TvaeError(f"copy_edit must be in [0, 0.5), got {self.copy_edit}")
         if not 0.0 <= self.dropout < 1.0:
             raise TvaeError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.d_model % self.n_heads:
             raise TvaeError("d_model must be a multiple of n_heads")
         if self.bar_encoder not in ("mlp", "gru") or self.bar_decoder not in ("mlp", "gru"):
             raise TvaeError("bar_encoder and bar_decoder must be 'mlp' or 'gru'")
+        if self.copy not in COPY_MODES:
+            raise TvaeError(f"copy (--copy) must be one of {', '.join(COPY_MODES)}, got "
+                            f"{self.copy!r}")
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,8 @@ class TrainConfig:
     tf_gamma: float = 0.5  # logistic (Drossos et al. 2019): beta = -gamma * step / N_b
     recon_weight: float = 1.0  # lambda: weight of the reconstruction loss
     class_weight: float = 1.0  # weight of the supervised head's loss (when the model has one)
+    pointer_weight: float = 0.0  # weight of the copy pointer's auxiliary loss on exact repeats
+    pointer_steps: int = 0  # the pointer loss holds for this many steps, then fades out by 2x
     patience: int = 5  # early stopping: epochs without a better validation loss
     log_every: int = 20  # steps between progress and metrics updates
     checkpoint_every: int = 200  # steps between checkpoints inside an epoch (for --resume)
@@ -133,7 +146,7 @@ class TrainConfig:
                   "checkpoint_every", "max_bad_steps", "beta_steps", "tf_steps", "tf_k")
         _non_negative(self, "weight_decay", "warmup_steps", "max_steps", "max_minutes", "beta",
                       "free_bits", "patience", "eval_windows", "num_threads", "recon_weight",
-                      "class_weight")
+                      "class_weight", "pointer_weight", "pointer_steps")
         for name in ("tf_p", "tf_min", "tf_max", "min_lr_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise TvaeError(f"{name} must be in [0, 1], got {getattr(self, name)}")

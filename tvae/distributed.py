@@ -34,7 +34,7 @@ from torch.overrides import TorchFunctionMode
 
 from tvae.config import PAD, TrainConfig
 from tvae.errors import TvaeError
-from tvae.model import VAEOutput
+from tvae.objective import Loss
 
 
 def mix_seed(*values: int) -> int:
@@ -186,7 +186,7 @@ def take_share(dist: Dist | None, tokens: np.ndarray, meters: np.ndarray,
     return tokens[rows], meters[rows], None if labels is None else labels[rows], share
 
 
-def share_loss(out: VAEOutput, share: Share, class_weight: float) -> Tensor:
+def share_loss(out: Loss, share: Share, class_weight: float) -> Tensor:
     """This rank's part of the global batch's loss: summed over ranks, the loss of the batch.
 
     The model normalises its reconstruction and KL terms by the real bars of its rows and the
@@ -273,7 +273,7 @@ def apply_update(optimizer: torch.optim.Optimizer, ok: Tensor) -> None:
         optimizer.step()
 
 
-def class_stats(out: VAEOutput, labels: Tensor | None) -> dict[str, Tensor]:
+def class_stats(out: Loss, labels: Tensor | None) -> dict[str, Tensor]:
     """Correct predictions and labelled windows of the supervised head (if it has labels)."""
     if out.class_logits is None or labels is None:
         return {}
@@ -282,7 +282,12 @@ def class_stats(out: VAEOutput, labels: Tensor | None) -> dict[str, Tensor]:
             "class_n": known.sum()}
 
 
-def update_sync_free(out: VAEOutput, labels: Tensor | None, share: Share | None,
+def pointer_stats(out: Loss) -> dict[str, Tensor]:
+    """The pointer's auxiliary loss, logged whether or not it is weighted into the loss."""
+    return {} if out.pointer_loss is None else {"pointer": out.pointer_loss.detach()}
+
+
+def update_sync_free(out: Loss, labels: Tensor | None, share: Share | None,
                      model: torch.nn.Module, optimizer: torch.optim.Optimizer, guard: StepGuard,
                      cfg: TrainConfig, world: int) -> dict[str, Tensor]:
     """Backward and update without a host sync: a non-finite loss or gradient norm skips the
@@ -300,6 +305,7 @@ def update_sync_free(out: VAEOutput, labels: Tensor | None, share: Share | None,
              "kl": out.kl.detach() * bars, "correct": out.correct * real,
              "n": out.n_steps * real}
     stats.update({k: v * real for k, v in class_stats(out, labels).items()})
+    stats.update(pointer_stats(out))
     return {**{k: torch.where(ok, v, 0) for k, v in stats.items()}, "ok": ok}
 
 

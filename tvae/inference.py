@@ -20,7 +20,6 @@ import torch
 from tvae.checkpoint import load_checkpoint
 from tvae.config import PAD, REST
 from tvae.errors import TvaeError, TvaeWarning
-from tvae.evaluate import LN2
 from tvae.melody import (
     Bars,
     Melody,
@@ -33,6 +32,7 @@ from tvae.melody import (
     normalize_meter,
 )
 from tvae.model import make_sampler
+from tvae.objective import LN2
 
 
 def bundled_model_path() -> Path:

@@ -30,26 +30,34 @@ from tvae.modules import (
     mask_logits,
     positions,
 )
+from tvae.pointer import (
+    bar_log_lik,
+    choose,
+    chosen_log_probs,
+    mixture_log_probs,
+    pointer_log_weights,
+)
 
 Sampler = Callable[[Tensor], Tensor]  # masked logits (..., V) -> classes (...)
-LN2 = math.log(2.0)
 
 
 @dataclass
 class VAEOutput:
-    """What `TransformerVAE.forward` returns: the total loss and its named parts."""
+    """What `TransformerVAE.forward` returns: the model's distributions, no loss. The objective
+    (beta, free bits, loss weights) lives in `tvae.objective`."""
 
-    loss: Tensor  # scalar: recon_weight * recon + beta * kl_penalty (+ class_weight * class_loss)
-    recon: Tensor  # scalar: cross-entropy in nats per real bar (PAD steps ignored)
-    kl: Tensor  # scalar: KL(q(z|x) || N(0, I)) in nats per real bar
-    kl_bars: Tensor  # (B, N) KL of each bar in nats (0 for padding bars)
+    log_probs: Tensor  # (B, N, S, V) step log-probabilities as decoded; -inf where impossible
+    log_lik: Tensor  # (B, N) log-likelihood of each true bar in nats (0 for padding bars)
+    kl_bars: Tensor  # (B, N) KL(q(z|x) || N(0, I)) of each bar in nats (0 for padding bars)
     mu: Tensor  # (B, N, Z)
     logvar: Tensor  # (B, N, Z)
-    logits: Tensor  # (B, N, S, V)
-    correct: Tensor  # scalar: correctly predicted non-PAD steps (argmax, as decoded)
-    n_steps: Tensor  # scalar: non-PAD steps
-    class_loss: Tensor | None = None  # scalar cross-entropy of the supervised head
-    class_logits: Tensor | None = None  # (B, C)
+    log_pi: Tensor | None = None  # (B, N, 1 + N) pointer log weights: generate, copy bar j
+    class_logits: Tensor | None = None  # (B, C) the supervised head on the mean latent
+
+
+def kl_per_bar(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)) in nats, summed over the latent: (..., Z) -> (...)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
 
 
 def argmax_sampler(logits: Tensor) -> Tensor:
@@ -75,6 +83,7 @@ def make_sampler(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
         probs = logits.softmax(-1).reshape(-1, logits.shape[-1])
         return torch.multinomial(probs, 1, generator=generator).view(logits.shape[:-1])
 
+    sample.generator = generator  # type: ignore[attr-defined]  # the copy path draws with it
     return sample
 
 
@@ -112,6 +121,14 @@ class TransformerVAE(nn.Module):
         self.decoder = nn.ModuleList(blocks)
         self.dec_norm = nn.LayerNorm(D)
         self.classifier = nn.Linear(Z, config.n_classes) if config.n_classes else None
+        self.pointer = None  # the copy path (tvae.pointer): generate, or copy 1..O bars back
+        self.learn_edit = config.copy == "bar" and config.copy_edit == 0
+        if config.copy != "none":  # with a learned edit chance, column 0 is its logit
+            self.pointer = nn.Linear(Z, int(self.learn_edit) + 1 + config.copy_offsets)
+            nn.init.zeros_(self.pointer.bias)
+            nn.init.normal_(self.pointer.weight, std=0.02)
+            if self.learn_edit:
+                nn.init.constant_(self.pointer.bias[:1], -3.0)  # edits start rare (eps 0.05)
 
     # -- encoder ---------------------------------------------------------------------------
     def encode(self, tokens: Tensor, meters: Tensor) -> tuple[Tensor, Tensor]:
@@ -143,12 +160,60 @@ class TransformerVAE(nn.Module):
             x = block(x, self_mask, self.config.mask_decoder, memory, cross_mask)
         return self.dec_norm(x)
 
-    def decode_teacher_forced(self, z: Tensor, tokens: Tensor, meters: Tensor) -> Tensor:
-        """Logits (B, N, S, V) of every bar given z (B, N, Z) and the true previous bars."""
+    def pointer_weights(self, z: Tensor, bar_mask: Tensor) -> tuple[Tensor | None,
+                                                                     Tensor | None]:
+        """From z (B, N, Z) alone: the pointer's log weights (B, N, 1 + N) (generate, copy bar
+        j) and, for the per-bar choice, each bar's log edit probability (B, N). None, None for
+        the stock model."""
+        if self.pointer is None:
+            return None, None
+        raw = self.pointer(z).float()
+        if self.learn_edit:
+            return pointer_log_weights(raw[..., 1:], bar_mask), F.logsigmoid(raw[..., 0])
+        log_pi = pointer_log_weights(raw, bar_mask)
+        if self.config.copy == "step":
+            return log_pi, None
+        return log_pi, torch.full(raw.shape[:2], math.log(self.config.copy_edit),
+                                  device=raw.device)
+
+    def log_pointer(self, z: Tensor, bar_mask: Tensor) -> Tensor | None:
+        """The pointer's log weights (B, N, 1 + N) from z alone; None for the stock model."""
+        return self.pointer_weights(z, bar_mask)[0]
+
+    def _predict(self, logits: Tensor, meters: Tensor, log_pi: Tensor | None,
+                 log_eps: Tensor | None, sources: Tensor, choice: Tensor | None = None
+                 ) -> Tensor:
+        """Generator logits (B, N, S, V) -> the step log-probabilities decoding uses: with the
+        copy path, mixed with (or, per bar, replaced by the copy of) `sources` (B, N', S)."""
+        gen = mask_logits(logits.float(), meters).log_softmax(-1)
+        if log_pi is None:
+            return gen
+        if log_eps is None:
+            return mixture_log_probs(logits, meters, log_pi, sources)
+        choice = choose(log_pi) if choice is None else choice
+        return mask_logits(chosen_log_probs(gen, sources, log_eps, choice), meters)
+
+    def _outputs(self, logits: Tensor, meters: Tensor, tokens: Tensor, sources: Tensor,
+                 log_pi: Tensor | None, log_eps: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(log_probs (B, N, S, V) as decoded, log_lik (B, N) of the true bars `tokens`)."""
+        log_probs = self._predict(logits, meters, log_pi, log_eps, sources)
+        target = tokens != PAD
+        if log_eps is not None:
+            gen = mask_logits(logits.float(), meters).log_softmax(-1)
+            return log_probs, bar_log_lik(gen, tokens, sources, log_pi, log_eps)
+        picked = log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, N, S)
+        return log_probs, torch.where(target, picked, torch.zeros_like(picked)).sum(-1)
+
+    def decode_teacher_forced(self, z: Tensor, tokens: Tensor, meters: Tensor
+                              ) -> tuple[Tensor, Tensor]:
+        """Given z (B, N, Z) and the true previous bars (which are also what the copy path
+        copies): step log-probabilities (B, N, S, V) as decoded and each bar's log-likelihood
+        (B, N) in nats."""
         bar_mask = (tokens != PAD).any(-1)
         prev = self.bar_encoder(tokens, meters)
         h = self._decode_hidden(prev, self._memory(z), bar_mask)
-        return self.bar_decoder(h, meters, tokens, 1.0)
+        logits = self.bar_decoder(h, meters, tokens, 1.0)
+        return self._outputs(logits, meters, tokens, tokens, *self.pointer_weights(z, bar_mask))
 
     @torch.no_grad()
     def encode_windowed(self, tokens: Tensor, meters: Tensor, window: int
@@ -167,13 +232,36 @@ class TransformerVAE(nn.Module):
         last = (mu2[:, -1].view(B, N - window, -1), logvar2[:, -1].view(B, N - window, -1))
         return torch.cat([mu, last[0]], dim=1), torch.cat([logvar, last[1]], dim=1)
 
+    def _mixer(self, z: Tensor, i: int, sources: list[Tensor], meters: Tensor,
+               sampler: Sampler) -> Callable[[Tensor], Tensor] | None:
+        """For decoding bar i of z (B, N', Z) alone: masked logits (B, 1, S, V) -> the step
+        log-probabilities of the copy path, given the decoded `sources` (each (B, 1, S))."""
+        if self.pointer is None or not sources:
+            return None
+        real = torch.ones(z.shape[:2], dtype=torch.bool, device=z.device)
+        log_pi, log_eps = self.pointer_weights(z, real)
+        row = log_pi[:, i : i + 1, : 1 + len(sources)]  # (B, 1, 1 + i)
+        src = torch.cat(sources, dim=1)  # (B, i, S)
+        if log_eps is None:
+            return lambda logits: mixture_log_probs(logits, meters, row, src)
+        choice = choose(row, getattr(sampler, "generator", None),
+                        sample=sampler is not argmax_sampler)  # (B, 1): one choice per bar
+        eps = log_eps[:, i : i + 1]
+
+        def mix(logits: Tensor) -> Tensor:
+            gen = logits.float().log_softmax(-1)
+            return mask_logits(chosen_log_probs(gen, src, eps, choice), meters)
+
+        return mix
+
     @torch.no_grad()
     def free_run(self, z: Tensor, meters: Tensor, sampler: Sampler = argmax_sampler,
                  use_cache: bool = True, window: int = 0) -> Tensor:
         """Decode z (B, N, Z) without teacher forcing: the input for bar i is the encoding of the
-        bar decoded for i-1. Cached (linear in N) when decoder self-attention is causal. With
-        `window` > 0, bars after the first `window` are decoded from the `window` bars ending at
-        them (positions 0..window-1), which is also linear in N. Returns tokens (B, N, S)."""
+        bar decoded for i-1, and the copy path copies decoded bars. Cached (linear in N) when
+        decoder self-attention is causal. With `window` > 0, bars after the first `window` are
+        decoded from the `window` bars ending at them (positions 0..window-1), which is also
+        linear in N. Returns tokens (B, N, S)."""
         N = z.shape[1]
         if window <= 0 or window >= N:
             return self._free_run(z, meters, sampler, use_cache)
@@ -185,8 +273,10 @@ class TransformerVAE(nn.Module):
             lo = i - window + 1
             prev = self.bar_encoder(torch.cat(bars[lo:i], dim=1), meters[:, lo:i])  # (B, W-1, D)
             prev = torch.cat([prev, prev.new_zeros(B, 1, D)], dim=1)  # last slot is unused
-            h = self._decode_hidden(prev, self._memory(z[:, lo : i + 1]), real)[:, -1:]
-            bars.append(self.bar_decoder.generate(h, meters[:, i : i + 1], sampler))
+            zw = z[:, lo : i + 1]  # (B, W, Z)
+            h = self._decode_hidden(prev, self._memory(zw), real)[:, -1:]
+            mix = self._mixer(zw, window - 1, bars[lo:i], meters[:, i : i + 1], sampler)
+            bars.append(self.bar_decoder.generate(h, meters[:, i : i + 1], sampler, mix))
         return torch.cat(bars, dim=1)
 
     def _free_run(self, z: Tensor, meters: Tensor, sampler: Sampler, use_cache: bool) -> Tensor:
@@ -199,7 +289,7 @@ class TransformerVAE(nn.Module):
         if not self.config.mask_decoder:
             caches = None  # a non-causal decoder must recompute its whole prefix
         keys = torch.arange(N, device=z.device)
-        bars = []
+        bars: list[Tensor] = []
         for i in range(N):
             see = keys <= i if self.config.mask_cross else torch.ones_like(keys, dtype=torch.bool)
             if caches is not None:
@@ -216,59 +306,44 @@ class TransformerVAE(nn.Module):
                     x = block(x, None, self.config.mask_decoder, memory, cross)
                 x = x[:, -1:]
             h = self.dec_norm(x)  # (B, 1, D)
-            bar = self.bar_decoder.generate(h, meters[:, i : i + 1], sampler)  # (B, 1, S)
+            mix = self._mixer(z, i, bars, meters[:, i : i + 1], sampler)
+            bar = self.bar_decoder.generate(h, meters[:, i : i + 1], sampler, mix)  # (B, 1, S)
             bars.append(bar)
             inputs.append(self.bar_encoder(bar, meters[:, i : i + 1]))
         return torch.cat(bars, dim=1)
 
     # -- training --------------------------------------------------------------------------
-    def forward(self, tokens: Tensor, meters: Tensor, *, beta: float = 1.0, p_tf: float = 1.0,
-                free_bits: float = 0.0, recon_weight: float = 1.0, labels: Tensor | None = None,
-                class_weight: float = 1.0, sample: bool = True) -> VAEOutput:
-        """tokens (B, N, S), meters (B, N), labels (B,) with -1 for unlabelled windows.
+    def forward(self, tokens: Tensor, meters: Tensor, *, p_tf: float = 1.0,
+                sample: bool = True) -> VAEOutput:
+        """tokens (B, N, S), meters (B, N) -> the model's distributions (no loss: see
+        tvae.objective).
 
         With p_tf < 1 (scheduled sampling), a first teacher-forced pass decodes every bar in
-        parallel; the decoder input for bar i is then, with probability p_tf, the true bar i-1 and
-        otherwise the argmax of that first pass; a second pass computes the loss."""
+        parallel; bar j as seen by later bars (their decoder input, and what the copy path
+        copies) is then, with probability p_tf, the true bar j and otherwise that first pass's
+        argmax; a second pass gives the output."""
         bar_mask = (tokens != PAD).any(-1)  # (B, N) real bars
         true_vecs = self.bar_encoder(tokens, meters)  # (B, N, D)
         mu, logvar = self._posterior(true_vecs, bar_mask)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu  # (B, N, Z)
         memory = self._memory(z)
-        prev = true_vecs
+        log_pi, log_eps = self.pointer_weights(z, bar_mask)
+        prev, sources = true_vecs, tokens
         if p_tf < 1.0:
             with torch.no_grad():
                 h = self._decode_hidden(true_vecs, memory, bar_mask)
-                guess = mask_logits(self.bar_decoder(h, meters, tokens, 1.0), meters).argmax(-1)
-                guess = guess.masked_fill(tokens == PAD, PAD)  # (B, N, S)
+                first = self._predict(self.bar_decoder(h, meters, tokens, 1.0), meters, log_pi,
+                                      log_eps, tokens)
+                guess = first.argmax(-1).masked_fill(tokens == PAD, PAD)  # (B, N, S)
             keep = torch.rand(bar_mask.shape, device=tokens.device) < p_tf  # (B, N)
             prev = torch.where(keep[..., None], true_vecs, self.bar_encoder(guess, meters))
+            sources = torch.where(keep[..., None], tokens, guess)
         h = self._decode_hidden(prev, memory, bar_mask)
         logits = self.bar_decoder(h, meters, tokens, p_tf)  # (B, N, S, V)
-        return self._losses(tokens, meters, logits, mu, logvar, bar_mask, beta, free_bits,
-                            recon_weight, labels, class_weight)
-
-    def _losses(self, tokens: Tensor, meters: Tensor, logits: Tensor, mu: Tensor,
-                logvar: Tensor, bar_mask: Tensor, beta: float, free_bits: float,
-                recon_weight: float, labels: Tensor | None, class_weight: float) -> VAEOutput:
-        n_bars = bar_mask.sum().clamp(min=1)
-        ce = F.cross_entropy(logits.flatten(0, 2).float(), tokens.flatten(), ignore_index=PAD,
-                             reduction="sum")
-        recon = ce / n_bars
-        kl_bars = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1) * bar_mask  # (B, N)
-        kl = kl_bars.sum() / n_bars
-        penalty = kl_bars.clamp(min=free_bits * LN2) * bar_mask if free_bits > 0 else kl_bars
-        loss = recon_weight * recon + beta * penalty.sum() / n_bars
-        target = tokens != PAD
-        pred = mask_logits(logits.detach(), meters).argmax(-1)
-        correct = ((pred == tokens) & target).sum()
-        out = VAEOutput(loss, recon, kl, kl_bars, mu, logvar, logits, correct, target.sum())
+        log_probs, log_lik = self._outputs(logits, meters, tokens, sources, log_pi, log_eps)
+        out = VAEOutput(log_probs, log_lik * bar_mask, kl_per_bar(mu, logvar) * bar_mask, mu,
+                        logvar, log_pi)
         if self.classifier is not None:
             pooled = (mu * bar_mask[..., None]).sum(1) / bar_mask.sum(1, keepdim=True).clamp(min=1)
             out.class_logits = self.classifier(pooled)  # (B, C)
-            if labels is not None:  # mean over labelled windows; 0 when none is (no sync)
-                ce = F.cross_entropy(out.class_logits.float(), labels, ignore_index=-1,
-                                     reduction="sum")
-                out.class_loss = ce / (labels >= 0).sum().clamp(min=1)
-                out.loss = out.loss + class_weight * out.class_loss
         return out

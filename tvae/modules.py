@@ -119,9 +119,11 @@ class BarDecoderMLP(nn.Module):
         B, N, _ = h.shape
         return self.net(h + self.meter(meters)).view(B, N, self.S, self.V)
 
-    def generate(self, h: Tensor, meters: Tensor, sampler) -> Tensor:  # noqa: ANN001
-        """h (B, N, D) -> tokens (B, N, S), each step drawn by `sampler` from masked logits."""
-        return sampler(mask_logits(self.forward(h, meters), meters))
+    def generate(self, h: Tensor, meters: Tensor, sampler, mix=None) -> Tensor:  # noqa: ANN001
+        """h (B, N, D) -> tokens (B, N, S), each step drawn by `sampler` from masked logits, or
+        from `mix(masked logits)` (log-probabilities, e.g. the copy path's mixture)."""
+        logits = mask_logits(self.forward(h, meters), meters)
+        return sampler(logits if mix is None else mix(logits))
 
 
 class BarDecoderGRU(nn.Module):
@@ -164,9 +166,11 @@ class BarDecoderGRU(nn.Module):
             prev = torch.where(keep, prev, self._shift(guess))
         return self._run(h, meters, prev)
 
-    def generate(self, h: Tensor, meters: Tensor, sampler) -> Tensor:  # noqa: ANN001
-        """Free-running: each step's input is the class drawn at the previous step."""
+    def generate(self, h: Tensor, meters: Tensor, sampler, mix=None) -> Tensor:  # noqa: ANN001
+        """Free-running: each step's input is the class drawn at the previous step. `mix` maps
+        masked logits (B, 1, S, V) to log-probabilities (one bar at a time: N must be 1)."""
         B, N, _ = h.shape
+        assert mix is None or N == 1, "mixing decodes one bar at a time"
         x_h = self.cond(h).reshape(B * N, 1, -1)
         state = torch.tanh(self.init(h)).reshape(1, B * N, -1)
         feats = self.feat_proj(self.feats[meters]).reshape(B * N, self.S, -1)
@@ -178,7 +182,8 @@ class BarDecoderGRU(nn.Module):
             y, state = self.gru(x, state)
             logits = torch.full((B * N, 1, self.S, self.V), 0.0, device=h.device)
             logits[:, 0, s] = self.out(y[:, 0])
-            step = sampler(mask_logits(logits, flat_meters))[:, 0, s]  # (B*N,)
+            logits = mask_logits(logits, flat_meters)
+            step = sampler(logits if mix is None else mix(logits))[:, 0, s]  # (B*N,)
             out.append(step)
             prev = step
         return torch.stack(out, dim=-1).view(B, N, self.S)

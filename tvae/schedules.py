@@ -68,6 +68,18 @@ def tf_logistic(step: int, gamma: float, p_min: float, p_max: float, batches: in
     return min(p_max, 1 - min(1 - p_min, 2 / (1 + math.exp(beta)) - 1))
 
 
+def pointer_weight(step: int, weight: float, steps: int) -> float:
+    """Auxiliary pointer loss weight: `weight` for `steps` steps, then linearly down to 0 at
+    2 * steps (a nudge that lets the copy path take hold, switched off later)."""
+    if steps <= 0:
+        return 0.0
+    return weight * min(max(2.0 - step / steps, 0.0), 1.0)
+
+
+def pointer_at(step: int, cfg: TrainConfig) -> float:
+    return pointer_weight(step, cfg.pointer_weight, cfg.pointer_steps)
+
+
 def beta_at(step: int, cfg: TrainConfig) -> float:
     """The KL weight at `step` under `cfg`'s schedule."""
     if cfg.beta_schedule == "constant":

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import tvae.distributed as ddp
-from tvae.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
+from tvae.checkpoint import legacy_model_fields, load_checkpoint, restore_optimizer, save_checkpoint
 from tvae.config import (
     DataConfig,
     GridConfig,
@@ -38,12 +38,14 @@ from tvae.dataset import SongArrays, Windows, format_skipped
 from tvae.errors import TvaeError
 from tvae.evaluate import evaluate_windows
 from tvae.metrics_log import MetricsLog
-from tvae.model import LN2, TransformerVAE
+from tvae.model import TransformerVAE
+from tvae.objective import LN2, vae_objective
 from tvae.plots import plot_metrics
 from tvae.prepare import load_songs
-from tvae.schedules import beta_at, lr_at, tf_at
+from tvae.schedules import beta_at, lr_at, pointer_at, tf_at
 
-SUMMED = ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n")  # per-step stats
+# per-step stats summed between log rows
+SUMMED = ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n", "pointer")
 
 
 @dataclass
@@ -157,9 +159,10 @@ class Trainer:
         self.net.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16,
                             enabled=self.device.type == "cuda"), noise:
-            out = self.net(tokens, meters, beta=beta, p_tf=p_tf, free_bits=cfg.free_bits,
-                           recon_weight=cfg.recon_weight, labels=labels,
-                           class_weight=cfg.class_weight)
+            out = vae_objective(self.net(tokens, meters, p_tf=p_tf), tokens, beta=beta,
+                                free_bits=cfg.free_bits, recon_weight=cfg.recon_weight,
+                                labels=labels, class_weight=cfg.class_weight,
+                                pointer_weight=pointer_at(s, cfg))
         self.optimizer.zero_grad(set_to_none=True)
         if self.sync_free:
             stats = ddp.update_sync_free(out, labels, share, self.model, self.optimizer,
@@ -174,7 +177,8 @@ class Trainer:
             return None
         self.optimizer.step()
         stats = {"loss": out.loss.detach(), "recon": out.recon.detach(),
-                 "kl": out.kl.detach(), "correct": out.correct, "n": out.n_steps}
+                 "kl": out.kl.detach(), "correct": out.correct, "n": out.n_steps,
+                 **ddp.pointer_stats(out)}
         return {**stats, **ddp.class_stats(out, labels), "beta": beta, "p_tf": p_tf, "lr": lr}
 
     def _read_guard(self, bar: Any) -> None:
@@ -205,6 +209,8 @@ class Trainer:
             "lr_rel": last["lr"] / self.cfg.lr, "skipped": self.state.skipped,
             "seconds": round(self.state.seconds, 1),
         }
+        if "pointer" in acc:
+            row["pointer_loss"] = float(acc["pointer"]) / n
         if acc.get("class_n"):
             row["class_accuracy"] = float(acc["class_correct"]) / float(acc["class_n"])
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
@@ -214,7 +220,7 @@ class Trainer:
         if not self.main:
             return self.dist.broadcast(None)
         metrics = evaluate_windows(self.model, self.valid_windows,
-                                   max_windows=self.cfg.eval_windows)
+                                   max_windows=self.cfg.eval_windows, transfer=False)
         loss = (metrics["recon_nats_per_bar"] or 0.0) + self.cfg.beta * LN2 * (
             metrics["kl_bits_per_bar"] or 0.0)
         row = {"step": self.state.step, "epoch": self.state.epoch, "split": "valid",
@@ -222,7 +228,9 @@ class Trainer:
                "kl_bits": metrics["kl_bits_per_bar"], "tf_accuracy": metrics["tf_accuracy"],
                "free_accuracy": metrics["free_accuracy"],
                "kl_bits_repeated": metrics["kl_bits_repeated"],
-               "kl_bits_new": metrics["kl_bits_new"], "seconds": round(self.state.seconds, 1)}
+               "kl_bits_new": metrics["kl_bits_new"], "kl_paired_ratio": metrics["kl_paired_ratio"],
+               "copy_share_repeated": metrics["copy_share_repeated"],
+               "elbo_bits": metrics["elbo_bits_per_bar"], "seconds": round(self.state.seconds, 1)}
         self.log.append([row])
         return row if self.dist is None else self.dist.broadcast(row)
 
@@ -367,7 +375,7 @@ def train(data_dir: str | Path | Sequence[str | Path], run_dir: str | Path, *,
     if resume:
         saved = _run_configs(run_dir)
         grid = config_from_dict(GridConfig, saved["grid"])
-        model = config_from_dict(ModelConfig, saved["model"])
+        model = config_from_dict(ModelConfig, legacy_model_fields(saved["model"]))
         data = config_from_dict(DataConfig, saved["data"])
         train = config_from_dict(TrainConfig, saved["train"])
         data_dir, label_column = saved["data_dir"], saved["label_column"]

@@ -20,6 +20,7 @@ EXPERIMENTS = {
     "masking": "bench.experiments.masking",
     "aux": "bench.experiments.aux",
     "sampling": "bench.experiments.sampling",
+    "structure": "bench.experiments.structure",
 }
 
 

@@ -1,0 +1,117 @@
+"""The copy path (tvae.pointer): pointer weights, exact likelihoods, that the pointer reads only
+the bar's own latent, and that a copied bar follows its source in free-running decoding (the
+mechanism behind context transfer)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from tests.test_model import random_bars, tiny
+from tvae.config import PAD
+from tvae.pointer import bar_log_lik, copy_target, pointer_log_weights
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def test_pointer_weights_reach_only_real_earlier_bars_within_range() -> None:
+    logits = torch.randn(2, 6, 1 + 3)  # generate + offsets 1..3
+    bar_mask = torch.ones(2, 6, dtype=torch.bool)
+    bar_mask[1, 2] = False  # a padding bar cannot be copied
+    log_pi = pointer_log_weights(logits, bar_mask)  # (B, N, 1 + N)
+    torch.testing.assert_close(log_pi.exp().sum(-1), torch.ones(2, 6))
+    assert torch.equal(log_pi[:, 0, 0], torch.zeros(2))  # bar 1 can only generate
+    for k, j in itertools.product(range(6), range(6)):
+        reachable = 1 <= k - j <= 3
+        assert bool(torch.isfinite(log_pi[0, k, 1 + j])) == reachable
+        if reachable:  # the weight is the offset's logit against the others
+            assert (log_pi[0, k, 1 + j] - log_pi[0, k, 0]).item() == pytest.approx(
+                (logits[0, k, k - j] - logits[0, k, 0]).item(), abs=1e-5)
+    assert torch.isinf(log_pi[1, 4, 1 + 2]) and torch.isinf(log_pi[1, 3, 1 + 2])
+
+
+def test_bar_likelihood_is_a_distribution_over_bars() -> None:
+    """Summed over every possible bar of a small vocabulary, the per-bar choice's probability
+    is exactly 1 for each bar position (generate, or copy with edits)."""
+    torch.manual_seed(0)
+    B, N, S, V = 1, 3, 3, 4  # classes 1..3 allowed, PAD never on a used step
+    gen = torch.randn(B, N, S, V)
+    gen[..., PAD] = float("-inf")
+    gen = gen.log_softmax(-1)
+    sources = torch.tensor([[[1, 2, 3], [3, 3, 1], [2, 1, 1]]])
+    log_pi = pointer_log_weights(torch.randn(B, N, 1 + 2), torch.ones(B, N, dtype=torch.bool))
+    log_eps = torch.log(torch.tensor([[0.1, 0.3, 0.02]]))
+    bars = torch.tensor(list(itertools.product([1, 2, 3], repeat=S)))  # (27, S)
+    total = torch.zeros(N)
+    for bar in bars:
+        tokens = sources.clone()
+        tokens[0, :] = bar  # every position takes this bar; sources stay fixed
+        total += bar_log_lik(gen, tokens, sources, log_pi, log_eps)[0].exp()
+    torch.testing.assert_close(total, torch.ones(N))
+
+
+def test_exact_repeat_costs_only_the_pointer() -> None:
+    """With eps -> 0 and all weight on copying bar 0, bar 1 equal to bar 0 has likelihood ~1
+    whatever the generator says."""
+    gen = torch.randn(1, 2, 4, 5).log_softmax(-1)
+    tokens = torch.tensor([[[1, 2, 3, 4], [1, 2, 3, 4]]])
+    log_pi = torch.log(torch.tensor([[[1.0, 0.0, 0.0], [1e-6, 1 - 1e-6, 0.0]]]))
+    lik = bar_log_lik(gen, tokens, tokens, log_pi, torch.log(torch.full((1, 2), 1e-6)))
+    assert lik[0, 1].item() == pytest.approx(0.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("copy_edit", [0.02, 0.0])
+def test_pointer_reads_only_the_bars_own_latent(copy_edit: float) -> None:
+    model = tiny(copy_edit=copy_edit)
+    z = torch.randn(2, 5, 8, requires_grad=True)
+    bar_mask = torch.ones(2, 5, dtype=torch.bool)
+    for k in range(1, 5):
+        z.grad = None
+        log_pi, log_eps = model.pointer_weights(z, bar_mask)
+        (log_pi[:, k, : k + 1].sum() + log_eps[:, k].sum()).backward()
+        others = torch.cat([z.grad[:, :k], z.grad[:, k + 1 :]], dim=1)
+        assert torch.equal(others, torch.zeros_like(others))
+        assert bool((z.grad[:, k].abs().sum(-1) > 0).all())
+
+
+def test_copy_target_marks_exact_earlier_repeats_in_reach() -> None:
+    tokens, _ = random_bars(1, 5, seed=3, meters=torch.zeros(1, 5, dtype=torch.long))
+    tokens[0, 2] = tokens[0, 0]
+    tokens[0, 4] = tokens[0, 0]
+    target = copy_target(tokens, max_offset=3)[0]
+    assert target[2, 0] and target[4, 2] and not target[4, 0]  # bar 0 is 4 back: out of reach
+    assert int(target.sum()) == 2
+
+
+@pytest.mark.parametrize("copy_edit", [0.02, 0.0])
+@pytest.mark.parametrize("decoder", ["mlp", "gru"])
+def test_a_copied_bar_follows_its_source_when_the_source_changes(decoder: str,
+                                                                 copy_edit: float) -> None:
+    """Point every bar at the bar 2 back with certainty (pointer bias): in free-running decoding
+    bar 3 equals bar 1 for any latents, including after bar 1's latent is swapped (transfer)."""
+    model = tiny(bar_decoder=decoder, copy_edit=copy_edit)
+    first = int(model.learn_edit)  # with a learned edit chance, column 0 is its logit
+    with torch.no_grad():
+        model.pointer.weight.zero_()
+        model.pointer.bias.fill_(-30.0)  # edits and every choice unlikely...
+        model.pointer.bias[first] = 0.0  # ...but generating...
+        model.pointer.bias[first + 2] = 30.0  # ...and copying 2 bars back (decisive if allowed)
+    meters = torch.zeros(3, 5, dtype=torch.long)
+    torch.manual_seed(1)
+    z = torch.randn(3, 5, 8) * 3
+    out = model.free_run(z, meters)
+    assert torch.equal(out[:, 3], out[:, 1]) and torch.equal(out[:, 4], out[:, 2])
+    swapped = z.clone()
+    swapped[:, 1] = torch.randn(3, 8) * 3
+    again = model.free_run(swapped, meters)
+    assert not torch.equal(again[:, 1], out[:, 1])
+    assert torch.equal(again[:, 3], again[:, 1])
+
+
+def test_stock_model_has_no_pointer() -> None:
+    model = tiny(copy="none")
+    assert model.pointer is None
+    assert model.pointer_weights(torch.randn(1, 3, 8), torch.ones(1, 3, dtype=torch.bool)) == (
+        None, None)

@@ -1,0 +1,81 @@
+"""The training objective, in one place: reconstruction, KL weighted by beta (with free bits),
+the supervised head's loss and the copy pointer's auxiliary loss, from what the model returns.
+
+Shape legend: B batch, N bars, S steps per bar, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tvae.config import PAD
+from tvae.model import VAEOutput
+from tvae.pointer import copy_target
+
+LN2 = math.log(2.0)  # nats per bit
+
+
+@dataclass
+class Loss:
+    """The total loss and its named parts (all scalars)."""
+
+    loss: Tensor  # recon_weight * recon + beta * kl_penalty (+ class and pointer terms)
+    recon: Tensor  # negative log-likelihood in nats per real bar (PAD steps ignored)
+    kl: Tensor  # KL in nats per real bar
+    correct: Tensor  # correctly predicted non-PAD steps (argmax, as decoded)
+    n_steps: Tensor  # non-PAD steps
+    class_loss: Tensor | None = None  # cross-entropy of the supervised head (labelled windows)
+    class_logits: Tensor | None = None  # (B, C), for accuracy statistics
+    pointer_loss: Tensor | None = None  # -log pointer weight on the true repeat, per repeat
+
+
+def step_nll(log_probs: Tensor, tokens: Tensor) -> Tensor:
+    """(B, N, S) negative log-likelihood of each step's true class; 0 on PAD steps."""
+    target = tokens != PAD
+    picked = log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, N, S)
+    return torch.where(target, -picked, torch.zeros_like(picked))
+
+
+def pointer_nll(log_pi: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """Summed -log(pointer weight on the bars that a bar exactly repeats) over the bars that
+    repeat one within the pointer's reach, and how many such bars there are."""
+    N = tokens.shape[1]
+    target = copy_target(tokens, N)  # (B, N, N): bar j is an exact earlier copy of bar k
+    reach = torch.isfinite(log_pi[..., 1:])  # offsets the pointer can express
+    target = target & reach
+    has = target.any(-1)  # (B, N)
+    # a finite fill keeps the gradient of rows with no target at 0 rather than NaN
+    on_target = log_pi[..., 1:].masked_fill(~target, -1e4).logsumexp(-1)  # (B, N)
+    return torch.where(has, -on_target, torch.zeros_like(on_target)).sum(), has.sum()
+
+
+def vae_objective(out: VAEOutput, tokens: Tensor, *, beta: float, free_bits: float = 0.0,
+                  recon_weight: float = 1.0, labels: Tensor | None = None,
+                  class_weight: float = 1.0, pointer_weight: float = 0.0) -> Loss:
+    """The loss of one batch. tokens (B, N, S); labels (B,) with -1 for unlabelled windows.
+    Means are per real bar (per labelled window, per repeated bar) with no host sync."""
+    bar_mask = (tokens != PAD).any(-1)  # (B, N)
+    n_bars = bar_mask.sum().clamp(min=1)
+    recon = -(out.log_lik * bar_mask).sum() / n_bars
+    kl_bars = out.kl_bars  # (B, N) nats
+    kl = kl_bars.sum() / n_bars
+    penalty = kl_bars.clamp(min=free_bits * LN2) * bar_mask if free_bits > 0 else kl_bars
+    loss = recon_weight * recon + beta * penalty.sum() / n_bars
+    target = tokens != PAD
+    correct = ((out.log_probs.detach().argmax(-1) == tokens) & target).sum()
+    result = Loss(loss, recon, kl, correct, target.sum(), class_logits=out.class_logits)
+    if out.log_pi is not None:
+        total, count = pointer_nll(out.log_pi, tokens)
+        result.pointer_loss = total / count.clamp(min=1)
+        if pointer_weight > 0:
+            result.loss = result.loss + pointer_weight * result.pointer_loss
+    if out.class_logits is not None and labels is not None:
+        ce = F.cross_entropy(out.class_logits.float(), labels, ignore_index=-1, reduction="sum")
+        result.class_loss = ce / (labels >= 0).sum().clamp(min=1)
+        result.loss = result.loss + class_weight * result.class_loss
+    return result

@@ -1,0 +1,150 @@
+"""The copy path: a bar is either generated or copied from an earlier bar of the window, chosen
+by a pointer computed from the bar's own latent alone.
+
+The pointer logits are a linear function of z_k with one learned row per relative offset k - j
+(1..max_offset) and one for "generate": they never look at the bars' content, so a latent can say
+"repeat the bar 4 back" in a few bits, and when an earlier bar's latent is swapped (context
+transfer), a later repeat copies whatever that bar decodes to. Two ways to mix:
+
+- "bar" (the default): one choice per bar, marginalised exactly,
+      p(bar k) = pi_gen g(bar k) + sum_j pi_j prod_s [(1 - eps_k) [x_s = y_js] + eps_k g_s(x_s)]
+  where y_js is step s of bar j, g the generator and eps_k (also from z_k) the chance of an
+  edit at each step of a copy, so a near-repeat is a copy with a few edits. A repeat then
+  costs about -log pi_j nats.
+- "step": a mixture at every step, p(x_s) = pi_gen g_s(x_s) + sum_j pi_j [x_s = bar j's step s].
+
+Shape legend: B batch, N bars (k the copying bar, j the copied one), S steps per bar,
+V vocabulary, O offsets (max_offset).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tvae.config import PAD
+from tvae.modules import mask_logits, valid_steps
+
+TINY = 1e-12  # floor of a mixture probability before its log
+
+
+def offsets(n: int, device: torch.device) -> Tensor:
+    """(N, N) k - j for copying bar k and copied bar j."""
+    idx = torch.arange(n, device=device)
+    return idx[:, None] - idx[None, :]
+
+
+def pointer_log_weights(ptr_logits: Tensor, bar_mask: Tensor) -> Tensor:  # noqa: D417
+    """ptr_logits (B, N, 1 + O) from z, bar_mask (B, N) -> log weights (B, N, 1 + N): column 0
+    is "generate", column 1 + j is "copy bar j". Only real earlier bars within O bars back can
+    be copied; bar 0 (and any bar with nothing to copy) generates with weight 1."""
+    B, N, width = ptr_logits.shape
+    O = width - 1  # noqa: E741 (the shape legend's name)
+    off = offsets(N, ptr_logits.device)  # (N, N)
+    can = (off >= 1) & (off <= O)  # (N, N)
+    idx = (off - 1).clamp(0, max(O - 1, 0)).expand(B, N, N)  # (B, N, N)
+    if O == 0:
+        copy = ptr_logits.new_full((B, N, N), float("-inf"))
+    else:
+        copy = ptr_logits[..., 1:].gather(2, idx)  # (B, N, N)
+    allowed = can[None] & bar_mask[:, None, :]  # (B, N, N): copied bar is real
+    copy = copy.masked_fill(~allowed, float("-inf"))
+    return torch.cat([ptr_logits[..., :1], copy], dim=-1).float().log_softmax(-1)  # (B, N, 1+N)
+
+
+def mixture_probs(logits: Tensor, meters: Tensor, log_pi: Tensor, sources: Tensor) -> Tensor:
+    """The mixture's probabilities (B, N, S, V).
+
+    logits (B, N, S, V) of the generator; log_pi (B, N, 1 + N) pointer log weights; sources
+    (B, N, S) the bars that can be copied (the true bars in training, the decoded ones in
+    free-running decoding). Steps a bar's meter does not use have all their mass on PAD."""
+    V = logits.shape[-1]
+    pi = log_pi.exp()  # (B, N, 1+N)
+    gen = F.softmax(mask_logits(logits.float(), meters), dim=-1) * pi[..., :1, None]  # (B, N, S, V)
+    onehot = F.one_hot(sources, V).to(gen.dtype)  # (B, N, S, V)
+    copied = torch.einsum("bkj,bjsv->bksv", pi[..., 1:], onehot)  # (B, N, S, V)
+    probs = gen + copied
+    valid = valid_steps(meters, logits.shape[-2]).unsqueeze(-1)  # (B, N, S, 1)
+    keep = torch.ones(V, dtype=torch.bool, device=logits.device)
+    keep[PAD] = False
+    probs = torch.where(valid, probs * keep, F.one_hot(torch.tensor(PAD, device=logits.device),
+                                                       V).to(probs.dtype))
+    return probs / probs.sum(-1, keepdim=True).clamp(min=TINY)
+
+
+def mixture_log_probs(logits: Tensor, meters: Tensor, log_pi: Tensor, sources: Tensor) -> Tensor:
+    """log of `mixture_probs` (B, N, S, V): -inf exactly on the classes a step cannot take (PAD
+    on a step the meter uses, anything else on one it does not), others floored at TINY."""
+    log_probs = mixture_probs(logits, meters, log_pi, sources).clamp(min=TINY).log()
+    return mask_logits(log_probs, meters)
+
+
+def copy_target(tokens: Tensor, max_offset: int) -> Tensor:
+    """(B, N, N) bool: bar j (within max_offset bars back) is an exact repeat source of bar k.
+    The data's own labels of which bars repeat, for the pointer's auxiliary loss."""
+    N = tokens.shape[1]
+    same = (tokens[:, :, None] == tokens[:, None, :]).all(-1)  # (B, N, N)
+    off = offsets(N, tokens.device)
+    real = (tokens != PAD).any(-1)  # (B, N)
+    return same & ((off >= 1) & (off <= max_offset))[None] & real[:, :, None] & real[:, None, :]
+
+
+def copy_share(log_pi: Tensor) -> Tensor:
+    """(B, N) total weight a bar puts on copying rather than generating."""
+    return 1.0 - log_pi[..., 0].exp()
+
+
+# -- the per-bar choice ----------------------------------------------------------------------
+
+
+def copy_step_log_probs(gen_log_probs: Tensor, sources: Tensor, log_eps: Tensor) -> Tensor:
+    """Step log-probabilities (B, N, S, V) of copying `sources` (B, N, S) (bar k copies
+    sources[:, k]) with an edit at each step with probability eps: log_eps (B, N).
+    gen_log_probs (B, N, S, V). Not masked: mask the result for the meter."""
+    log_e = log_eps[:, :, None, None]  # (B, N, 1, 1)
+    edit = log_e + gen_log_probs  # (B, N, S, V)
+    keep = torch.log1p(-log_e.exp().clamp(max=1 - 1e-6))  # log(1 - eps)
+    onehot = F.one_hot(sources, gen_log_probs.shape[-1]).bool()  # (B, N, S, V)
+    return torch.where(onehot, torch.logaddexp(edit, keep.expand_as(edit)), edit)
+
+
+def bar_log_lik(gen_log_probs: Tensor, tokens: Tensor, sources: Tensor, log_pi: Tensor,
+                log_eps: Tensor) -> Tensor:
+    """log p(bar k) (B, N) of the per-bar choice, marginalised over generate / copy bar j.
+    gen_log_probs (B, N, S, V) masked; tokens (B, N, S) the targets; sources (B, N, S)."""
+    target = tokens != PAD  # (B, N, S)
+    lg = gen_log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, N, S)
+    lg = torch.where(target, lg, torch.zeros_like(lg))
+    gen = lg.sum(-1)  # (B, N)
+    match = tokens[:, :, None] == sources[:, None]  # (B, N, N', S)
+    log_e = log_eps[:, :, None, None]  # (B, N, 1, 1)
+    edit = log_e + lg[:, :, None]  # (B, N, 1, S)
+    keep = torch.log1p(-log_e.exp().clamp(max=1 - 1e-6))
+    step = torch.where(match, torch.logaddexp(edit, keep.expand_as(edit)), edit)  # (B, N, N', S)
+    copy = (step * target[:, :, None]).sum(-1)  # (B, N, N')
+    # a finite stand-in keeps gradients of impossible copies at 0 (never NaN)
+    weights = log_pi.masked_fill(torch.isinf(log_pi), -1e4)  # (B, N, 1 + N')
+    return (weights + torch.cat([gen[..., None], copy], dim=-1)).logsumexp(-1)
+
+
+def choose(log_pi: Tensor, generator: torch.Generator | None = None, sample: bool = False
+           ) -> Tensor:
+    """(B, N) choice per bar, 0 generate, 1 + j copy bar j: the most likely one, or drawn."""
+    if not sample:
+        return log_pi.argmax(-1)
+    probs = log_pi.exp().reshape(-1, log_pi.shape[-1])
+    return torch.multinomial(probs, 1, generator=generator).view(log_pi.shape[:-1])
+
+
+def chosen_log_probs(gen_log_probs: Tensor, sources: Tensor, log_eps: Tensor, choice: Tensor
+                     ) -> Tensor:
+    """Step log-probabilities (B, N, S, V) of each bar's chosen component: the generator's, or
+    those of copying the chosen source (B, N', S) with edits. choice (B, N) from `choose`.
+    Not masked: mask the result for the meter."""
+    B, N = choice.shape
+    if sources.shape[1] == 0:
+        return gen_log_probs
+    idx = (choice - 1).clamp(min=0)[..., None].expand(B, N, sources.shape[2])  # (B, N, S)
+    copied = copy_step_log_probs(gen_log_probs, sources.gather(1, idx), log_eps)
+    return torch.where((choice > 0)[..., None, None], copied, gen_log_probs)
