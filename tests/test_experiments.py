@@ -99,6 +99,20 @@ def test_masking_values(results: Path) -> None:
             assert all(_unit(share) for share in t[name].values())
 
 
+def test_structure_values(results: Path) -> None:
+    from bench.experiments.structure import ABLATIONS, DESIGN, STOCK
+
+    rows = _result(results, "structure")["variants"]
+    assert [r["label"] for r in rows] == [STOCK, DESIGN] + [a[1] for a in ABLATIONS]
+    for r in rows:
+        assert r["steps"] == QUICK.train.max_steps and r["beta"] == 0.3
+        for key in ("tf_accuracy", "free_accuracy", "transfer_follow_rate",
+                    "transfer_spurious_rate", "transfer_other_kept"):
+            assert _unit(r[key])
+        assert r["kl_bits_per_bar"] >= 0 and r["elbo_bits_per_bar"] >= r["kl_bits_per_bar"]
+        assert (r["copy_share_repeated"] is None) == (r["label"] == STOCK)
+
+
 def test_aux_values(results: Path) -> None:
     result = _result(results, "aux")
     runs, summary = result["runs"], result["summary"]
@@ -135,7 +149,7 @@ def test_report_gathers_every_result(results: Path) -> None:
     for name in EXPERIMENTS:
         assert f"## {_result(results, name)['title']}" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) == 5 and all((report.parent / link).is_file() for link in links)
+    assert len(links) == 6 and all((report.parent / link).is_file() for link in links)
 
 
 def test_report_lists_missing_experiments(results: Path, tmp_path: Path) -> None:

@@ -189,3 +189,42 @@ def test_bundled_model_reconstructs_a_song_longer_than_its_training_window() -> 
     twinkle = read_melody(DATA / "twinkle.mid")
     assert twinkle.n_bars == 12
     assert model.reconstruct(twinkle).notes == twinkle.notes
+
+
+def test_copy_sources_follow_the_pointer(tiny_ckpt: Path, tmp_path: Path) -> None:
+    """A pointer forced to copy the bar 2 back: every bar from 3 on is reported (and drawn on
+    the page) as a copy of the bar 2 before it, and a transfer's bar 3 repeats its new bar 1."""
+    model = load_model(tiny_ckpt)  # a fresh copy: the module's fixture stays untouched
+    first = int(model.model.learn_edit)
+    with torch.no_grad():
+        model.model.pointer.weight.zero_()
+        model.model.pointer.bias.fill_(-30.0)
+        model.model.pointer.bias[first] = 0.0  # generate where nothing is 2 back...
+        model.model.pointer.bias[first + 2] = 30.0  # ...else copy the bar 2 back
+    melody = _melody(6)
+    assert model.copy_sources(melody) == [None, None, 0, 1, 2, 3]
+    out = model.transfer(_melody(5), melody)
+    tokens = model.bars(out).tokens
+    assert np.array_equal(tokens[2], tokens[0]) and np.array_equal(tokens[4], tokens[0])
+    from tvae.pages import transfer_items, write_results
+
+    items = transfer_items(model, _melody(5), melody, "a", "b", [0])
+    page = write_results(model, tmp_path, items, "t", "t.html")[-1].read_text()
+    assert page.count('<i class="ref">= bar 1</i>') >= 5  # bar 3 of every 6-bar melody
+    assert page.count(" moved") == 2  # bar 1 of input 1 and of the output
+
+
+def test_a_checkpoint_from_before_the_copy_path_loads_as_the_stock_model(tmp_path: Path) -> None:
+    import json
+
+    torch.manual_seed(0)
+    model = TransformerVAE(ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1,
+                                       dec_layers=1, d_ff=64, bar_hidden=32, copy="none"))
+    path = save_checkpoint(tmp_path / "old", model)
+    meta = json.loads(path.read_text())
+    for key in ("copy", "copy_offsets", "copy_edit"):
+        del meta["model"][key]
+    path.write_text(json.dumps(meta))
+    loaded = load_model(path)
+    assert loaded.model.config.copy == "none" and loaded.model.pointer is None
+    assert loaded.copy_sources(_melody(4)) == [None] * 4

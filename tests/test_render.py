@@ -116,6 +116,19 @@ def test_kl_strip_has_one_shaded_cell_per_bar() -> None:
     assert 'class="kl"' not in render_page("Page", [PageMelody("In", "m", midi, None)])
 
 
+def test_kl_strip_marks_copies_and_transferred_bars() -> None:
+    midi = (DATA / "mary.mid").read_bytes()
+    melody = PageMelody("Out", "m", midi, [5.0, 1.0, 6.0, 0.5], copies=[None, 0, None, 2],
+                        highlight=(0,))
+    html = render_page("Page", [melody])
+    cells = re.findall(r'<span class="bar([^"]*)"[^>]*>bar (\d+)<b>[^<]*</b>(.*?)</span>', html)
+    assert [int(bar) for _, bar, _ in cells] == [1, 2, 3, 4]
+    assert ["copy" in c for c, _, _ in cells] == [False, True, False, True]
+    assert ["moved" in c for c, _, _ in cells] == [True, False, False, False]
+    assert [ref for _, _, ref in cells] == ["", '<i class="ref">= bar 1</i>', "",
+                                            '<i class="ref">= bar 3</i>']
+
+
 def test_not_midi_is_refused() -> None:
     with pytest.raises(TvaeError, match="not a MIDI file"):
         render_page("Page", [PageMelody("In", "m", b"<html>", None)])

@@ -99,7 +99,8 @@ def transfer(a: str, b: str, out: str, bars: str, model_path: str | None,
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)
 @handle_errors
 def encode(midi_file: str, out: str | None, model_path: str | None) -> None:
-    """Encode a melody to its per-bar latents (bars x Z, saved as .npy) and show KL per bar."""
+    """Encode a melody to its per-bar latents (bars x Z, saved as .npy); show each bar's KL in
+    bits and which bars the model encodes as copies of an earlier bar."""
     import numpy as np
 
     from tvae.midi import read_melody, write_bytes_atomic
@@ -116,6 +117,8 @@ def encode(midi_file: str, out: str | None, model_path: str | None) -> None:
     kl = " ".join(f"{v:.2f}" for v in model.kl_bits(melody))
     click.echo(f"wrote {path}: {z.shape[0]} bars x {z.shape[1]} latent dims")
     click.echo(f"KL bits per bar: {kl}")
+    copies = [f"{k + 1}={j + 1}" for k, j in enumerate(model.copies_of(z)) if j is not None]
+    click.echo("encoded as copies (bar=source): " + (" ".join(copies) or "none"))
 
 
 @main.command()

@@ -112,6 +112,27 @@ class TrainedModel:
         return kl[0].cpu().numpy()
 
     @torch.no_grad()
+    def copy_sources(self, melody: Melody, threshold: float = 0.5) -> list[int | None]:
+        """For each bar, the earlier bar (0-based) its latent points at as a copy, from the
+        copy path's pointer weights; None where the bar is generated (or the pointer's weight
+        on its best source is below `threshold`, or the model has no copy path)."""
+        mu, _ = self.model.encode_windowed(*self._tensors(melody), self.window)
+        return self.copies_of(mu[0].cpu().numpy(), threshold)
+
+    @torch.no_grad()
+    def copies_of(self, z: np.ndarray, threshold: float = 0.5) -> list[int | None]:
+        """`copy_sources` from latents (N, Z), e.g. the ones a transfer decodes."""
+        zt = torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.device)[None]
+        log_pi = self.model.log_pointer(zt, torch.ones(zt.shape[:2], dtype=torch.bool,
+                                                       device=self.device))
+        if log_pi is None:
+            return [None] * zt.shape[1]
+        pi = log_pi[0].exp()  # (N, 1 + N)
+        best = pi[:, 1:].max(-1)  # over the source bars
+        return [int(j) if float(w) >= threshold else None
+                for j, w in zip(best.indices.tolist(), best.values.tolist(), strict=True)]
+
+    @torch.no_grad()
     def decode(self, z: np.ndarray, meter: Meter = (4, 4), qpm: float = 120.0, title: str = "",
                pickup: int = 0, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                seed: int | None = None) -> Melody:

@@ -10,8 +10,8 @@ from typing import Any
 
 METRIC_FIELDS = ["step", "epoch", "split", "loss", "recon", "kl_bits", "accuracy", "tf_accuracy",
                  "free_accuracy", "kl_bits_repeated", "kl_bits_new", "class_accuracy", "beta",
-                 "p_tf", "lr", "lr_rel", "skipped", "seconds", "pointer_loss", "kl_paired_ratio",
-                 "copy_share_repeated", "elbo_bits"]
+                 "p_tf", "lr", "lr_rel", "skipped", "pointer_loss", "kl_paired_ratio",
+                 "copy_share_repeated", "elbo_bits", "seconds"]
 
 
 class MetricsLog:

@@ -16,8 +16,10 @@ from tvae.midi import melody_to_midi_bytes, write_bytes_atomic
 from tvae.render import PageMelody, render_page, write_page
 
 KL_NOTE = ("Under each melody, the KL of each bar's latent in bits: how much information the "
-           "model spends on that bar. The paper expects a bar that repeats an earlier one to "
-           "cost little, since causal attention lets it refer back; compare the strips.")
+           "model spends on that bar. A bar marked \"= bar j\" (dashed) is one the model encodes "
+           "as a copy of bar j: its latent only points back, so it costs few bits, and after a "
+           "context transfer it repeats whatever bar j has become. Outlined bars are the "
+           "transferred ones.")
 
 
 @dataclass
@@ -28,12 +30,15 @@ class Item:
     stem: str
     melody: Melody
     caption: str = ""
+    highlight: tuple[int, ...] = ()  # 0-based bars to outline on the KL strip
 
 
 def page_melody(model: TrainedModel, item: Item) -> PageMelody:
     kl = model.kl_bits(item.melody).round(3).tolist() if item.melody.notes else None
+    copies = model.copy_sources(item.melody) if item.melody.notes else None
     return PageMelody(item.label, item.melody.title or item.stem,
-                      melody_to_midi_bytes(item.melody), kl, item.caption)
+                      melody_to_midi_bytes(item.melody), kl, item.caption, copies,
+                      item.highlight)
 
 
 def write_results(model: TrainedModel, out_dir: str | Path, items: Sequence[Item],
@@ -62,12 +67,15 @@ def transfer_items(model: TrainedModel, a: Melody, b: Melody, a_stem: str, b_ste
     out = model.transfer(a, b, bars)
     which = ", ".join(str(i + 1) for i in bars)
     return [
-        Item("Input 1", a_stem, a, "Song A: its bar latents listed below are transferred."),
+        Item("Input 1", a_stem, a, f"Song A: the latent of bar {which} is transferred.",
+             tuple(bars)),
         Item("Input 2", b_stem, b, "Song B: the flow the output follows."),
         Item("Reconstruction 1", f"{a_stem}_reconstruction", model.reconstruct(a),
              "Song A encoded and decoded without teacher forcing."),
         Item("Reconstruction 2", f"{b_stem}_reconstruction", model.reconstruct(b),
              "Song B encoded and decoded without teacher forcing."),
         Item("Output", f"{a_stem}_x_{b_stem}", out,
-             f"B's latents with bar {which} taken from A: A's opening developed in B's flow."),
+             f"B's latents with bar {which} taken from A. Bars of B that the model encodes as "
+             "copies of a transferred bar repeat A's bar here; the others keep B's own latents.",
+             tuple(bars)),
     ]

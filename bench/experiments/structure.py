@@ -1,12 +1,14 @@
 """Experiment `structure`: does the copy path make the latent structure-aware?
 
-The paper's stock model against the copy-path model (tvae.pointer), over a sweep of the KL
-weight beta, and the copy path with and without the pointer's auxiliary loss on the exact
-repeats the data labels (on for the first quarter of the run, faded out by the half). Each model is
-scored on the test split's non-overlapping 8-bar windows: KL bits per bar, repeated/new KL,
-the paired ratio KL(repeat)/KL(first occurrence), context transfer (follow, spurious, rhythm
-kept), teacher-forced and free-running accuracy, and ELBO bits per bar. The rate-distortion
-plot puts free-running accuracy against KL bits per bar for both models.
+The paper's stock model against the copy-path model (tvae.pointer: a per-bar choice between
+generating and copying, with the pointer's auxiliary loss on the exact repeats the data labels)
+over a sweep of the KL weight beta; then, at one beta, ablations that change one thing each: no
+pointer loss, a pointer loss that fades out by half-way, an edit chance learned from z, and
+the per-step mixture instead of the per-bar choice. Each model is scored on the test split's
+non-overlapping 8-bar windows: KL bits per bar, repeated/new KL, the paired ratio
+KL(repeat)/KL(first occurrence), context transfer (follow, spurious, rhythm kept),
+teacher-forced and free-running accuracy, and ELBO bits per bar. The rate-distortion plot puts
+free-running accuracy against KL bits per bar for both models.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from bench.experiments.common import (
     table,
     train_run,
 )
-from tvae.config import DataConfig
 from tvae.evaluate import evaluate_windows
 
 TITLE = "Structure: the copy path against the stock model"
@@ -41,17 +42,27 @@ KEYS = ("kl_bits_per_bar", "kl_bits_new", "kl_bits_repeated", "kl_repeated_new_r
         "kl_paired_ratio", "transfer_follow_rate", "transfer_spurious_rate",
         "transfer_other_kept", "transfer_cases", "tf_accuracy", "free_accuracy",
         "elbo_bits_per_bar", "copy_share_repeated", "copy_share_new")
+STOCK, DESIGN = "stock", "copy per bar + pointer loss"
+# Ablations of the design at one beta, one change each: (key, label, model, train changes).
+# The pointer loss is "held" through the run unless said otherwise ("fading": held for the
+# first quarter, gone by the half).
+ABLATIONS = [
+    ("bar_noaux", "copy per bar, no pointer loss", {}, {"pointer_weight": 0.0}),
+    ("bar_fading", "copy per bar, pointer loss fading", {}, {"pointer_steps": "quarter"}),
+    ("bar_learned_edit", "copy per bar, edit chance learned", {"copy_edit": 0.0}, {}),
+    ("step", "copy per step + pointer loss", {"copy": "step"}, {}),
+]
 
 
 def variants(quick: bool) -> list[tuple[str, str, float, dict[str, Any], dict[str, Any]]]:
     """(run key, label, beta, ModelConfig changes, TrainConfig changes) of every run."""
     out = []
     for beta in BETAS[quick]:
-        out.append((f"stock_b{beta}", "stock", beta, {"copy": False}, {}))
-        out.append((f"copy_b{beta}", "copy + pointer loss", beta, {"copy": True},
-                    {"pointer_weight": 1.0}))
+        out.append((f"stock_b{beta}", STOCK, beta, {"copy": "none"}, {"pointer_weight": 0.0}))
+        out.append((f"bar_b{beta}", DESIGN, beta, {"copy": "bar"}, {}))
     beta = BETAS[quick][-1] if quick else 0.3
-    out.append((f"copy_noaux_b{beta}", "copy, no pointer loss", beta, {"copy": True}, {}))
+    for key, label, model, train in ABLATIONS:
+        out.append((f"{key}_b{beta}", label, beta, {"copy": "bar", **model}, train))
     return out
 
 
@@ -60,11 +71,13 @@ def run(ctx: Context) -> dict[str, Any]:
     windows = eval_windows(ctx, songs)
     data = replace(ctx.scale.data, stride=2)
     base = ctx.train_config(FULL_STEPS, FULL_MINUTES, tf_schedule="constant", tf_p=1.0)
-    base = replace(base, beta_steps=max(1, base.max_steps // 4))
+    quarter = max(1, base.max_steps // 4)
+    base = replace(base, beta_steps=quarter, pointer_weight=1.0, pointer_steps=base.max_steps)
     rows = []
     for key, label, beta, model_changes, train_changes in variants(ctx.quick):
-        train = replace(base, beta=beta, pointer_steps=max(1, base.max_steps // 4),
-                        **train_changes)
+        if train_changes.get("pointer_steps") == "quarter":
+            train_changes = {**train_changes, "pointer_steps": quarter}
+        train = replace(base, beta=beta, **train_changes)
         model = replace(ctx.scale.model, **model_changes)
         trained, info = train_run(ctx, songs, key, model, train, data)
         metrics = evaluate_windows(trained.model, windows, max_windows=ctx.scale.eval_windows)
@@ -78,8 +91,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 def _plot(ctx: Context, rows: list[dict[str, Any]]) -> str:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for label, marker in (("stock", "o"), ("copy + pointer loss", "s"),
-                          ("copy, no pointer loss", "^")):
+    for label, marker in ((STOCK, "o"), (DESIGN, "s")):
         pts = sorted((r["kl_bits_per_bar"], r["free_accuracy"], r["beta"], r["kl_paired_ratio"],
                       r["transfer_follow_rate"]) for r in rows if r["label"] == label
                      and r["kl_bits_per_bar"] is not None and r["free_accuracy"] is not None)
@@ -106,7 +118,8 @@ def render(result: dict[str, Any], figures: str) -> list[str]:
     s = result["settings"]
     lines = [f"Each model: width {s['model']['d_model']}, latent {s['model']['d_latent']}, "
              f"{s['train']['max_steps']} steps, batch {s['train']['batch_size']}, p_tf 1, β "
-             "rising linearly over the first quarter of the run, 8-bar windows with stride "
+             "rising linearly over the first quarter of the run, pointer loss weight 1 (held "
+             "unless said), 8-bar windows with stride "
              f"{s['stride']}. Scored on the '{s['split']}' split's non-overlapping "
              f"{s['eval_bars']}-bar windows with z = posterior mean. *rep/new*: mean KL of bars "
              "2–8 that repeat an earlier bar of the window over that of the other bars 2–8; "
@@ -126,4 +139,26 @@ def render(result: dict[str, Any], figures: str) -> list[str]:
                    rows)
     cases = result["variants"][0]["transfer_cases"] if result["variants"] else 0
     lines += [f"Transfer cases (B repeats its bar 1, A another song in B's meter): {cases}.", ""]
-    return lines + [f"![Rate–distortion and transfer]({figures}{result['figures'][0]})", ""]
+    lines += _findings(result["variants"])
+    return lines + ["", f"![Rate–distortion and transfer]({figures}{result['figures'][0]})", ""]
+
+
+def _findings(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per beta: the design against the stock model on the structure numbers."""
+    lines = []
+    by = {(r["label"], r["beta"]): r for r in rows}
+    for (label, beta), design in by.items():
+        stock = by.get((STOCK, beta))
+        if label != DESIGN or stock is None:
+            continue
+        lines.append(
+            f"- β {beta}: repeated bars cost {fmt(design['kl_repeated_new_ratio'], 2)}× new "
+            f"bars with the copy path against {fmt(stock['kl_repeated_new_ratio'], 2)}× without "
+            f"(paired {fmt(design['kl_paired_ratio'], 2)} vs {fmt(stock['kl_paired_ratio'], 2)});"
+            f" transfer follows in {fmt(design['transfer_follow_rate'], 2)} vs "
+            f"{fmt(stock['transfer_follow_rate'], 2)}; free-running accuracy "
+            f"{fmt(design['free_accuracy'])} vs {fmt(stock['free_accuracy'])} at "
+            f"{fmt(design['kl_bits_per_bar'], 1)} vs {fmt(stock['kl_bits_per_bar'], 1)} KL bits "
+            f"per bar; ELBO {fmt(design['elbo_bits_per_bar'], 1)} vs "
+            f"{fmt(stock['elbo_bits_per_bar'], 1)} bits per bar.")
+    return lines

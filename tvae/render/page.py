@@ -56,6 +56,9 @@ midi-visualizer .staff-visualizer { overflow-x: auto; }
            background: rgba(var(--accent), var(--shade)); }
 .kl .bar.dark { color: #fff; }
 .kl .bar b { display: block; font-weight: 600; }
+.kl .bar .ref { display: block; font-style: normal; font-size: .72rem; }
+.kl .bar.copy { border-style: dashed; border-color: rgb(var(--accent)); }
+.kl .bar.moved { outline: 2px solid #d9822b; outline-offset: 1px; }
 .index ul { list-style: none; padding: 0; }
 .index li { background: #fff; border: 1px solid var(--line); border-radius: 8px;
             padding: .75rem 1rem; margin: .75rem 0; }
@@ -73,6 +76,8 @@ class PageMelody:
     midi: bytes  # a standard MIDI file
     kl_bits: list[float] | None  # (N,) KL of each bar in bits, or None for no strip
     caption: str = ""
+    copies: list[int | None] | None = None  # (N,) 0-based bar each bar is encoded as a copy of
+    highlight: tuple[int, ...] = ()  # 0-based bars to highlight (the transferred bars)
 
 
 def _text(value: object) -> str:
@@ -97,20 +102,31 @@ def _finite(values: Sequence[float] | None) -> list[float]:
     return [float(v) for v in values or () if math.isfinite(float(v))]
 
 
-def _kl_strip(kl_bits: Sequence[float], scale: float) -> str:
-    """One cell per bar holding its KL in bits, shaded by magnitude relative to `scale`."""
+def _kl_strip(melody: PageMelody, scale: float) -> str:
+    """One cell per bar holding its KL in bits, shaded by magnitude relative to `scale`; a bar
+    the model encodes as a copy names the bar it refers to, and highlighted bars are outlined."""
     cells = ['<span class="what">KL per bar (bits)</span>']
-    for bar, value in enumerate(kl_bits, start=1):
+    copies = list(melody.copies or [])
+    for bar, value in enumerate(melody.kl_bits or [], start=1):
         value = float(value)
         if math.isfinite(value):
             shade = min(max(value, 0.0) / scale, 1.0) if scale > 0 else 0.0
             shown, tip = f"{value:.2f}", f"bar {bar}: {value:.3f} bits"
         else:
             shade, shown, tip = 0.0, "n/a", f"bar {bar}: not a number"
-        dark = " dark" if shade > 0.55 else ""
+        classes = " dark" if shade > 0.55 else ""
+        ref = ""
+        source = copies[bar - 1] if bar - 1 < len(copies) else None
+        if source is not None:
+            classes += " copy"
+            ref = f'<i class="ref">= bar {int(source) + 1}</i>'
+            tip += f"; encoded as a copy of bar {int(source) + 1}"
+        if bar - 1 in melody.highlight:
+            classes += " moved"
+            tip += "; transferred"
         cells.append(
-            f'<span class="bar{dark}" style="--shade: {0.08 + 0.82 * shade:.3f}" '
-            f'title="{_text(tip)}">bar {bar}<b>{shown}</b></span>'
+            f'<span class="bar{classes}" style="--shade: {0.08 + 0.82 * shade:.3f}" '
+            f'title="{_text(tip)}">bar {bar}<b>{shown}</b>{ref}</span>'
         )
     return '<div class="kl" role="list">' + "".join(cells) + "</div>"
 
@@ -134,7 +150,7 @@ def _melody_section(index: int, melody: PageMelody, scale: float) -> str:
         "</midi-visualizer>",
     ]
     if melody.kl_bits is not None:
-        parts.append(_kl_strip(melody.kl_bits, scale))
+        parts.append(_kl_strip(melody, scale))
     parts.append("</section>")
     return "\n".join(parts)
 
