@@ -228,3 +228,42 @@ def test_a_checkpoint_from_before_the_copy_path_loads_as_the_stock_model(tmp_pat
     loaded = load_model(path)
     assert loaded.model.config.copy == "none" and loaded.model.pointer is None
     assert loaded.copy_sources(_melody(4)) == [None] * 4
+
+
+def test_the_package_ships_the_example_melodies() -> None:
+    from tvae.demo import EXAMPLES, examples_folder
+
+    for name in EXAMPLES:  # the same files as the repository's data/
+        assert (examples_folder() / f"{name}.mid").read_bytes() == (DATA / f"{name}.mid"
+                                                                    ).read_bytes()
+
+
+def test_demo_works_from_any_folder(tiny_ckpt: Path, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no data/ here: the package's examples are used
+    r = CliRunner().invoke(main, ["demo", "site", "--model", str(tiny_ckpt)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "site" / "mary_x_jingle.html").is_file()
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "data", "--tf-schedule", "foo"], ["train", "data", "--copy", "maybe"],
+    ["sample", "--top-p", "2"], ["sample", "--temperature", "-1"], ["sample", "--seed", "-1"],
+])
+def test_bad_option_values_exit_2_before_anything_is_written(args: list[str], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_refuses_cuda_up_front_when_there_is_none(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = CliRunner().invoke(main, ["train", str(DATA), "--device", "cuda", "-o",
+                                       str(tmp_path / "run")])
+    assert result.exit_code == 2 and "CUDA is not available" in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -176,11 +176,14 @@ def reconstruct(midi_file: str, out: str, model_path: str | None, html: bool) ->
 @click.option("-o", "--out", "out", default="tvae-output", show_default=True, help="Folder.")
 @click.option("-n", "count", type=int, default=4, show_default=True, help="Melodies to draw.")
 @click.option("--bars", type=int, default=8, show_default=True, help="Bars per melody.")
-@click.option("--temperature", type=float, default=1.0, show_default=True,
-              help="Step sampling temperature (0: greedy).")
-@click.option("--top-k", type=int, default=0, help="Sample among the k likeliest classes.")
-@click.option("--top-p", type=float, default=1.0, help="Nucleus sampling threshold.")
-@click.option("--seed", type=int, default=0, show_default=True, help="First seed.")
+@click.option("--temperature", type=click.FloatRange(0.0, 100.0), default=1.0,
+              show_default=True, help="Step sampling temperature (0: greedy).")
+@click.option("--top-k", type=click.IntRange(min=0), default=0,
+              help="Sample among the k likeliest classes.")
+@click.option("--top-p", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0,
+              help="Nucleus sampling threshold, in (0, 1].")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="First seed.")
 @click.option("--meter", default="4/4", show_default=True, help="Meter of the samples.")
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)
 @click.option("--html", is_flag=True, help="Also write a page with the samples.")
@@ -228,11 +231,12 @@ def interpolate(a: str, b: str, out: str, steps: int, model_path: str | None,
 
 @main.command()
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--examples", default="data", show_default=True,
-              help="Folder with mary.mid, jingle.mid, twinkle.mid and ode.mid.")
+@click.option("--examples", default=None,
+              help="Folder with mary.mid, jingle.mid, twinkle.mid and ode.mid (default: the "
+              "copies shipped in the package, so the demo works from any folder).")
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)
 @handle_errors
-def demo(out_dir: str, examples: str, model_path: str | None) -> None:
+def demo(out_dir: str, examples: str | None, model_path: str | None) -> None:
     """Build the demo site: context transfers, reconstructions, samples, an interpolation."""
     from tvae.demo import build_demo
 

@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
+from tvae.config import CHOICES
+
 T = TypeVar("T")
 _COMMENT = re.compile(r"^\s+(\w+):[^#]*#\s*(.+)$")
 
@@ -40,6 +42,9 @@ def config_options(*classes: type, skip: tuple[str, ...] = ()) -> Callable[[Any]
                 if isinstance(default, bool):
                     decl = f"{flag}/--no-{flag[2:]}"
                     func = click.option(decl, f.name, default=None, help=text)(func)
+                elif f.name in CHOICES:
+                    kind = click.Choice(CHOICES[f.name])
+                    func = click.option(flag, f.name, type=kind, default=None, help=text)(func)
                 else:
                     kind = type(default) if default is not None else str
                     func = click.option(flag, f.name, type=kind, default=None, help=text)(func)

@@ -81,8 +81,10 @@ def train(midi_dir: tuple[str, ...], out: str, resume: bool, label_column: str |
         from tvae.distributed import launch
 
         sys.exit(launch(nproc, _without_option(sys.argv[1:], "--nproc")))
+    from tvae.train import pick_device
     from tvae.train import train as run_training
 
+    pick_device(build_config(TrainConfig, options).device)  # refused before anything is read
     trainer = run_training(
         midi_dir[0] if len(midi_dir) == 1 else list(midi_dir), out,
         grid=build_config(GridConfig, options),

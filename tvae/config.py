@@ -64,6 +64,12 @@ def _non_negative(config: Any, *names: str) -> None:
 
 
 COPY_MODES = ("bar", "step", "none")  # per-bar choice, per-step mixture, no copy path
+BAR_CODERS = ("mlp", "gru")
+TF_SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid", "logistic")
+BETA_SCHEDULES = ("constant", "linear", "cyclical")
+# Fields whose value is one of a fixed set: the CLI offers them as choices, checked up front.
+CHOICES = {"copy": COPY_MODES, "bar_encoder": BAR_CODERS, "bar_decoder": BAR_CODERS,
+           "tf_schedule": TF_SCHEDULES, "beta_schedule": BETA_SCHEDULES}
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ class ModelConfig:
             raise TvaeError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.d_model % self.n_heads:
             raise TvaeError("d_model must be a multiple of n_heads")
-        if self.bar_encoder not in ("mlp", "gru") or self.bar_decoder not in ("mlp", "gru"):
+        if self.bar_encoder not in BAR_CODERS or self.bar_decoder not in BAR_CODERS:
             raise TvaeError("bar_encoder and bar_decoder must be 'mlp' or 'gru'")
         if self.copy not in COPY_MODES:
             raise TvaeError(f"copy (--copy) must be one of {', '.join(COPY_MODES)}, got "
@@ -147,6 +153,12 @@ class TrainConfig:
         _non_negative(self, "weight_decay", "warmup_steps", "max_steps", "max_minutes", "beta",
                       "free_bits", "patience", "eval_windows", "num_threads", "recon_weight",
                       "class_weight", "pointer_weight", "pointer_steps")
+        if self.tf_schedule not in TF_SCHEDULES:
+            raise TvaeError(f"tf_schedule (--tf-schedule) must be one of "
+                            f"{', '.join(TF_SCHEDULES)}, got {self.tf_schedule!r}")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise TvaeError(f"beta_schedule (--beta-schedule) must be one of "
+                            f"{', '.join(BETA_SCHEDULES)}, got {self.beta_schedule!r}")
         for name in ("tf_p", "tf_min", "tf_max", "min_lr_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise TvaeError(f"{name} must be in [0, 1], got {getattr(self, name)}")

@@ -6,6 +6,7 @@ reconstructions without teacher forcing, samples from the prior, and an interpol
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from tvae.errors import TvaeError
@@ -20,9 +21,15 @@ NAMES = {"mary": "Mary Had a Little Lamb", "jingle": "Jingle Bells", "twinkle":
          "Twinkle Twinkle Little Star", "ode": "Ode to Joy"}
 
 
-def build_demo(out_dir: str | Path, examples: str | Path, model: TrainedModel) -> Path:
-    """Write the site into `out_dir`; returns its index page."""
-    out_dir, examples = Path(out_dir), Path(examples)
+def examples_folder() -> Path:
+    """The example melodies shipped in the package (copies of the repository's data/)."""
+    return Path(str(resources.files("tvae") / "examples"))
+
+
+def build_demo(out_dir: str | Path, examples: str | Path | None, model: TrainedModel) -> Path:
+    """Write the site into `out_dir` (examples: default the package's); returns its index."""
+    out_dir = Path(out_dir)
+    examples = examples_folder() if examples is None else Path(examples)
     missing = [f"{n}.mid" for n in EXAMPLES if not (examples / f"{n}.mid").is_file()]
     if missing:
         raise TvaeError(f"missing example melodies {missing} (see --examples)", examples)

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import math
 
-from tvae.config import TrainConfig
+from tvae.config import BETA_SCHEDULES, TF_SCHEDULES, TrainConfig
 from tvae.errors import TvaeError
-
-TF_SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid", "logistic")
-BETA_SCHEDULES = ("constant", "linear", "cyclical")
 
 
 def learning_rate(step: int, base: float, warmup: int, total: int, min_ratio: float) -> float:
