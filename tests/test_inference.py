@@ -123,6 +123,7 @@ def test_cli_transfer_writes_midi_and_page(tiny_ckpt: Path, tmp_path: Path) -> N
     for name in ("mary_x_jingle.mid", "mary_reconstruction.mid", "jingle_reconstruction.mid"):
         assert read_melody(out / name).meter == (4, 4)
     assert "sound-font" not in page and not re.search(r"https?://", page)
+    assert "Made by tvae tiny.json (width 32, latent 8 per bar, copy path per bar" in page
 
 
 def test_cli_errors_are_one_line(tiny_ckpt: Path, tmp_path: Path) -> None:
@@ -267,3 +268,11 @@ def test_train_refuses_cuda_up_front_when_there_is_none(tmp_path: Path) -> None:
                                        str(tmp_path / "run")])
     assert result.exit_code == 2 and "CUDA is not available" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_interpolation_of_unequal_lengths_warns(tiny: TrainedModel) -> None:
+    from tvae.errors import TvaeWarning
+
+    with pytest.warns(TvaeWarning, match="first 5 bars only: A has 5 bars, B has 8"):
+        steps = tiny.interpolate(_melody(5), _melody(8), 2)
+    assert all(m.n_bars <= 5 for m in steps)

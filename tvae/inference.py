@@ -31,7 +31,7 @@ from tvae.melody import (
     meter_steps,
     normalize_meter,
 )
-from tvae.model import make_sampler
+from tvae.model import kl_per_bar, make_sampler
 from tvae.objective import LN2
 
 
@@ -71,6 +71,15 @@ class TrainedModel:
         # Songs longer than the training window are read and decoded window by window.
         self.window = int((meta.get("data") or {}).get("bars", 0))
 
+    def describe(self) -> str:
+        """One line naming this model, for pages: its checkpoint and what kind of model it is."""
+        cfg = self.model.config
+        name = "the bundled model" if self.path == bundled_model_path() else self.path.name
+        kind = {"bar": "copy path per bar", "step": "copy path per step",
+                "none": "the paper's model, no copy path"}[cfg.copy]
+        return (f"tvae {name} (width {cfg.d_model}, latent {cfg.d_latent} per bar, {kind}, "
+                f"{self.window or 'any'}-bar window)")
+
     # -- conversions ----------------------------------------------------------------------
     def bars(self, melody: Melody) -> Bars:
         melody, moved = fit_pitch_range(melody, self.grid)
@@ -108,7 +117,7 @@ class TrainedModel:
     def kl_bits(self, melody: Melody) -> np.ndarray:
         """KL of each bar's posterior from the prior, in bits: (N,). Repeats should be cheap."""
         mu, logvar = self.model.encode_windowed(*self._tensors(melody), self.window)
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1) / LN2
+        kl = kl_per_bar(mu, logvar) / LN2
         return kl[0].cpu().numpy()
 
     @torch.no_grad()
@@ -188,6 +197,9 @@ class TrainedModel:
             raise TvaeError("interpolation needs at least 2 steps")
         za, zb = self.encode(a), self.encode(b)
         n = min(len(za), len(zb))
+        if len(za) != len(zb):
+            warnings.warn(f"interpolating over the first {n} bars only: A has {len(za)} bars, "
+                          f"B has {len(zb)}", TvaeWarning, stacklevel=2)
         out = []
         for k, t in enumerate(np.linspace(0.0, 1.0, steps)):
             z = np.stack([slerp(za[i], zb[i], float(t)) for i in range(n)])

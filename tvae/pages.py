@@ -56,7 +56,8 @@ def write_results(model: TrainedModel, out_dir: str | Path, items: Sequence[Item
             written.append(path)
     if page:
         html = render_page(title, [page_melody(model, it) for it in items],
-                           intro=(intro + "\n\n" + KL_NOTE).strip(), links=links)
+                           intro=(intro + "\n\n" + KL_NOTE).strip(), links=links,
+                           made_by=model.describe())
         written.append(write_page(out_dir / page, html))
     return written
 

@@ -179,11 +179,13 @@ def render_page(
     melodies: list[PageMelody],
     intro: str = "",
     links: Sequence[tuple[str, str]] = (),
+    made_by: str = "",
 ) -> str:
     """A standalone HTML page showing `melodies`, each with a player, staff and piano roll.
 
     KL strips share one shading scale (the largest finite value on the page), so bars can be
-    compared across melodies. `links` are (relative href, text) pairs shown under the title.
+    compared across melodies. `links` are (relative href, text) pairs shown under the title;
+    `made_by` names the model that made the page (in the footer).
     """
     scale = max((v for m in melodies for v in _finite(m.kl_bits)), default=0.0)
     body = [f"<h1>{_text(title)}</h1>"]
@@ -192,8 +194,9 @@ def render_page(
     if links:
         body.append(_links(links))
     body += [_melody_section(i, m, scale) for i, m in enumerate(melodies, start=1)]
+    made = f"Made by {_text(made_by)}. " if made_by else ""
     body.append(
-        "<footer>Playback and notation offline with html-midi-player (BSD-2-Clause), "
+        f"<footer>{made}Playback and notation offline with html-midi-player (BSD-2-Clause), "
         "Magenta.js (Apache-2.0) and Tone.js (MIT); their licences are in "
         f'<a href="{ASSETS_DIR}/ASSETS.md">{ASSETS_DIR}/ASSETS.md</a>.</footer>'
     )
