@@ -188,6 +188,24 @@ def test_meter_and_tempo_changes_are_reported(tmp_path: Path) -> None:
 
 
 # -- track choice -------------------------------------------------------------------------------
+def test_inspect_lists_every_track(tmp_path: Path) -> None:
+    from tvae.inspect import describe, describe_text
+
+    chords = [(s * STEP, STEP, p) for s in range(4) for p in (48, 52, 55)]  # 12 notes, chords
+    tune = steps(*[(i, 1, 72 + i % 5) for i in range(12)])
+    drums = [(s * STEP, STEP, 36) for s in range(8)]
+    path = write_score(tmp_path / "band.mid", [track(chords, "piano"), track(tune, "voice"),
+                                               track(drums, "kit", True)])
+    info = describe(path)
+    assert info["n_tracks"] == 3 and info["track"] == 1
+    assert [(t["index"], t["name"], t["notes"], t["drum"]) for t in info["tracks"]] == [
+        (0, "piano", 12, False), (1, "voice", 12, False), (2, "kit", 8, True)]
+    assert info["tracks"][0]["polyphony"] == round(8 / 12, 3)  # 2 of 3 notes per chord
+    assert info["tracks"][1]["polyphony"] == 0.0
+    text = describe_text(info)
+    assert " *   1     12" in text and "kit" in text
+
+
 def test_track_choice_prefers_the_fullest_monophonic_track(tmp_path: Path) -> None:
     chords = [(s * STEP, STEP, p) for s in range(20) for p in (48, 52, 55)]  # 60 notes, chords
     short = steps(*[(i, 1, 70) for i in range(8)])

@@ -7,7 +7,7 @@ from typing import Any
 
 from tvae.config import HOLD, PAD, REST, GridConfig
 from tvae.melody import melody_to_bars
-from tvae.midi import read_midi
+from tvae.midi import MAX_LISTED_TRACKS, list_tracks, read_midi
 
 NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
@@ -35,7 +35,8 @@ def describe(path: str | Path, track: int | None = None,
     pitches = [n.pitch for n in melody.notes]
     return {
         "file": str(path),
-        "tracks": report.n_tracks,
+        "n_tracks": report.n_tracks,
+        "tracks": list_tracks(path),
         "track": report.track,
         "track_name": report.track_name,
         "meter_in_file": report.meter,
@@ -55,7 +56,8 @@ def describe(path: str | Path, track: int | None = None,
 def describe_text(info: dict[str, Any]) -> str:
     lines = [
         f"file:        {info['file']}",
-        f"track:       {info['track']} of {info['tracks']} ({info['track_name'] or 'unnamed'})",
+        f"track:       {info['track']} of {info['n_tracks']} "
+        f"({info['track_name'] or 'unnamed'}; choose another with --track)",
         f"meter:       {info['meter']} (file says {info['meter_in_file']})",
         f"tempo:       {info['qpm']:g} qpm",
         f"pickup:      {info['pickup_steps']} sixteenths",
@@ -64,6 +66,14 @@ def describe_text(info: dict[str, Any]) -> str:
         f"pitch range: {info['pitch_range_names'][0]}-{info['pitch_range_names'][1]}",
     ]
     lines += [f"warning:     {w}" for w in info["warnings"]] or ["warnings:    none"]
+    lines.append("tracks (index, notes, polyphony, program, drum, name):")
+    for t in info["tracks"]:
+        mark = "*" if t["index"] == info["track"] else " "
+        lines.append(f" {mark}{t['index']:4d} {t['notes']:6d} {t['polyphony']:6.1%} "
+                     f"{t['program']:4d} {'drum' if t['drum'] else '    '} {t['name']}")
+    if info["n_tracks"] > len(info["tracks"]):
+        lines.append(f"  ... {info['n_tracks'] - len(info['tracks'])} more tracks not listed "
+                     f"(at most {MAX_LISTED_TRACKS})")
     lines.append("grid (. pad, _ rest, - hold):")
     for i, row in enumerate(info["grid"]):
         lines.append(f"  {i + 1:4d} | " + " ".join(f"{s:>3}" for s in row))

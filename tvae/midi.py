@@ -92,6 +92,33 @@ def _is_monophonic(starts: np.ndarray, ends: np.ndarray) -> bool:
     return overlaps <= POLYPHONY_TOLERANCE * max(len(s), 1)
 
 
+def _overlap_share(starts: np.ndarray, ends: np.ndarray) -> float:
+    """Share of notes that start while an earlier note still sounds (0: monophonic)."""
+    if len(starts) < 2:
+        return 0.0
+    order = np.argsort(starts, kind="stable")
+    s, e = starts[order], ends[order]
+    return float(np.count_nonzero(s[1:] < np.maximum.accumulate(e)[:-1]) / len(s))
+
+
+MAX_LISTED_TRACKS = 256  # `tvae inspect` lists at most this many tracks
+
+
+def list_tracks(path: str | Path) -> list[dict]:
+    """Every track of a MIDI file (at most MAX_LISTED_TRACKS): index, name, program, notes,
+    polyphony (share of notes starting while another sounds) and whether it is a drum track,
+    so that `--track` need not be guessed."""
+    score = _load_score(Path(path))
+    rows = []
+    for i, t in enumerate(list(score.tracks)[:MAX_LISTED_TRACKS]):
+        arr = t.notes.numpy()
+        start = arr["time"].astype(np.int64)
+        rows.append({"index": i, "name": _track_name(t), "program": int(t.program),
+                     "notes": int(t.note_num()), "drum": bool(t.is_drum),
+                     "polyphony": round(_overlap_share(start, start + arr["duration"]), 3)})
+    return rows
+
+
 def _choose_track(score: symusic.Score, track: int | None, path: Path) -> int:
     tracks = list(score.tracks)
     if track is not None:
