@@ -184,3 +184,23 @@ def test_init_from_starts_from_the_checkpoint_weights(tiny_run: Path, folk_corpu
     with pytest.raises(TvaeError, match="same model"):
         train(folk_corpus, tmp_path / "bad", model=other, train=_train_cfg(),
               init_from=tiny_run / "best.json", progress=False)
+
+
+def test_resume_extends_the_limits_and_refuses_other_changes(folk_corpus: Path,
+                                                             tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tvae.cli import main
+
+    run = tmp_path / "run"
+    train(folk_corpus, run, model=TINY, data=DataConfig(bars=4, stride=2),
+          train=_train_cfg(epochs=1), progress=False)
+    steps = len(_rows(run))
+    result = CliRunner().invoke(main, ["train", str(folk_corpus), "--out", str(run), "--resume",
+                                       "--lr", "0.1", "--quiet"])
+    assert result.exit_code == 2 and "--lr" in result.stderr and "--epochs" in result.stderr
+    result = CliRunner().invoke(main, ["train", str(folk_corpus), "--out", str(run), "--resume",
+                                       "--epochs", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert len(_rows(run)) == 2 * steps  # a second epoch was trained
+    assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 2

@@ -85,13 +85,17 @@ def train(midi_dir: tuple[str, ...], out: str, resume: bool, label_column: str |
     from tvae.train import train as run_training
 
     pick_device(build_config(TrainConfig, options).device)  # refused before anything is read
+    limits = None
+    if resume:  # only the run's limits may change; anything else is refused in train()
+        limits = {k: v for k, v in options.items() if v is not None}
     trainer = run_training(
         midi_dir[0] if len(midi_dir) == 1 else list(midi_dir), out,
         grid=build_config(GridConfig, options),
         model=build_config(ModelConfig, options), data=build_config(DataConfig, options),
         train=build_config(TrainConfig, options), label_column=label_column, resume=resume,
         init_from=init_from,
-        command=["tvae", *sys.argv[1:]], progress=not quiet, compile_model=compile_model)
+        command=["tvae", *sys.argv[1:]], progress=not quiet, compile_model=compile_model,
+        limits=limits)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for all the ranks
         click.echo(f"done: {trainer.state.step} steps; checkpoints in {Path(out)}/best.json "
                    f"and {Path(out)}/last.json")

@@ -17,7 +17,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ from tvae.prepare import load_songs
 from tvae.schedules import beta_at, lr_at, pointer_at, tf_at
 
 # per-step stats summed between log rows
+# The TrainConfig fields `--resume` may change: they extend (or shorten) a run's limits.
+RESUME_LIMITS = ("epochs", "max_steps", "max_minutes", "patience")
 SUMMED = ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n", "pointer")
 
 
@@ -132,6 +134,11 @@ class Trainer:
         restore_optimizer(self.optimizer, meta, optim)
         self.state = RunState(**meta["state"])
         self.log.truncate(self.state.step)
+        st, cfg = self.state, self.cfg
+        if st.finished and st.step < self.total_steps and st.epoch < cfg.epochs and (
+                st.bad_epochs < cfg.patience) and not (
+                cfg.max_minutes and st.seconds >= cfg.max_minutes * 60):
+            st.finished = False  # limits extended on --resume: the run goes on
 
     # -- one step ------------------------------------------------------------------------
     def _batch(self, order: np.ndarray, b: int) -> tuple[Any, ...]:
@@ -365,12 +372,14 @@ def train(data_dir: str | Path | Sequence[str | Path], run_dir: str | Path, *,
           data: DataConfig = DataConfig(), train: TrainConfig = TrainConfig(),
           label_column: str | None = None, resume: bool = False,
           init_from: str | Path | None = None, command: list[str] | None = None,
-          progress: bool = True, compile_model: bool = False) -> Trainer:
+          progress: bool = True, compile_model: bool = False,
+          limits: dict[str, Any] | None = None) -> Trainer:
     """Train on a MIDI folder (or exported corpus, or prepared shard folders); returns the
     finished Trainer. Started by torchrun, this process is one rank of a multi-process run.
 
     `init_from` starts from another checkpoint's weights (same architecture) with fresh
-    optimizer and schedules: fine-tuning, e.g. with a larger KL weight."""
+    optimizer and schedules: fine-tuning, e.g. with a larger KL weight. With `resume`, `limits`
+    changes the run's RESUME_LIMITS fields (e.g. more epochs), saved into its config.json."""
     run_dir = Path(run_dir)
     if resume:
         saved = _run_configs(run_dir)
@@ -378,6 +387,15 @@ def train(data_dir: str | Path | Sequence[str | Path], run_dir: str | Path, *,
         model = config_from_dict(ModelConfig, legacy_model_fields(saved["model"]))
         data = config_from_dict(DataConfig, saved["data"])
         train = config_from_dict(TrainConfig, saved["train"])
+        if limits:
+            unknown = sorted(set(limits) - set(RESUME_LIMITS))
+            if unknown:
+                raise TvaeError(f"--resume continues a run as configured; only --epochs, "
+                                f"--max-steps, --max-minutes and --patience may change "
+                                f"(got {', '.join('--' + u.replace('_', '-') for u in unknown)})")
+            train = replace(train, **limits)
+            saved["train"] = config_to_dict(train)
+            _save_run_config(run_dir, saved, None)
         data_dir, label_column = saved["data_dir"], saved["label_column"]
         init_from = None  # the run's own checkpoint has the weights
     elif (run_dir / "last.json").exists():
