@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import tvae.dataset as dataset
+from tvae.augment import transpose_tokens
 from tvae.config import HOLD, N_SPECIAL, PAD, REST, DataConfig, GridConfig
-from tvae.dataset import SongArrays, Windows, load_folder, transpose_tokens
+from tvae.dataset import SongArrays, Windows, load_folder
 from tvae.melody import Melody, Note, bars_to_melody, melody_to_bars, meter_id
 from tvae.midi import read_midi, write_melody
 
@@ -171,3 +172,22 @@ def test_missing_folder_and_bad_label_column(tmp_path: Path, folk_corpus: Path) 
     with pytest.raises(TvaeError, match="no MIDI files"):
         load(empty, tmp_path)
     shutil.rmtree(empty)
+
+
+def test_add_repeats_copies_one_earlier_bar_of_the_same_shape() -> None:
+    from tvae.augment import add_repeats
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(3, 40, size=(200, 6, 16))
+    tokens[:, 0, :4] = 0  # a pickup: bar 1 is never copied into a full bar
+    tokens[:5, 4:] = 0  # padding bars are never touched
+    out = add_repeats(tokens, 0.5, np.random.default_rng(1))
+    changed = (out != tokens).any(-1)  # (B, N)
+    assert changed.sum(-1).max() == 1 and 60 < changed.any(-1).sum() < 140
+    offsets = set()
+    for b, k in zip(*np.nonzero(changed), strict=True):
+        sources = [j for j in range(1, k) if (out[b, k] == tokens[b, j]).all()]
+        assert sources and k > 1 and (k < 4 or b >= 5)
+        offsets.add(k - sources[0])
+    assert offsets == {1, 2, 3, 4}  # bars 2..6 copy bars 2..5: offsets 1 to 4
+    assert np.array_equal(add_repeats(tokens, 0.0, rng), tokens)

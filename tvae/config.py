@@ -234,9 +234,13 @@ class DataConfig:
     valid_fraction: float = 0.05  # share of songs for validation when the folder has no manifest
     test_fraction: float = 0.05  # share of songs for test when the folder has no manifest
     min_bars: int = 2  # songs shorter than this are skipped
+    repeat_augment: float = 0.0  # share of training windows given one extra exact repeat of an
+    # earlier bar at a random offset: the copy pointer meets every offset, not just common ones
 
     def __post_init__(self) -> None:
         _positive(self, "bars", "stride", "min_bars")
         _non_negative(self, "transpose", "valid_fraction", "test_fraction")
+        if not 0.0 <= self.repeat_augment <= 1.0:
+            raise TvaeError(f"repeat_augment must be in [0, 1], got {self.repeat_augment}")
         if self.valid_fraction + self.test_fraction >= 1.0:
             raise TvaeError("valid_fraction + test_fraction must be below 1")

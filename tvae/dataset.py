@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from tvae.config import N_SPECIAL, PAD, DataConfig, GridConfig
+from tvae.augment import add_repeats, transpose_tokens
+from tvae.config import PAD, DataConfig, GridConfig
 from tvae.errors import TvaeError
 from tvae.melody import METERS, Bars, meter_id
 
@@ -373,7 +374,8 @@ class Windows:
         """Tokens (B, N, S) int64 and meter ids (B, N) int64 of the windows `indices`.
 
         With `rng`, each window is transposed by a random shift in [-transpose, transpose],
-        narrowed so that every onset class stays inside the vocabulary.
+        narrowed so that every onset class stays inside the vocabulary, and a `repeat_augment`
+        share of the windows gets one extra repeat (`add_repeats`).
         """
         indices = np.asarray(indices, dtype=np.int64)
         song, start = self.song[indices], self.start[indices]  # (B,)
@@ -386,6 +388,8 @@ class Windows:
         meters = np.broadcast_to(self.songs.meters[song][:, None], (len(song), N))
         if rng is not None and self.data.transpose > 0:
             tokens = transpose_tokens(tokens, self.data.transpose, rng, self.grid)
+        if rng is not None and self.data.repeat_augment > 0:
+            tokens = add_repeats(tokens, self.data.repeat_augment, rng)
         return tokens, meters.astype(np.int64)
 
     def iter_batches(self, batch_size: int, shuffle: bool = True,
@@ -400,19 +404,3 @@ class Windows:
             order = (rng or np.random.default_rng(0)).permutation(order)
         for first in range(0, len(order), batch_size):
             yield self.batch(order[first : first + batch_size], rng)
-
-
-def transpose_tokens(tokens: np.ndarray, limit: int, rng: np.random.Generator,
-                     grid: GridConfig = DEFAULT_GRID) -> np.ndarray:
-    """Shift the onset classes of each window (B, N, S) by one random amount in [-limit, limit],
-    narrowed per window so that every onset stays in the vocabulary. PAD/REST/HOLD stay."""
-    if tokens.size == 0:
-        return tokens
-    onset = tokens >= N_SPECIAL  # (B, N, S)
-    lo = np.where(onset, tokens, grid.vocab_size).min(axis=(1, 2))  # (B,)
-    hi = np.where(onset, tokens, 0).max(axis=(1, 2))  # (B,)
-    low = np.maximum(-limit, N_SPECIAL - lo)  # (B,)
-    high = np.minimum(limit, grid.vocab_size - 1 - hi)  # (B,) empty windows: full range
-    low, high = np.minimum(low, 0), np.maximum(high, 0)  # never forced out of range
-    shift = low + np.floor(rng.random(len(tokens)) * (high - low + 1)).astype(np.int64)  # (B,)
-    return np.where(onset, tokens + shift[:, None, None], tokens)
