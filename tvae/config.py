@@ -121,7 +121,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
     epochs: int = 20  # passes over the training windows
     max_steps: int = 0  # stop after this many steps (0: no limit)
-    max_minutes: float = 0.0  # stop after this much wall time (0: no limit)
+    max_minutes: float = 0.0  # wall-time limit, validation and checkpoints included (0: none)
     grad_clip: float = 1.0  # gradient-norm clipping
     beta_schedule: str = "linear"  # KL weight: "constant", "linear" (warm-up) or "cyclical"
     beta: float = 0.1  # KL weight after warm-up (or at each cycle's top)

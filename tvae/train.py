@@ -60,7 +60,7 @@ class RunState:
     best_loss: float = math.inf  # best validation loss so far
     bad_epochs: int = 0  # epochs since the best validation loss
     skipped: int = 0  # steps skipped for a non-finite loss
-    seconds: float = 0.0  # training wall time so far
+    seconds: float = 0.0  # wall time of the run so far: steps, validation and checkpoints
     finished: bool = False
 
 
@@ -120,6 +120,8 @@ class Trainer:
         self.guard = ddp.StepGuard(self.device if self.sync_free else torch.device("cpu"))
         self.check_every = 1 if self.device.type == "cpu" else cfg.log_every  # guard reads
         self.log = MetricsLog(run_dir / "metrics.csv", enabled=self.main)
+        self._wall_base, self._wall_start = 0.0, time.monotonic()  # reset by fit()
+        self._reserve = 0.0  # seconds the slowest end of epoch (validation, plots) took
 
     # -- checkpoints ---------------------------------------------------------------------
     def save(self, name: str) -> None:
@@ -242,9 +244,16 @@ class Trainer:
         return row if self.dist is None else self.dist.broadcast(row)
 
     # -- the loop ------------------------------------------------------------------------
-    def _out_of_time(self, started: float) -> bool:
+    def _clock(self) -> None:
+        """Bring state.seconds up to date: the wall time of earlier processes plus this one's."""
+        self.state.seconds = self._wall_base + time.monotonic() - self._wall_start
+
+    def _out_of_time(self, started: float = 0.0) -> bool:
+        """--max-minutes is wall time: stop early enough that the last validation and
+        checkpoint (timed when they last ran) still end within the limit."""
         limit = self.cfg.max_minutes * 60
-        return bool(limit) and self.state.seconds + time.monotonic() - started >= limit
+        self._clock()
+        return bool(limit) and self.state.seconds + self._reserve >= limit
 
     def _should_stop(self, started: float) -> bool:
         """The step or time limit is reached (ranks decide on time together, at log steps)."""
@@ -264,7 +273,7 @@ class Trainer:
         started = time.monotonic()
         while st.batch < self.batches:
             if self._should_stop(started):
-                st.seconds += time.monotonic() - started
+                self._clock()
                 return False
             stats = self.step(*self._batch(order, st.batch))
             st.batch += 1
@@ -281,8 +290,7 @@ class Trainer:
                     acc[key] = acc.get(key, 0) + stats[key]
             acc["count"] += stats["ok"].long() if "ok" in stats else 1
             if st.step % cfg.log_every == 0:
-                st.seconds += time.monotonic() - started
-                started = time.monotonic()
+                self._clock()
                 row = self._log_row(ddp.reduce_sums(acc, self.dist) if self.sync_free else acc,
                                     stats)
                 self.log.append([row])
@@ -291,13 +299,18 @@ class Trainer:
                                 p_tf=f"{row['p_tf']:.2f}")
                 acc = {"count": 0}
             if st.step % cfg.checkpoint_every == 0:
-                st.seconds += time.monotonic() - started
-                started = time.monotonic()
+                self._clock()
                 self.save("last")
-        st.seconds += time.monotonic() - started
+        self._clock()
         return True
 
     def end_epoch(self, bar: Any) -> None:
+        began = time.monotonic()
+        self._end_epoch(bar)
+        self._reserve = max(self._reserve, time.monotonic() - began)  # for --max-minutes
+        self._clock()
+
+    def _end_epoch(self, bar: Any) -> None:
         self._read_guard(bar)
         row = self.validate()
         st = self.state
@@ -321,6 +334,7 @@ class Trainer:
         from tqdm import tqdm
 
         st = self.state
+        self._wall_base, self._wall_start = st.seconds, time.monotonic()
         bar = tqdm(total=self.total_steps, initial=st.step, desc="train", unit="step",
                    disable=not (self.progress and self.main), dynamic_ncols=True)
         try:
