@@ -140,3 +140,15 @@ def test_tf_at_dispatch() -> None:
         assert tf_at(40, cfg, batches_per_epoch=20) == pytest.approx(value)
     with pytest.raises(TvaeError, match="unknown teacher-forcing schedule 'cosine'"):
         tf_at(0, dataclasses.replace(base, tf_schedule="cosine"), 20)
+
+
+def test_warmups_longer_than_the_run_are_shortened_to_half_of_it() -> None:
+    from tvae.errors import TvaeWarning
+    from tvae.train import fit_warmups
+
+    cfg = TrainConfig(warmup_steps=300, beta_steps=2000, tf_steps=5000)
+    with pytest.warns(TvaeWarning, match="--warmup-steps 300 -> 100, --beta-steps 2000 -> 100"):
+        short = fit_warmups(cfg, 200)
+    assert (short.warmup_steps, short.beta_steps, short.tf_steps) == (100, 100, 5000)
+    assert beta_at(150, short) == short.beta  # the short run reaches its KL weight
+    assert fit_warmups(cfg, 2000) is cfg  # both warm-ups fit in 2,000 steps: unchanged

@@ -154,11 +154,11 @@ class TrainConfig:
                       "free_bits", "patience", "eval_windows", "num_threads", "recon_weight",
                       "class_weight", "pointer_weight", "pointer_steps")
         if self.tf_schedule not in TF_SCHEDULES:
-            raise TvaeError(f"tf_schedule (--tf-schedule) must be one of "
-                            f"{', '.join(TF_SCHEDULES)}, got {self.tf_schedule!r}")
+            raise TvaeError(f"unknown teacher-forcing schedule {self.tf_schedule!r} "
+                            f"(--tf-schedule: one of {', '.join(TF_SCHEDULES)})")
         if self.beta_schedule not in BETA_SCHEDULES:
-            raise TvaeError(f"beta_schedule (--beta-schedule) must be one of "
-                            f"{', '.join(BETA_SCHEDULES)}, got {self.beta_schedule!r}")
+            raise TvaeError(f"unknown beta schedule {self.beta_schedule!r} "
+                            f"(--beta-schedule: one of {', '.join(BETA_SCHEDULES)})")
         for name in ("tf_p", "tf_min", "tf_max", "min_lr_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise TvaeError(f"{name} must be in [0, 1], got {getattr(self, name)}")

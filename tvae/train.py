@@ -16,6 +16,7 @@ import math
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -35,7 +36,7 @@ from tvae.config import (
     config_to_dict,
 )
 from tvae.dataset import SongArrays, Windows, format_skipped
-from tvae.errors import TvaeError
+from tvae.errors import TvaeError, TvaeWarning
 from tvae.evaluate import evaluate_windows
 from tvae.metrics_log import MetricsLog
 from tvae.model import TransformerVAE
@@ -70,6 +71,27 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise TvaeError(f"--device {name}: CUDA is not available on this machine")
     return torch.device(name)
+
+
+def fit_warmups(cfg: TrainConfig, total_steps: int, say: bool = True) -> TrainConfig:
+    """A learning-rate or beta warm-up longer than the whole run would never reach its setting:
+    it is shortened to half the run, with a warning."""
+    half = max(1, total_steps // 2)
+    changes = {name: half for name in ("warmup_steps", "beta_steps")
+               if getattr(cfg, name) > total_steps}
+    if changes and say:
+        told = ", ".join(f"--{k.replace('_', '-')} {getattr(cfg, k)} -> {v}"
+                         for k, v in changes.items())
+        warnings.warn(f"the run has {total_steps} steps, fewer than its warm-ups: they were "
+                      f"shortened to half of it ({told})", TvaeWarning, stacklevel=3)
+    return replace(cfg, **changes) if changes else cfg
+
+
+def _warn_if_tiny(train_windows: int, valid_windows: int) -> None:
+    if train_windows < 100 or valid_windows < 10:
+        warnings.warn(f"tiny data: {train_windows} training and {valid_windows} validation "
+                      "windows; the model will overfit and validation numbers mean little",
+                      TvaeWarning, stacklevel=3)
 
 
 def _label_ids(songs: SongArrays) -> tuple[list[str] | None, np.ndarray | None]:
@@ -108,6 +130,9 @@ class Trainer:
         self.total_steps = cfg.epochs * self.batches
         if cfg.max_steps:
             self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.cfg = cfg = fit_warmups(cfg, self.total_steps, self.main)
+        if self.main:
+            _warn_if_tiny(len(self.train_windows), len(self.valid_windows))
         torch.manual_seed(cfg.seed)
         self.model = TransformerVAE(model_cfg, grid).to(self.device)
         self.net = ddp.wrap_model(self.model, dist, compile_model)  # what the step calls
