@@ -180,11 +180,16 @@ def test_an_empty_pickup_bar_is_dropped(tmp_path: Path) -> None:
 
 
 def test_meter_and_tempo_changes_are_reported(tmp_path: Path) -> None:
+    """The melody keeps the dominant tempo (in force for most of the song), not the first."""
     path = write_score(tmp_path / "changes.mid", [track(SCALE)],
                        sigs=[(0, 3, 4), (12 * STEP, 2, 4)], tempos=[(0, 100.0), (STEP, 80.0)])
     melody, report = read_midi(path)
-    assert melody.meter == (3, 4) and melody.qpm == 100.0
+    assert melody.meter == (3, 4) and melody.qpm == 80.0
     assert report.changes == {"meter_changes": 1, "tempo_changes": 1}
+    assert any("dominant 80 qpm" in w for w in report.warnings)
+    path = write_score(tmp_path / "late.mid", [track(SCALE)], tempos=[(0, 100.0),
+                                                                     (14 * STEP, 80.0)])
+    assert read_midi(path)[0].qpm == 100.0  # 80 qpm only for the last note
 
 
 # -- track choice -------------------------------------------------------------------------------

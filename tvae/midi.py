@@ -195,15 +195,25 @@ def _meter_and_pickup(score: symusic.Score, tpq: int, report: ReadReport, path: 
 
 
 def _tempo(score: symusic.Score, report: ReadReport) -> float:
+    """The dominant tempo: the one in force for the most ticks of the song (a melody has one
+    tempo on the grid), ignoring tempi outside 1-1000 qpm; 120 when there is none."""
     tempos = sorted((int(t.time), float(t.qpm)) for t in score.tempos)
-    qpm = tempos[0][1] if tempos else 120.0
-    if not math.isfinite(qpm) or not 1.0 <= qpm <= 1000.0:
-        report.warn("tempo", 1, f"tempo {qpm:g} qpm is out of range; using 120")
-        qpm = 120.0
-    distinct = {round(q, 3) for _, q in tempos}
-    report.warn("tempo_changes", max(len(distinct) - 1, 0),
-                f"tempo changes mid-song ({len(distinct)} tempi); written with {qpm:g} qpm")
-    return round(qpm, 3)
+    usable = [(t, q) for t, q in tempos if math.isfinite(q) and 1.0 <= q <= 1000.0]
+    if len(usable) < len(tempos):
+        report.warn("tempo", len(tempos) - len(usable), "tempo out of range ignored")
+    if not usable:
+        return 120.0
+    end = max(int(score.end()), usable[-1][0] + 1)
+    span: dict[float, int] = {}
+    for (start, qpm), nxt in zip(usable, [t for t, _ in usable[1:]] + [end], strict=True):
+        span[round(qpm, 3)] = span.get(round(qpm, 3), 0) + max(nxt - max(start, 0), 0)
+    qpm = max(span, key=lambda q: (span[q], -list(span).index(q)))  # ties: the earliest
+    if len(span) > 1:
+        share = span[qpm] / max(sum(span.values()), 1)
+        report.warn("tempo_changes", len(span) - 1,
+                    f"tempo changes mid-song ({len(span)} tempi); written with the dominant "
+                    f"{qpm:g} qpm, in force for {share:.0%} of the song")
+    return qpm
 
 
 def _check_span(arr: dict, tpq: int, bar: int, path: Path) -> None:
