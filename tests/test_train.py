@@ -204,3 +204,30 @@ def test_resume_extends_the_limits_and_refuses_other_changes(folk_corpus: Path,
     assert result.exit_code == 0, result.output
     assert len(_rows(run)) == 2 * steps  # a second epoch was trained
     assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 2
+
+
+def test_a_run_folder_takes_one_run_at_a_time(folk_corpus: Path, tmp_path: Path) -> None:
+    import subprocess as sp
+
+    from tvae.errors import TvaeError
+    from tvae.runfolder import LOCK_NAME
+
+    run = tmp_path / "run"
+    run.mkdir()
+    other = sp.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # a live process holds the lock: refused, nothing written
+        (run / LOCK_NAME).write_text(f"{other.pid}\n")
+        with pytest.raises(TvaeError, match=f"another training run \\(process {other.pid}\\)"):
+            train(folk_corpus, run, model=TINY, data=DataConfig(bars=4), train=_train_cfg(),
+                  progress=False)
+        assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]
+    finally:
+        other.kill()
+        other.wait()
+    # the owner is gone (killed): the stale lock is taken over, and released at the end
+    train(folk_corpus, run, model=TINY, data=DataConfig(bars=4), train=_train_cfg(epochs=1),
+          progress=False)
+    assert (run / "last.json").is_file() and not (run / LOCK_NAME).exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TvaeError, match="must be a folder"):
+        train(folk_corpus, tmp_path / "file", model=TINY, train=_train_cfg(), progress=False)

@@ -5,9 +5,11 @@ teacher-forcing probability p_tf of scheduled sampling. Each is a few lines with
 from __future__ import annotations
 
 import math
+import warnings
+from dataclasses import replace
 
 from tvae.config import BETA_SCHEDULES, TF_SCHEDULES, TrainConfig
-from tvae.errors import TvaeError
+from tvae.errors import TvaeError, TvaeWarning
 
 
 def learning_rate(step: int, base: float, warmup: int, total: int, min_ratio: float) -> float:
@@ -106,3 +108,17 @@ def tf_at(step: int, cfg: TrainConfig, batches_per_epoch: int) -> float:
 
 def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
     return learning_rate(step, cfg.lr, cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
+
+
+def fit_warmups(cfg: TrainConfig, total_steps: int, say: bool = True) -> TrainConfig:
+    """A learning-rate or beta warm-up longer than the whole run would never reach its setting:
+    it is shortened to half the run, with a warning."""
+    half = max(1, total_steps // 2)
+    changes = {name: half for name in ("warmup_steps", "beta_steps")
+               if getattr(cfg, name) > total_steps}
+    if changes and say:
+        told = ", ".join(f"--{k.replace('_', '-')} {getattr(cfg, k)} -> {v}"
+                         for k, v in changes.items())
+        warnings.warn(f"the run has {total_steps} steps, fewer than its warm-ups: they were "
+                      f"shortened to half of it ({told})", TvaeWarning, stacklevel=3)
+    return replace(cfg, **changes) if changes else cfg

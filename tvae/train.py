@@ -11,9 +11,8 @@ update of a non-finite step is skipped on the device and the host counts skipped
 
 from __future__ import annotations
 
-import json
 import math
-import shlex
+import os
 import sys
 import time
 import warnings
@@ -43,7 +42,8 @@ from tvae.model import TransformerVAE
 from tvae.objective import LN2, vae_objective
 from tvae.plots import plot_metrics
 from tvae.prepare import load_songs
-from tvae.schedules import beta_at, lr_at, pointer_at, tf_at
+from tvae.runfolder import read_run_config, run_lock, save_run_config
+from tvae.schedules import beta_at, fit_warmups, lr_at, pointer_at, tf_at
 
 # per-step stats summed between log rows
 # The TrainConfig fields `--resume` may change: they extend (or shorten) a run's limits.
@@ -71,20 +71,6 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise TvaeError(f"--device {name}: CUDA is not available on this machine")
     return torch.device(name)
-
-
-def fit_warmups(cfg: TrainConfig, total_steps: int, say: bool = True) -> TrainConfig:
-    """A learning-rate or beta warm-up longer than the whole run would never reach its setting:
-    it is shortened to half the run, with a warning."""
-    half = max(1, total_steps // 2)
-    changes = {name: half for name in ("warmup_steps", "beta_steps")
-               if getattr(cfg, name) > total_steps}
-    if changes and say:
-        told = ", ".join(f"--{k.replace('_', '-')} {getattr(cfg, k)} -> {v}"
-                         for k, v in changes.items())
-        warnings.warn(f"the run has {total_steps} steps, fewer than its warm-ups: they were "
-                      f"shortened to half of it ({told})", TvaeWarning, stacklevel=3)
-    return replace(cfg, **changes) if changes else cfg
 
 
 def _warn_if_tiny(train_windows: int, valid_windows: int) -> None:
@@ -391,21 +377,6 @@ def _init_weights(trainer: Trainer, path: str | Path) -> None:
     trainer.model.load_state_dict(source.state_dict())
 
 
-def _save_run_config(run_dir: Path, configs: dict[str, Any], command: list[str] | None) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(configs, indent=2) + "\n")
-    if command is not None:
-        (run_dir / "command.txt").write_text(shlex.join(command) + "\n")
-
-
-def _run_configs(run_dir: Path) -> dict[str, Any]:
-    try:
-        saved = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise TvaeError(f"cannot resume: no readable config.json ({exc})", run_dir) from None
-    return saved
-
-
 def train(data_dir: str | Path | Sequence[str | Path], run_dir: str | Path, *,
           grid: GridConfig = GridConfig(), model: ModelConfig = ModelConfig(),
           data: DataConfig = DataConfig(), train: TrainConfig = TrainConfig(),
@@ -420,8 +391,21 @@ def train(data_dir: str | Path | Sequence[str | Path], run_dir: str | Path, *,
     optimizer and schedules: fine-tuning, e.g. with a larger KL weight. With `resume`, `limits`
     changes the run's RESUME_LIMITS fields (e.g. more epochs), saved into its config.json."""
     run_dir = Path(run_dir)
+    args = (data_dir, run_dir, grid, model, data, train, label_column, resume, init_from,
+            command, progress, compile_model, limits)
+    if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks: rank 0 holds the lock
+        return _train(*args)
+    with run_lock(run_dir):
+        return _train(*args)
+
+
+def _train(data_dir: Any, run_dir: Path, grid: GridConfig, model: ModelConfig, data: DataConfig,
+           train: TrainConfig, label_column: str | None, resume: bool,
+           init_from: str | Path | None, command: list[str] | None, progress: bool,
+           compile_model: bool, limits: dict[str, Any] | None) -> Trainer:
+    """The body of `train`, run while holding the run folder's lock."""
     if resume:
-        saved = _run_configs(run_dir)
+        saved = read_run_config(run_dir)
         grid = config_from_dict(GridConfig, saved["grid"])
         model = config_from_dict(ModelConfig, legacy_model_fields(saved["model"]))
         data = config_from_dict(DataConfig, saved["data"])
@@ -434,7 +418,7 @@ def train(data_dir: str | Path | Sequence[str | Path], run_dir: str | Path, *,
                                 f"(got {', '.join('--' + u.replace('_', '-') for u in unknown)})")
             train = replace(train, **limits)
             saved["train"] = config_to_dict(train)
-            _save_run_config(run_dir, saved, None)
+            save_run_config(run_dir, saved, None)
         data_dir, label_column = saved["data_dir"], saved["label_column"]
         init_from = None  # the run's own checkpoint has the weights
     elif (run_dir / "last.json").exists():
@@ -453,7 +437,7 @@ def train(data_dir: str | Path | Sequence[str | Path], run_dir: str | Path, *,
                    "data_dir": paths, "label_column": label_column,
                    "init_from": str(init_from) if init_from else None}
         if not resume and main:
-            _save_run_config(run_dir, configs, command)
+            save_run_config(run_dir, configs, command)
         trainer = Trainer(songs, run_dir, grid, model, data, train, progress, dist=dist,
                           compile_model=compile_model)
         if main:
