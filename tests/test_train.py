@@ -214,20 +214,24 @@ def test_a_run_folder_takes_one_run_at_a_time(folk_corpus: Path, tmp_path: Path)
 
     run = tmp_path / "run"
     run.mkdir()
-    other = sp.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:  # a live process holds the lock: refused, nothing written
-        (run / LOCK_NAME).write_text(f"{other.pid}\n")
-        with pytest.raises(TvaeError, match=f"another training run \\(process {other.pid}\\)"):
+    holder = sp.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; f = open(sys.argv[1], 'a+'); "
+        "fcntl.flock(f.fileno(), fcntl.LOCK_EX); f.write(f'{os.getpid()}\\n'); f.flush(); "
+        "print('locked', flush=True); time.sleep(60)"), str(run / LOCK_NAME)],
+        stdout=sp.PIPE, text=True)
+    try:  # a live run holds the lock: refused, nothing written
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(TvaeError, match=f"another training run \\(process {holder.pid}\\)"):
             train(folk_corpus, run, model=TINY, data=DataConfig(bars=4), train=_train_cfg(),
                   progress=False)
         assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]
     finally:
-        other.kill()
-        other.wait()
-    # the owner is gone (killed): the stale lock is taken over, and released at the end
+        holder.kill()
+        holder.wait()
+    # its owner is gone (killed): the lock went with it
     train(folk_corpus, run, model=TINY, data=DataConfig(bars=4), train=_train_cfg(epochs=1),
           progress=False)
-    assert (run / "last.json").is_file() and not (run / LOCK_NAME).exists()
+    assert (run / "last.json").is_file() and not (run / LOCK_NAME).exists()  # released
     (tmp_path / "file").write_text("x")
     with pytest.raises(TvaeError, match="must be a folder"):
         train(folk_corpus, tmp_path / "file", model=TINY, train=_train_cfg(), progress=False)

@@ -1,9 +1,9 @@
-"""The run folder: its config.json and command.txt, and one training process at a time (a lock
-file holding the owner's process id).
+"""The run folder: its config.json and command.txt, and one training process at a time.
 
-A lock left by a process that no longer exists (killed, crashed) is taken over, so `--resume`
-after a SIGKILL works; a live owner makes a second run refuse with a one-line error instead of
-interleaving metrics and checkpoints.
+The lock is an OS file lock on RUN/.lock (which holds the owner's process id for the message):
+it is released when its process ends however it ends, so `--resume` after a SIGKILL works, and
+a second run in the same folder is refused with a one-line error instead of interleaving
+metrics and checkpoints. Where the OS has no file locks (Windows), runs are not locked.
 """
 
 from __future__ import annotations
@@ -18,24 +18,12 @@ from typing import Any
 
 from tvae.errors import TvaeError
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 LOCK_NAME = ".lock"
-
-
-def _owner(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip() or "0") or None
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def make_run_folder(run_dir: Path) -> None:
@@ -50,30 +38,35 @@ def make_run_folder(run_dir: Path) -> None:
 
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run folder's lock for the duration of the block."""
+    """Hold the run folder's lock (an OS file lock, so it dies with its process and a copied
+    folder is not locked) for the duration of the block."""
     make_run_folder(run_dir)
     path = run_dir / LOCK_NAME
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            pid = _owner(path)
-            if pid is not None and pid != os.getpid() and _alive(pid):
-                raise TvaeError(f"another training run (process {pid}) is using this run "
+    try:
+        handle = open(path, "a+")  # noqa: SIM115 (held open for the whole block)
+    except OSError as exc:
+        raise TvaeError(f"cannot write in the run folder ({exc.strerror or exc})",
+                        run_dir) from None
+    acquired = False
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                owner = handle.read().strip() or "another process"
+                raise TvaeError(f"another training run (process {owner}) is using this run "
                                 "folder; wait for it or choose another --out", run_dir) from None
-            path.unlink(missing_ok=True)  # left by a process that is gone
-            continue
-        except OSError as exc:
-            raise TvaeError(f"cannot write in the run folder ({exc.strerror or exc})",
-                            run_dir) from None
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"{os.getpid()}\n")
-        try:
-            yield
-        finally:
-            path.unlink(missing_ok=True)
-        return
-    raise TvaeError("cannot take the run folder's lock", run_dir)
+        acquired = True
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        if acquired:
+            path.unlink(missing_ok=True)  # a finished run leaves no lock file behind
+        handle.close()  # releases the lock
 
 
 def save_run_config(run_dir: Path, configs: dict[str, Any], command: list[str] | None) -> None:
