@@ -74,7 +74,9 @@ def _report(paths: list[Path]) -> None:
 @handle_errors
 def transfer(a: str, b: str, out: str, bars: str, model_path: str | None,
              open_page: bool) -> None:
-    """Context transfer: develop A's opening in B's flow; writes MIDI and a playable page."""
+    """Context transfer: B's latents with A's first bar (or --bars). Bars that the model
+    encodes as copies of a transferred bar repeat A's bar, so A's opening is developed in B's
+    flow; B's other bars keep their own latents. Writes MIDI and a playable page."""
     from tvae.midi import read_melody
     from tvae.pages import transfer_items, write_results
 
@@ -190,7 +192,8 @@ def reconstruct(midi_file: str, out: str, model_path: str | None, html: bool) ->
 @handle_errors
 def sample(out: str, count: int, bars: int, temperature: float, top_k: int, top_p: float,
            seed: int, meter: str, model_path: str | None, html: bool) -> None:
-    """Draw new melodies: z per bar from the prior, decoded step by step."""
+    """Draw new melodies: z per bar from the prior, decoded step by step; with the copy path,
+    each bar's latent also decides whether the bar repeats an earlier one."""
     from tvae.pages import Item, write_results
 
     if count < 1 or bars < 1:
