@@ -4,7 +4,10 @@ Encoder: local bar encoder -> causal self-attention over bars -> a posterior N(m
 per bar from heads shared by all positions. Decoder: the input for bar i is the local encoding of
 bar i-1 (a learned start vector for bar 0) plus a position encoding; causal self-attention;
 cross-attention to z_1..z_i; a local bar decoder emits the bar's steps. Each of the three masks is a
-config switch (the paper's full masking is the default).
+config switch (the paper's full masking is the default). The copy path (tvae.pointer, unless
+`copy` is "none") lets each bar's latent choose to repeat an earlier bar instead of generating.
+The model returns distributions (log-probabilities, per-bar log-likelihood and KL); the loss is
+built from them in tvae.objective.
 
 Shape legend: B batch, N bars, S steps per bar, V vocabulary, D model width, Z latent size,
 C classes of the optional supervised head.
