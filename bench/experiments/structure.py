@@ -3,8 +3,9 @@
 The paper's stock model against the copy-path model (tvae.pointer: a per-bar choice between
 generating and copying, with the pointer's auxiliary loss on the exact repeats the data labels)
 over a sweep of the KL weight beta; then, at one beta, ablations that change one thing each: no
-pointer loss, a pointer loss that fades out by half-way, an edit chance learned from z, and
-the per-step mixture instead of the per-bar choice. Each model is scored on the test split's
+pointer loss, a pointer loss that fades out by half-way, no repeat augmentation, an edit chance
+learned from z, the per-step mixture instead of the per-bar choice, and an autoregressive GRU
+bar decoder. Each model is scored on the test split's
 non-overlapping 8-bar windows: KL bits per bar, repeated/new KL, the paired ratio
 KL(repeat)/KL(first occurrence), context transfer (follow, spurious, rhythm kept),
 teacher-forced and free-running accuracy, and ELBO bits per bar. The rate-distortion plot puts
@@ -55,6 +56,7 @@ ABLATIONS = [
     ("bar_noaug", "design, no repeat augmentation", {}, {}, {"repeat_augment": 0.0}),
     ("bar_learned_edit", "design, edit chance learned from z", {"copy_edit": 0.0}, {}, {}),
     ("step", "design, copy per step (mixture)", {"copy": "step"}, {}, {}),
+    ("gru", "design, autoregressive GRU bar decoder", {"bar_decoder": "gru"}, {}, {}),
 ]
 
 
