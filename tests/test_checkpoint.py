@@ -288,3 +288,23 @@ def test_checkpoint_paths(tmp_path: Path) -> None:
     assert checkpoint_paths(tmp_path)[0] == tmp_path / "last.json"
     save_checkpoint(tmp_path / "best", tiny())
     assert checkpoint_paths(tmp_path)[0] == tmp_path / "best.json"  # best before last
+
+
+def test_safetensors_whose_header_length_starts_with_0x80_loads(tmp_path: Path) -> None:
+    """A safetensors file's first byte is the low byte of its header length; 0x80 there is not
+    the pickle magic (a GRU-decoder checkpoint was once refused as a pickle for it)."""
+    import struct
+
+    from safetensors.torch import save
+
+    tensors = {"w": torch.zeros(3)}
+    for pad in range(300):  # grow the metadata until the header length's low byte is 0x80
+        data = save(tensors, metadata={"pad": "x" * pad})
+        if data[0] == 0x80:
+            break
+    assert data[0] == 0x80 and struct.unpack("<Q", data[:8])[0] % 256 == 0x80
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(data)
+    from tvae.checkpoint import _read_tensors
+
+    assert torch.equal(_read_tensors(path)["w"], torch.zeros(3))

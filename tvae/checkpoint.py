@@ -106,7 +106,10 @@ def _read_tensors(weights_path: Path) -> dict[str, torch.Tensor]:
     if not weights_path.exists():
         raise TvaeError("checkpoint weights not found", weights_path)
     raw = weights_path.read_bytes()
-    if raw.startswith(PICKLE_MAGIC):
+    # A safetensors file starts with its header's length (8 bytes, little-endian) and then the
+    # header's "{": that length may well begin with the byte 0x80, so it is never taken for a
+    # pickle (loading never unpickles in any case).
+    if raw.startswith(PICKLE_MAGIC) and raw[8:9] != b"{":
         raise TvaeError("this is a pickle/torch.save file; tvae only loads safetensors weights "
                         "and never unpickles", weights_path)
     try:
