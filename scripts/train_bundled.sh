@@ -14,4 +14,4 @@ tvae train corpus --out runs/bundled --d-model 256 --d-latent 64 --bar-hidden 51
   --beta-steps 2000 --tf-schedule constant --tf-p 1.0 --pointer-weight 1.0 --pointer-steps 12000 \
   --patience 100 --seed 0 --num-threads 1 --eval-windows 500 --quiet
 tvae export runs/bundled/best.json tvae/models/default
-tvae evaluate corpus --model tvae/models/default.json --json
+tvae evaluate corpus --model tvae/models/default.json --json --record  # the model card

@@ -291,3 +291,23 @@ def test_interpolation_of_unequal_lengths_warns(tiny: TrainedModel) -> None:
     with pytest.warns(TvaeWarning, match="first 5 bars only: A has 5 bars, B has 8"):
         steps = tiny.interpolate(_melody(5), _melody(8), 2)
     assert all(m.n_bars <= 5 for m in steps)
+
+
+def test_evaluate_record_puts_a_model_card_in_the_checkpoint(tiny_ckpt: Path, tmp_path: Path,
+                                                            folk_corpus: Path) -> None:
+    import json
+    import shutil
+
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(tiny_ckpt.with_suffix(suffix), tmp_path / f"m{suffix}")
+    model = tmp_path / "m.json"
+    weights = (tmp_path / "m.safetensors").read_bytes()
+    r = CliRunner().invoke(main, ["evaluate", str(folk_corpus), "--model", str(model), "--bars",
+                                  "4", "--json", "--record"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    card = json.loads(model.read_text())["evaluation"]
+    assert card["free_accuracy"] == result["free_accuracy"] and card["data"] == "corpus (test)"
+    assert (tmp_path / "m.safetensors").read_bytes() == weights
+    line = load_model(model).describe()
+    assert f"on corpus (test): free-running accuracy {result['free_accuracy']:.3f}" in line

@@ -192,3 +192,18 @@ def export_checkpoint(src: str | Path, dst: str | Path, half: bool = True) -> Pa
     write_bytes_atomic(save_safetensors(tensors), weights_path)
     write_bytes_atomic((json.dumps(meta, indent=2) + "\n").encode(), json_path)
     return json_path
+
+
+CARD_KEYS = ("split", "windows", "tf_accuracy", "free_accuracy", "kl_bits_per_bar",
+             "kl_bits_repeated", "kl_bits_new", "kl_paired_ratio", "transfer_follow_rate",
+             "transfer_spurious_rate", "elbo_bits_per_bar")
+
+
+def record_evaluation(path: str | Path, result: dict[str, Any], data: str) -> Path:
+    """Store an evaluation's main numbers in a checkpoint's JSON as its model card
+    ("evaluation": what it was evaluated on and how it scored); the weights are untouched."""
+    json_path, _ = checkpoint_paths(path)
+    meta = _read_meta(json_path)
+    meta["evaluation"] = {"data": data, **{k: result.get(k) for k in CARD_KEYS}}
+    write_bytes_atomic((json.dumps(meta, indent=2) + "\n").encode(), json_path)
+    return json_path

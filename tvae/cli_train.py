@@ -110,15 +110,21 @@ def train(midi_dir: tuple[str, ...], out: str, resume: bool, label_column: str |
               "folder has a manifest, else every file).")
 @click.option("--max-windows", type=int, default=0, help="Evaluate at most this many windows.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--record", is_flag=True, help="Also store the main numbers in the checkpoint's "
+              "JSON as its model card (pages then quote them).")
 @handle_errors
 def evaluate(midi_dir: str, model_path: str | None, bars: int, split: str | None,
-             max_windows: int, as_json: bool) -> None:
+             max_windows: int, as_json: bool, record: bool) -> None:
     """Accuracy (teacher-forced and free-running), KL bits of repeated vs new bars and the
     paired ratio, context transfer (does B follow a new bar 1?), and ELBO bits per bar."""
     from tvae.evaluate import evaluate_folder
 
     result = evaluate_folder(midi_dir, model_path, bars, split, max_windows,
                              progress=not as_json)
+    if record:
+        from tvae.checkpoint import record_evaluation
+
+        record_evaluation(result["model"], result, f"{Path(midi_dir).name} ({result['split']})")
     if as_json:
         click.echo(json.dumps(result))
         return

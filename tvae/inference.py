@@ -77,8 +77,24 @@ class TrainedModel:
         name = "the bundled model" if self.path == bundled_model_path() else self.path.name
         kind = {"bar": "copy path per bar", "step": "copy path per step",
                 "none": "the paper's model, no copy path"}[cfg.copy]
-        return (f"tvae {name} (width {cfg.d_model}, latent {cfg.d_latent} per bar, {kind}, "
+        line = (f"tvae {name} (width {cfg.d_model}, latent {cfg.d_latent} per bar, {kind}, "
                 f"{self.window or 'any'}-bar window)")
+        card = self.meta.get("evaluation")
+        if not isinstance(card, dict):
+            return line
+
+        def number(key: str) -> float | None:
+            value = card.get(key)
+            return float(value) if isinstance(value, (int, float)) else None
+
+        parts = []
+        if number("free_accuracy") is not None and number("kl_bits_per_bar") is not None:
+            parts.append(f"free-running accuracy {number('free_accuracy'):.3f} at "
+                         f"{number('kl_bits_per_bar'):.1f} KL bits per bar")
+        if number("transfer_follow_rate") is not None:
+            parts.append(f"transfer follows B's repeats of bar 1 in "
+                         f"{number('transfer_follow_rate'):.0%} of cases")
+        return line + (f"; on {card.get('data')}: " + ", ".join(parts) if parts else "")
 
     # -- conversions ----------------------------------------------------------------------
     def bars(self, melody: Melody) -> Bars:
