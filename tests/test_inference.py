@@ -207,6 +207,20 @@ def test_bundled_model_transfer_develops_marys_opening_in_jingle_bells() -> None
     assert np.array_equal(out[1], out[0]) and np.array_equal(out[0], model.bars(mary).tokens[0])
 
 
+def test_pages_link_the_midi_and_show_the_pitch_span(tiny_ckpt: Path, tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["sample", "-n", "1", "--bars", "2", "-o", str(tmp_path),
+                                  "--html", "--model", str(tiny_ckpt)])
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "samples.html").read_text()
+    assert '<span class="name">seed 0, temperature 1</span>' in page  # not "sample 0" again
+    assert 'download="sample_0.mid" href="data:audio/midi;base64,' in page
+    notes = read_melody(tmp_path / "sample_0.mid").notes
+    from tvae.inspect import pitch_name
+
+    low, high = min(n.pitch for n in notes), max(n.pitch for n in notes)
+    assert f"{pitch_name(low)} at the bottom, {pitch_name(high)} at the top" in page
+
+
 def test_copy_sources_follow_the_pointer(tiny_ckpt: Path, tmp_path: Path) -> None:
     """A pointer forced to copy the bar 2 back: every bar from 3 on is reported (and drawn on
     the page) as a copy of the bar 2 before it, and a transfer's bar 3 repeats its new bar 1."""
@@ -260,6 +274,7 @@ def test_demo_works_from_any_folder(tiny_ckpt: Path, tmp_path: Path,
     r = CliRunner().invoke(main, ["demo", "site", "--model", str(tiny_ckpt)])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "site" / "mary_x_jingle.html").is_file()
+    assert r.stdout.count("wrote site") == 7  # progress: one line per page as it is written
 
 
 @pytest.mark.parametrize("args", [

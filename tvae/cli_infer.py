@@ -247,5 +247,5 @@ def demo(out_dir: str, examples: str | None, model_path: str | None) -> None:
     """Build the demo site: context transfers, reconstructions, samples, an interpolation."""
     from tvae.demo import build_demo
 
-    page = build_demo(out_dir, examples, _load(model_path))
+    page = build_demo(out_dir, examples, _load(model_path), say=click.echo)
     click.echo(f"wrote the demo site: {page}")

@@ -6,6 +6,7 @@ reconstructions without teacher forcing, samples from the prior, and an interpol
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -26,8 +27,10 @@ def examples_folder() -> Path:
     return Path(str(resources.files("tvae") / "examples"))
 
 
-def build_demo(out_dir: str | Path, examples: str | Path | None, model: TrainedModel) -> Path:
-    """Write the site into `out_dir` (examples: default the package's); returns its index."""
+def build_demo(out_dir: str | Path, examples: str | Path | None, model: TrainedModel,
+               say: Callable[[str], None] = lambda message: None) -> Path:
+    """Write the site into `out_dir` (examples: default the package's); returns its index.
+    `say` hears one line per page as it is written (the CLI prints them)."""
     out_dir = Path(out_dir)
     examples = examples_folder() if examples is None else Path(examples)
     missing = [f"{n}.mid" for n in EXAMPLES if not (examples / f"{n}.mid").is_file()]
@@ -40,6 +43,7 @@ def build_demo(out_dir: str | Path, examples: str | Path | None, model: TrainedM
         items = transfer_items(model, songs[a], songs[b], a, b, [0])
         write_results(model, out_dir, items, f"{NAMES[a]} x {NAMES[b]}", page,
                       links=[("index.html", "All demos")], write_midi=[False] * 4 + [True])
+        say(f"wrote {out_dir / page}")
         entries.append((page, f"{NAMES[a]} x {NAMES[b]}",
                         f"Context transfer: the first bar of {NAMES[a]} in the flow of "
                         f"{NAMES[b]}."))
@@ -50,18 +54,21 @@ def build_demo(out_dir: str | Path, examples: str | Path | None, model: TrainedM
                           model.reconstruct(songs[name]), "Decoded without teacher forcing."))
     write_results(model, out_dir, items, "Reconstructions", "reconstructions.html",
                   links=[("index.html", "All demos")], write_midi=[False, True] * 4)
+    say(f"wrote {out_dir / 'reconstructions.html'}")
     entries.append(("reconstructions.html", "Reconstructions",
                     "Each example encoded and decoded without teacher forcing."))
     samples = [Item(f"Sample {s + 1}", f"sample_{s}", model.sample(8, 1.0, s),
                     f"8 bars, z from the prior, seed {s}") for s in range(4)]
     write_results(model, out_dir, samples, "Samples from the prior", "samples.html",
                   links=[("index.html", "All demos")])
+    say(f"wrote {out_dir / 'samples.html'}")
     entries.append(("samples.html", "Samples", "New melodies drawn from the prior."))
     steps = model.interpolate(songs["mary"], songs["twinkle"], 5)
     items = [Item(f"Step {i + 1} of 5", f"mary_to_twinkle_{i + 1}", m)
              for i, m in enumerate(steps)]
     write_results(model, out_dir, items, "Mary Had a Little Lamb to Twinkle Twinkle",
                   "interpolation.html", links=[("index.html", "All demos")])
+    say(f"wrote {out_dir / 'interpolation.html'}")
     entries.append(("interpolation.html", "Interpolation",
                     "From Mary Had a Little Lamb to Twinkle Twinkle, per bar on the sphere."))
     return write_page(out_dir / "index.html", render_index("tvae demos", entries))

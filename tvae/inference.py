@@ -202,7 +202,8 @@ class TrainedModel:
         if n_bars < 1:
             raise TvaeError("n_bars must be at least 1")
         z = np.random.default_rng(seed).standard_normal((n_bars, self.model.config.d_latent))
-        return self.decode(z, meter, qpm, f"sample {seed}", 0, temperature, top_k, top_p, seed)
+        return self.decode(z, meter, qpm, f"seed {seed}, temperature {temperature:g}", 0,
+                           temperature, top_k, top_p, seed)
 
     def interpolate(self, a: Melody, b: Melody, steps: int = 5) -> list[Melody]:
         """`steps` melodies from A to B (both ends included), spherical per bar. Songs of

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tvae.inference import TrainedModel
+from tvae.inspect import pitch_name
 from tvae.melody import Melody
 from tvae.midi import melody_to_midi_bytes, write_bytes_atomic
 from tvae.render import PageMelody, render_page, write_page
@@ -36,9 +37,11 @@ class Item:
 def page_melody(model: TrainedModel, item: Item) -> PageMelody:
     kl = model.kl_bits(item.melody).round(3).tolist() if item.melody.notes else None
     copies = model.copy_sources(item.melody) if item.melody.notes else None
+    pitches = [n.pitch for n in item.melody.notes]
+    span = (pitch_name(min(pitches)), pitch_name(max(pitches))) if pitches else None
     return PageMelody(item.label, item.melody.title or item.stem,
                       melody_to_midi_bytes(item.melody), kl, item.caption, copies,
-                      item.highlight)
+                      item.highlight, f"{item.stem}.mid", span)
 
 
 def write_results(model: TrainedModel, out_dir: str | Path, items: Sequence[Item],

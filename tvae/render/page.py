@@ -49,6 +49,8 @@ midi-player { display: block; width: 100%; margin: .5rem 0; }
 midi-visualizer { display: block; margin: .5rem 0; border: 1px solid var(--line);
                   border-radius: 6px; background: #fff; overflow-x: auto; }
 midi-visualizer .staff-visualizer { overflow-x: auto; }
+.below { color: var(--muted); font-size: .85rem; margin: .25rem 0; }
+.below a { color: rgb(var(--accent)); }
 .kl { display: flex; flex-wrap: wrap; gap: 3px; margin: .5rem 0 0; align-items: stretch; }
 .kl .what { color: var(--muted); font-size: .85rem; margin-right: .5rem; align-self: center; }
 .kl .bar { min-width: 3.4rem; padding: .2rem .4rem; border: 1px solid var(--line);
@@ -78,6 +80,8 @@ class PageMelody:
     caption: str = ""
     copies: list[int | None] | None = None  # (N,) 0-based bar each bar is encoded as a copy of
     highlight: tuple[int, ...] = ()  # 0-based bars to highlight (the transferred bars)
+    file_name: str = ""  # name for the MIDI download link (none when empty)
+    pitch_range: tuple[str, str] | None = None  # lowest and highest note, e.g. ("C4", "G5")
 
 
 def _text(value: object) -> str:
@@ -149,6 +153,16 @@ def _melody_section(index: int, melody: PageMelody, scale: float) -> str:
         f'<midi-visualizer type="piano-roll" id="{key}-roll" class="{key}-vis" src="{uri}">'
         "</midi-visualizer>",
     ]
+    below = []
+    if melody.pitch_range:
+        low, high = melody.pitch_range
+        below.append(f'<span class="axis">piano roll: {_text(low)} at the bottom, '
+                     f'{_text(high)} at the top</span>')
+    if melody.file_name:
+        below.append(f'<a class="download" download="{_text(melody.file_name)}" '
+                     f'href="{uri}">Download MIDI</a>')
+    if below:
+        parts.append('<p class="below">' + " · ".join(below) + "</p>")
     if melody.kl_bits is not None:
         parts.append(_kl_strip(melody, scale))
     parts.append("</section>")
