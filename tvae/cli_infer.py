@@ -45,10 +45,22 @@ def _naming(a: str, b: str) -> Iterator[None]:
         raise
 
 
+def _remember_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    ctx.meta["tvae_device"] = value
+    return value
+
+
+DEVICE_OPTION = click.option(
+    "--device", default="cpu", show_default=True, expose_value=False, callback=_remember_device,
+    help='Where the model runs: "cpu", "cuda", "cuda:1" or "auto" (CUDA when present).')
+
+
 def _load(model_path: str | None):  # noqa: ANN202
     from tvae.inference import load_model
+    from tvae.train import pick_device
 
-    return load_model(model_path)
+    device = pick_device(click.get_current_context().meta.get("tvae_device", "cpu"))
+    return load_model(model_path, device=str(device))
 
 
 def _open(path: Path) -> None:
@@ -70,6 +82,7 @@ def _report(paths: list[Path]) -> None:
 @click.option("--bars", default="1", show_default=True,
               help="Bars of A to put into B, counted from 1 (the paper swaps bar 1).")
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)
+@DEVICE_OPTION
 @click.option("--open", "open_page", is_flag=True, help="Open the page in your browser.")
 @handle_errors
 def transfer(a: str, b: str, out: str, bars: str, model_path: str | None,
@@ -97,34 +110,54 @@ def transfer(a: str, b: str, out: str, bars: str, model_path: str | None,
         _open(paths[-1])
 
 
-@main.command()
-@click.argument("midi_file", type=click.Path())
-@click.option("-o", "--out", "out", default=None, help="Latents file (.npy); default: "
-              "MIDI_FILE's name with .npy, in the current folder.")
-@click.option("--model", "model_path", default=None, help=MODEL_HELP)
-@handle_errors
-def encode(midi_file: str, out: str | None, model_path: str | None) -> None:
-    """Encode a melody to its per-bar latents (bars x Z, saved as .npy); show each bar's KL in
-    bits and which bars the model encodes as copies of an earlier bar. (The bundled model, on
-    the folk corpus' test split: 10.0 bits for a repeated bar, 19.6 for a new one.)"""
-    import numpy as np
-
-    from tvae.midi import read_melody, write_bytes_atomic
-
-    melody = read_melody(midi_file)
-    model = _load(model_path)
-    z = model.encode(melody)
-    path = Path(out or f"{Path(midi_file).stem}.npy")
+def _save_npy(array, path: Path) -> None:  # noqa: ANN001
     import io
 
+    import numpy as np
+
+    from tvae.midi import write_bytes_atomic
+
     buffer = io.BytesIO()
-    np.save(buffer, z.astype(np.float32))
+    np.save(buffer, array.astype(np.float32))
     write_bytes_atomic(buffer.getvalue(), path)
-    kl = " ".join(f"{v:.2f}" for v in model.kl_bits(melody))
-    click.echo(f"wrote {path}: {z.shape[0]} bars x {z.shape[1]} latent dims")
-    click.echo(f"KL bits per bar: {kl}")
-    copies = [f"{k + 1}={j + 1}" for k, j in enumerate(model.copies_of(z)) if j is not None]
-    click.echo("encoded as copies (bar=source): " + (" ".join(copies) or "none"))
+
+
+@main.command()
+@click.argument("midi_files", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--out", "out", default=None, help="Latents file (.npy) for one melody, a "
+              "folder for several; default: each MIDI file's name with .npy, in the current "
+              "folder.")
+@click.option("--sigma", is_flag=True, help="Also write each posterior's standard deviations "
+              "(NAME_sigma.npy, bars x Z) beside its means.")
+@click.option("--model", "model_path", default=None, help=MODEL_HELP)
+@DEVICE_OPTION
+@handle_errors
+def encode(midi_files: tuple[str, ...], out: str | None, sigma: bool,
+           model_path: str | None) -> None:
+    """Encode melodies to their per-bar latents: posterior means (bars x Z, saved as .npy) and,
+    with --sigma, standard deviations; show each bar's KL in bits and which bars the model
+    encodes as copies of an earlier bar. (The bundled model, on the folk corpus' test split:
+    10.0 bits for a repeated bar, 19.6 for a new one.)"""
+    from tvae.midi import read_melody
+
+    melodies = [read_melody(path) for path in midi_files]  # every file is read before writing
+    model = _load(model_path)
+    folder = Path(out) if out and (len(midi_files) > 1 or Path(out).is_dir()) else None
+    for midi_file, melody in zip(midi_files, melodies, strict=True):
+        mu, std = model.posterior(melody)
+        stem = Path(midi_file).stem
+        path = (folder / f"{stem}.npy") if folder else Path(out or f"{stem}.npy")
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
+        _save_npy(mu, path)
+        click.echo(f"wrote {path}: {mu.shape[0]} bars x {mu.shape[1]} latent dims")
+        if sigma:
+            _save_npy(std, path.with_name(f"{path.stem}_sigma.npy"))
+            click.echo(f"wrote {path.with_name(path.stem + '_sigma.npy')}")
+        kl = " ".join(f"{v:.2f}" for v in model.kl_bits(melody))
+        click.echo(f"KL bits per bar: {kl}")
+        copies = [f"{k + 1}={j + 1}" for k, j in enumerate(model.copies_of(mu)) if j is not None]
+        click.echo("encoded as copies (bar=source): " + (" ".join(copies) or "none"))
 
 
 @main.command()
@@ -134,6 +167,7 @@ def encode(midi_file: str, out: str | None, model_path: str | None) -> None:
 @click.option("--meter", default="4/4", show_default=True, help="Meter of the decoded melody.")
 @click.option("--qpm", type=float, default=120.0, show_default=True, help="Tempo.")
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)
+@DEVICE_OPTION
 @click.option("--html", is_flag=True, help="Also write a playable page beside the MIDI.")
 @handle_errors
 def decode(latents: str, out: str | None, meter: str, qpm: float, model_path: str | None,
@@ -159,6 +193,7 @@ def decode(latents: str, out: str | None, meter: str, qpm: float, model_path: st
 @click.argument("midi_file", type=click.Path())
 @click.option("-o", "--out", "out", default="tvae-output", show_default=True, help="Folder.")
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)
+@DEVICE_OPTION
 @click.option("--html", is_flag=True, help="Also write a page with the input and its "
               "reconstruction.")
 @handle_errors
@@ -192,6 +227,7 @@ def reconstruct(midi_file: str, out: str, model_path: str | None, html: bool) ->
               help="First seed.")
 @click.option("--meter", default="4/4", show_default=True, help="Meter of the samples.")
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)
+@DEVICE_OPTION
 @click.option("--html", is_flag=True, help="Also write a page with the samples.")
 @handle_errors
 def sample(out: str, count: int, bars: int, temperature: float, top_k: int, top_p: float,
@@ -216,11 +252,16 @@ def sample(out: str, count: int, bars: int, temperature: float, top_k: int, top_
 @click.option("-o", "--out", "out", default="tvae-output", show_default=True, help="Folder.")
 @click.option("--steps", type=int, default=5, show_default=True,
               help="Melodies from A to B, both ends included.")
+@click.option("--temperature", type=click.FloatRange(0.0, 100.0), default=0.0,
+              show_default=True, help="Step sampling temperature of the decoding (0: greedy).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the sampling when --temperature > 0.")
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)
+@DEVICE_OPTION
 @click.option("--html", is_flag=True, help="Also write a page with the interpolation.")
 @handle_errors
-def interpolate(a: str, b: str, out: str, steps: int, model_path: str | None,
-                html: bool) -> None:
+def interpolate(a: str, b: str, out: str, steps: int, temperature: float, seed: int,
+                model_path: str | None, html: bool) -> None:
     """Interpolate from A to B, per bar on the sphere, decoding each step free-running."""
     from tvae.midi import read_melody
     from tvae.pages import Item, write_results
@@ -229,7 +270,7 @@ def interpolate(a: str, b: str, out: str, steps: int, model_path: str | None,
     model = _load(model_path)
     a_stem, b_stem = Path(a).stem, Path(b).stem
     with _naming(a, b):
-        melodies = model.interpolate(mel_a, mel_b, steps)
+        melodies = model.interpolate(mel_a, mel_b, steps, temperature=temperature, seed=seed)
     items = [Item(f"Step {i + 1} of {steps}", f"{a_stem}_to_{b_stem}_{i + 1}", m)
              for i, m in enumerate(melodies)]
     _report(write_results(model, out, items, f"{a_stem} to {b_stem}: interpolation",
@@ -242,6 +283,7 @@ def interpolate(a: str, b: str, out: str, steps: int, model_path: str | None,
               help="Folder with mary.mid, jingle.mid, twinkle.mid and ode.mid (default: the "
               "copies shipped in the package, so the demo works from any folder).")
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)
+@DEVICE_OPTION
 @handle_errors
 def demo(out_dir: str, examples: str | None, model_path: str | None) -> None:
     """Build the demo site: context transfers, reconstructions, samples, an interpolation."""

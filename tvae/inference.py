@@ -130,6 +130,16 @@ class TrainedModel:
         return mu[0].cpu().numpy()
 
     @torch.no_grad()
+    def posterior(self, melody: Melody) -> tuple[np.ndarray, np.ndarray]:
+        """Each bar's posterior: means and standard deviations, (N, Z) each."""
+        mu, logvar = self.model.encode_windowed(*self._tensors(melody), self.window)
+        return mu[0].cpu().numpy(), (0.5 * logvar[0]).exp().cpu().numpy()
+
+    def encode_many(self, melodies: Sequence[Melody]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`posterior` of each melody (any lengths and meters): [(mu, sigma), ...]."""
+        return [self.posterior(melody) for melody in melodies]
+
+    @torch.no_grad()
     def kl_bits(self, melody: Melody) -> np.ndarray:
         """KL of each bar's posterior from the prior, in bits: (N,). Repeats should be cheap."""
         mu, logvar = self.model.encode_windowed(*self._tensors(melody), self.window)
@@ -205,7 +215,8 @@ class TrainedModel:
         return self.decode(z, meter, qpm, f"seed {seed}, temperature {temperature:g}", 0,
                            temperature, top_k, top_p, seed)
 
-    def interpolate(self, a: Melody, b: Melody, steps: int = 5) -> list[Melody]:
+    def interpolate(self, a: Melody, b: Melody, steps: int = 5, temperature: float = 0.0,
+                    seed: int = 0) -> list[Melody]:
         """`steps` melodies from A to B (both ends included), spherical per bar. Songs of
         different lengths are interpolated over the shorter one's bars."""
         if normalize_meter(a.meter) != normalize_meter(b.meter):
@@ -220,5 +231,6 @@ class TrainedModel:
         out = []
         for k, t in enumerate(np.linspace(0.0, 1.0, steps)):
             z = np.stack([slerp(za[i], zb[i], float(t)) for i in range(n)])
-            out.append(self.decode(z, a.meter, a.qpm, f"{a.title} -> {b.title} ({k + 1}/{steps})"))
+            out.append(self.decode(z, a.meter, a.qpm, f"{a.title} -> {b.title} ({k + 1}/{steps})",
+                                   temperature=temperature, seed=seed + k))
         return out

@@ -262,8 +262,14 @@ def read_midi(
 ) -> tuple[Melody, ReadReport]:
     """Read the melody of a MIDI file and report what was found and changed."""
     path = Path(path)
+    return read_score(_load_score(path), path, track, grid)
+
+
+def read_score(score: symusic.Score, path: str | Path = "score", track: int | None = None,
+               grid: GridConfig = GridConfig()) -> tuple[Melody, ReadReport]:
+    """`read_midi` for a symusic Score already in memory; `path` names it in messages."""
+    path = Path(path)
     report = ReadReport(str(path))
-    score = _load_score(path)
     tpq = int(score.ticks_per_quarter)
     report.n_tracks = len(score.tracks)
     index = _choose_track(score, track, path)

@@ -28,6 +28,7 @@ from bench.experiments.common import (
     train_run,
 )
 from tvae.config import GridConfig
+from tvae.convert import melody_to_muspy
 from tvae.dataset import SongArrays
 from tvae.errors import TvaeError
 from tvae.inference import TrainedModel, load_model
@@ -72,25 +73,13 @@ def wasserstein_1d(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum(np.abs(fa - fb) * np.diff(xs)))
 
 
-def to_music(melody: Melody) -> Any:
-    """The melody as a `muspy.Music` at 4 steps per quarter, shifted so that downbeats fall on
-    multiples of the bar length (a pickup starts inside the first measure)."""
-    import muspy
-
-    bar = meter_steps(melody.meter)
-    shift = (bar - melody.pickup) % bar
-    notes = [muspy.Note(time=n.start + shift, pitch=n.pitch, duration=n.duration, velocity=64)
-             for n in melody.notes]
-    return muspy.Music(resolution=4, tracks=[muspy.Track(notes=notes)])
-
-
 def melody_metrics(melody: Melody) -> dict[str, float]:
     """The five muspy metrics of a melody; NaN where undefined (no notes, a single bar)."""
     import muspy
 
     if not melody.notes:
         return dict.fromkeys(METRICS, math.nan)
-    music = to_music(melody)
+    music = melody_to_muspy(melody, align_downbeats=True)
     return {
         "pitch_range": float(muspy.pitch_range(music)),
         "pitch_class_entropy": float(muspy.pitch_class_entropy(music)),
