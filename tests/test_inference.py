@@ -326,3 +326,36 @@ def test_evaluate_record_puts_a_model_card_in_the_checkpoint(tiny_ckpt: Path, tm
     assert (tmp_path / "m.safetensors").read_bytes() == weights
     line = load_model(model).describe()
     assert f"on corpus (test): free-running accuracy {result['free_accuracy']:.3f}" in line
+
+
+def test_inference_commands_take_a_device(tiny_ckpt: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(main, ["reconstruct", str(DATA / "mary.mid"), "-o", str(tmp_path / "r"),
+                             "--model", str(tiny_ckpt), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    if not torch.cuda.is_available():
+        r = runner.invoke(main, ["sample", "-o", str(tmp_path / "s"), "--model", str(tiny_ckpt),
+                                 "--device", "cuda"])
+        assert r.exit_code == 2 and "CUDA is not available" in r.stderr
+        assert not (tmp_path / "s").exists()
+
+
+def test_interpolation_can_sample(tiny: TrainedModel) -> None:
+    a, b = _melody(4), _melody(4)
+    greedy = tiny.interpolate(a, b, 3)
+    drawn = tiny.interpolate(a, b, 3, temperature=1.5, seed=1)
+    assert drawn == tiny.interpolate(a, b, 3, temperature=1.5, seed=1)  # seeded
+    assert [m.notes for m in drawn] != [m.notes for m in greedy]
+
+
+def test_encode_many_files_with_sigma(tiny_ckpt: Path, tmp_path: Path, tiny: TrainedModel) -> None:
+    r = CliRunner().invoke(main, ["encode", str(DATA / "mary.mid"), str(DATA / "twinkle.mid"),
+                                  "-o", str(tmp_path / "z"), "--sigma", "--model",
+                                  str(tiny_ckpt)])
+    assert r.exit_code == 0, r.output
+    mu, sigma = np.load(tmp_path / "z" / "twinkle.npy"), np.load(tmp_path / "z" /
+                                                                 "twinkle_sigma.npy")
+    assert mu.shape == sigma.shape == (12, 8) and (sigma > 0).all()
+    [(mu2, sigma2)] = tiny.encode_many([read_melody(DATA / "twinkle.mid")])
+    np.testing.assert_allclose(mu, mu2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sigma, sigma2, rtol=1e-5, atol=1e-6)

@@ -235,3 +235,26 @@ def test_a_run_folder_takes_one_run_at_a_time(folk_corpus: Path, tmp_path: Path)
     (tmp_path / "file").write_text("x")
     with pytest.raises(TvaeError, match="must be a folder"):
         train(folk_corpus, tmp_path / "file", model=TINY, train=_train_cfg(), progress=False)
+
+
+def test_train_from_a_config_file_with_overrides(folk_corpus: Path, tmp_path: Path,
+                                                 tiny_run: Path) -> None:
+    from click.testing import CliRunner
+
+    from tvae.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--config", str(tiny_run / "config.json"),
+                                       "--out", str(tmp_path / "again"), "--epochs", "1",
+                                       "--d-latent", "4", "--quiet"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "again" / "config.json").read_text())
+    before = json.loads((tiny_run / "config.json").read_text())
+    assert saved["data_dir"] == before["data_dir"]  # MIDI_DIR came from the config
+    assert saved["model"] == {**before["model"], "d_latent": 4}  # options override it
+    assert saved["train"] == {**before["train"], "epochs": 1}
+    assert saved["data"] == before["data"]
+    (tmp_path / "bad.json").write_text('{"model": {"d_model": "wide"}}')
+    result = CliRunner().invoke(main, ["train", str(folk_corpus), "--config",
+                                       str(tmp_path / "bad.json"), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "config section 'model'" in result.stderr
+    assert not (tmp_path / "x").exists()

@@ -12,6 +12,7 @@ import click
 from tvae.cli import handle_errors, main
 from tvae.cli_options import build_config, config_options
 from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig
+from tvae.errors import TvaeError
 
 
 def _without_option(args: list[str], flag: str) -> list[str]:
@@ -55,8 +56,42 @@ def prepare(midi_dir: str, out_dir: str, shard: str, workers: int | None, quiet:
                f"{info['files']} files; {format_skipped(info['skipped'])}")
 
 
+def _config_file(path: str | None) -> tuple[dict[type, object], tuple[str, ...]]:
+    """The configs of a run's config.json (or any JSON with grid/model/data/train sections) and
+    its data folders; nothing when `path` is None."""
+    if path is None:
+        return {}, ()
+    from tvae.checkpoint import legacy_model_fields
+    from tvae.config import config_from_dict
+
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise TvaeError(f"cannot read the config ({exc})", path) from None
+    if not isinstance(saved, dict):
+        raise TvaeError("the config must be a JSON object", path)
+    sections = {"grid": GridConfig, "model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+    bases: dict[type, object] = {}
+    for key, cls in sections.items():
+        if key in saved:
+            try:
+                value = legacy_model_fields(saved[key]) if key == "model" else saved[key]
+                bases[cls] = config_from_dict(cls, value)
+            except TvaeError as exc:
+                raise TvaeError(f"config section '{key}': {exc.reason}", path) from None
+    folders = saved.get("data_dir")
+    if isinstance(folders, str):
+        return bases, (folders,)
+    if isinstance(folders, list):
+        return bases, tuple(f for f in folders if isinstance(f, str))
+    return bases, ()
+
+
 @main.command()
-@click.argument("midi_dir", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.argument("midi_dir", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="Start from the configs in this JSON (a run's config.json); options given "
+              "here override it, and MIDI_DIR defaults to its data folder.")
 @click.option("--out", "-o", "out", default="runs/tvae", show_default=True,
               help="Run folder: config, metrics, plots and checkpoints.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
@@ -72,9 +107,9 @@ def prepare(midi_dir: str, out_dir: str, shard: str, workers: int | None, quiet:
               help="Run the training step through torch.compile.")
 @config_options(ModelConfig, DataConfig, TrainConfig, GridConfig)
 @handle_errors
-def train(midi_dir: tuple[str, ...], out: str, resume: bool, label_column: str | None,
-          init_from: str | None, quiet: bool, nproc: int | None, compile_model: bool,
-          **options: object) -> None:
+def train(midi_dir: tuple[str, ...], config_path: str | None, out: str, resume: bool,
+          label_column: str | None, init_from: str | None, quiet: bool, nproc: int | None,
+          compile_model: bool, **options: object) -> None:
     """Train a Transformer VAE on a folder of MIDI files (or an exported corpus), or on the
     folders `tvae prepare` wrote (shard folders, or the folder holding them)."""
     if nproc is not None:
@@ -84,15 +119,22 @@ def train(midi_dir: tuple[str, ...], out: str, resume: bool, label_column: str |
     from tvae.train import pick_device
     from tvae.train import train as run_training
 
-    pick_device(build_config(TrainConfig, options).device)  # refused before anything is read
+    if config_path and resume:
+        raise TvaeError("--resume continues a run from its own config.json; drop --config")
+    bases, data_dirs = _config_file(config_path)
+    midi_dir = midi_dir or data_dirs
+    if not midi_dir:
+        raise TvaeError("give MIDI_DIR (a folder of MIDI files), or --config with a data folder")
+    configs = {cls: build_config(cls, options, bases.get(cls))
+               for cls in (GridConfig, ModelConfig, DataConfig, TrainConfig)}
+    pick_device(configs[TrainConfig].device)  # refused before anything is read
     limits = None
     if resume:  # only the run's limits may change; anything else is refused in train()
         limits = {k: v for k, v in options.items() if v is not None}
     trainer = run_training(
         midi_dir[0] if len(midi_dir) == 1 else list(midi_dir), out,
-        grid=build_config(GridConfig, options),
-        model=build_config(ModelConfig, options), data=build_config(DataConfig, options),
-        train=build_config(TrainConfig, options), label_column=label_column, resume=resume,
+        grid=configs[GridConfig], model=configs[ModelConfig], data=configs[DataConfig],
+        train=configs[TrainConfig], label_column=label_column, resume=resume,
         init_from=init_from,
         command=["tvae", *sys.argv[1:]], progress=not quiet, compile_model=compile_model,
         limits=limits)
