@@ -115,3 +115,13 @@ def test_stock_model_has_no_pointer() -> None:
     assert model.pointer is None
     assert model.pointer_weights(torch.randn(1, 3, 8), torch.ones(1, 3, dtype=torch.bool)) == (
         None, None)
+
+
+@pytest.mark.parametrize("field, value", [("copy", "maybe"), ("copy_offsets", 10**9),
+                                          ("copy_edit", 0.7), ("copy_edit", float("nan"))])
+def test_hostile_copy_settings_are_refused_before_building(field: str, value: object) -> None:
+    from tvae.config import ModelConfig
+    from tvae.errors import TvaeError
+
+    with pytest.raises(TvaeError, match=field):
+        ModelConfig(**{field: value})

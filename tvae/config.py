@@ -63,6 +63,7 @@ def _non_negative(config: Any, *names: str) -> None:
             raise TvaeError(f"{name} (--{name.replace('_', '-')}) must be >= 0, got {value}")
 
 
+MAX_COPY_OFFSETS = 255  # the copy path reaches at most this many bars back
 COPY_MODES = ("bar", "step", "none")  # per-bar choice, per-step mixture, no copy path
 BAR_CODERS = ("mlp", "gru")
 TF_SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid", "logistic")
@@ -97,6 +98,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _positive(self, "d_model", "d_latent", "n_heads", "d_ff", "bar_hidden")
         _non_negative(self, "enc_layers", "dec_layers", "n_classes", "copy_offsets")
+        if self.copy_offsets > MAX_COPY_OFFSETS:
+            raise TvaeError(f"copy_offsets (--copy-offsets) must be at most {MAX_COPY_OFFSETS}, "
+                            f"got {self.copy_offsets}")
         if not 0.0 <= self.copy_edit < 0.5:
             raise TvaeError(f"copy_edit must be in [0, 0.5), got {self.copy_edit}")
         if not 0.0 <= self.dropout < 1.0:
