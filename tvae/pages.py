@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tvae.inference import TrainedModel
 from tvae.inspect import pitch_name
-from tvae.melody import Melody
+from tvae.melody import Melody, meter_steps
 from tvae.midi import melody_to_midi_bytes, write_bytes_atomic
 from tvae.render import PageMelody, render_page, write_page
 
@@ -41,7 +41,8 @@ def page_melody(model: TrainedModel, item: Item) -> PageMelody:
     span = (pitch_name(min(pitches)), pitch_name(max(pitches))) if pitches else None
     return PageMelody(item.label, item.melody.title or item.stem,
                       melody_to_midi_bytes(item.melody), kl, item.caption, copies,
-                      item.highlight, f"{item.stem}.mid", span)
+                      item.highlight, f"{item.stem}.mid", span,
+                      meter_steps(item.melody.meter), item.melody.pickup, item.melody.qpm)
 
 
 def write_results(model: TrainedModel, out_dir: str | Path, items: Sequence[Item],

@@ -52,7 +52,13 @@ midi-visualizer .staff-visualizer { overflow-x: auto; }
 .below { color: var(--muted); font-size: .85rem; margin: .25rem 0; }
 .below a { color: rgb(var(--accent)); }
 .kl { display: flex; flex-wrap: wrap; gap: 3px; margin: .5rem 0 0; align-items: stretch; }
-.kl .what { color: var(--muted); font-size: .85rem; margin-right: .5rem; align-self: center; }
+.what { color: var(--muted); font-size: .85rem; margin: .5rem 0 .2rem; }
+.rollbox { overflow-x: auto; margin: .5rem 0; }
+.rollbox midi-visualizer { overflow: visible; width: max-content; min-width: 100%;
+                           box-sizing: border-box; margin: 0; }
+.kl.aligned { display: block; position: relative; height: 3.1rem; }
+.kl.aligned .bar { position: absolute; top: 0; bottom: 0; min-width: 0; overflow: hidden;
+                   padding: .2rem .1rem; box-sizing: border-box; font-size: .7rem; }
 .kl .bar { min-width: 3.4rem; padding: .2rem .4rem; border: 1px solid var(--line);
            border-radius: 4px; text-align: center; font-size: .8rem; line-height: 1.2;
            background: rgba(var(--accent), var(--shade)); }
@@ -82,6 +88,16 @@ class PageMelody:
     highlight: tuple[int, ...] = ()  # 0-based bars to highlight (the transferred bars)
     file_name: str = ""  # name for the MIDI download link (none when empty)
     pitch_range: tuple[str, str] | None = None  # lowest and highest note, e.g. ("C4", "G5")
+    bar_steps: int = 0  # sixteenths per bar; with qpm, the KL strip is laid under the piano
+    pickup_steps: int = 0  # roll's bars (bar 1 is the pickup's length when there is one)
+    qpm: float = 0.0  # the MIDI's tempo (quarter notes per minute)
+
+
+# html-midi-player draws its piano roll at Magenta's default of 30 pixels per second of music, so
+# a sixteenth at `qpm` quarter notes per minute is 30 * 60 / (4 * qpm) pixels wide: the KL strip
+# is laid out with the same scale under the roll, bar k under bar k.
+ROLL_PX_PER_SECOND = 30.0
+ROLL_BORDER_PX = 1.0  # the visualizer's border: where the roll's time 0 is drawn
 
 
 def _text(value: object) -> str:
@@ -109,7 +125,7 @@ def _finite(values: Sequence[float] | None) -> list[float]:
 def _kl_strip(melody: PageMelody, scale: float) -> str:
     """One cell per bar holding its KL in bits, shaded by magnitude relative to `scale`; a bar
     the model encodes as a copy names the bar it refers to, and highlighted bars are outlined."""
-    cells = ['<span class="what">KL per bar (bits)</span>']
+    cells = []
     copies = list(melody.copies or [])
     for bar, value in enumerate(melody.kl_bits or [], start=1):
         value = float(value)
@@ -132,7 +148,20 @@ def _kl_strip(melody: PageMelody, scale: float) -> str:
             f'<span class="bar{classes}" style="--shade: {0.08 + 0.82 * shade:.3f}" '
             f'title="{_text(tip)}">bar {bar}<b>{shown}</b>{ref}</span>'
         )
-    return '<div class="kl" role="list">' + "".join(cells) + "</div>"
+    aligned = melody.bar_steps > 0 and math.isfinite(melody.qpm) and melody.qpm > 0
+    if aligned:  # each cell under its bar of the piano roll
+        px = ROLL_PX_PER_SECOND * 60.0 / (4.0 * melody.qpm)  # pixels per sixteenth
+        start = 0
+        for k in range(len(cells)):
+            steps = melody.pickup_steps if k == 0 and melody.pickup_steps else melody.bar_steps
+            style = (f'left: {ROLL_BORDER_PX + start * px:.2f}px; '
+                     f'width: {max(steps * px - 2.0, 1.0):.2f}px; ')
+            cells[k] = cells[k].replace('style="', f'style="{style}', 1)
+            start += steps
+        width = f' style="width: {ROLL_BORDER_PX * 2 + start * px:.2f}px"'
+    klass, width = ("kl aligned", width) if aligned else ("kl", "")
+    return ('<div class="what">KL per bar (bits)</div>'
+            f'<div class="{klass}" role="list"{width}>' + "".join(cells) + "</div>")
 
 
 def _melody_section(index: int, melody: PageMelody, scale: float) -> str:
@@ -150,9 +179,13 @@ def _melody_section(index: int, melody: PageMelody, scale: float) -> str:
         f'<midi-player id="{key}-player" src="{uri}" visualizer=".{key}-vis"></midi-player>',
         f'<midi-visualizer type="staff" id="{key}-staff" class="{key}-vis" src="{uri}">'
         "</midi-visualizer>",
-        f'<midi-visualizer type="piano-roll" id="{key}-roll" class="{key}-vis" src="{uri}">'
-        "</midi-visualizer>",
     ]
+    # the piano roll and the KL strip scroll together, so the strip stays under the roll's bars
+    roll = [f'<div class="rollbox"><midi-visualizer type="piano-roll" id="{key}-roll" '
+            f'class="{key}-vis" src="{uri}"></midi-visualizer>']
+    if melody.kl_bits is not None:
+        roll.append(_kl_strip(melody, scale))
+    parts.append("".join(roll) + "</div>")
     below = []
     if melody.pitch_range:
         low, high = melody.pitch_range
@@ -163,8 +196,6 @@ def _melody_section(index: int, melody: PageMelody, scale: float) -> str:
                      f'href="{uri}">Download MIDI</a>')
     if below:
         parts.append('<p class="below">' + " · ".join(below) + "</p>")
-    if melody.kl_bits is not None:
-        parts.append(_kl_strip(melody, scale))
     parts.append("</section>")
     return "\n".join(parts)
 
