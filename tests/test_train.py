@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tvae.config import DataConfig, ModelConfig, TrainConfig
+from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig
 from tvae.inference import load_model
 from tvae.train import train
 
@@ -258,3 +258,34 @@ def test_train_from_a_config_file_with_overrides(folk_corpus: Path, tmp_path: Pa
                                        str(tmp_path / "bad.json"), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "config section 'model'" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_max_minutes_bounds_wall_time_validation_included(folk_corpus: Path,
+                                                          tmp_path: Path) -> None:
+    """On a clock that moves 1 s per training step and 5 s per validation, --max-minutes 1
+    stops early enough that the final validation still ends within the 60 s."""
+    from tvae.dataset import load_folder
+    from tvae.train import Trainer
+
+    songs, _ = load_folder(folk_corpus, progress=False)
+    cfg = _train_cfg(epochs=100, max_minutes=1.0, checkpoint_every=1000)
+    trainer = Trainer(songs, tmp_path / "run", GridConfig(), TINY, DataConfig(bars=4), cfg,
+                      progress=False)
+    (tmp_path / "run").mkdir()
+    now = [0.0]
+    trainer.clock = lambda: now[0]
+    step, validate = trainer.step, trainer.validate
+
+    def timed_step(*args: object) -> object:
+        now[0] += 1.0
+        return step(*args)
+
+    def timed_validate() -> dict:
+        now[0] += 5.0
+        return validate()
+
+    trainer.step, trainer.validate = timed_step, timed_validate  # type: ignore[method-assign]
+    trainer.fit()
+    assert trainer.batches < trainer.state.step  # more than one epoch ran
+    assert 60.0 - 7.0 <= trainer.state.seconds <= 60.0  # used the time, and kept within it
+    assert _rows(tmp_path / "run", "valid")[-1]["step"] == str(trainer.state.step)

@@ -131,7 +131,8 @@ class Trainer:
         self.guard = ddp.StepGuard(self.device if self.sync_free else torch.device("cpu"))
         self.check_every = 1 if self.device.type == "cpu" else cfg.log_every  # guard reads
         self.log = MetricsLog(run_dir / "metrics.csv", enabled=self.main)
-        self._wall_base, self._wall_start = 0.0, time.monotonic()  # reset by fit()
+        self.clock = time.monotonic  # seconds; what --max-minutes measures (tests replace it)
+        self._wall_base, self._wall_start = 0.0, self.clock()  # reset by fit()
         self._reserve = 0.0  # seconds the slowest end of epoch (validation, plots) took
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -257,7 +258,7 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------
     def _clock(self) -> None:
         """Bring state.seconds up to date: the wall time of earlier processes plus this one's."""
-        self.state.seconds = self._wall_base + time.monotonic() - self._wall_start
+        self.state.seconds = self._wall_base + self.clock() - self._wall_start
 
     def _out_of_time(self, started: float = 0.0) -> bool:
         """--max-minutes is wall time: stop early enough that the last validation and
@@ -281,7 +282,7 @@ class Trainer:
         order = np.random.default_rng([cfg.seed, 1_000_000 + st.epoch]).permutation(
             len(self.train_windows))
         acc: dict[str, Any] = {"count": 0}
-        started = time.monotonic()
+        started = self.clock()
         while st.batch < self.batches:
             if self._should_stop(started):
                 self._clock()
@@ -316,9 +317,9 @@ class Trainer:
         return True
 
     def end_epoch(self, bar: Any) -> None:
-        began = time.monotonic()
+        began = self.clock()
         self._end_epoch(bar)
-        self._reserve = max(self._reserve, time.monotonic() - began)  # for --max-minutes
+        self._reserve = max(self._reserve, self.clock() - began)  # for --max-minutes
         self._clock()
 
     def _end_epoch(self, bar: Any) -> None:
@@ -345,7 +346,7 @@ class Trainer:
         from tqdm import tqdm
 
         st = self.state
-        self._wall_base, self._wall_start = st.seconds, time.monotonic()
+        self._wall_base, self._wall_start = st.seconds, self.clock()
         bar = tqdm(total=self.total_steps, initial=st.step, desc="train", unit="step",
                    disable=not (self.progress and self.main), dynamic_ncols=True)
         try:
