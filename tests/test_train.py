@@ -289,3 +289,14 @@ def test_max_minutes_bounds_wall_time_validation_included(folk_corpus: Path,
     assert trainer.batches < trainer.state.step  # more than one epoch ran
     assert 60.0 - 7.0 <= trainer.state.seconds <= 60.0  # used the time, and kept within it
     assert _rows(tmp_path / "run", "valid")[-1]["step"] == str(trainer.state.step)
+
+
+def test_tiny_data_is_warned_about(folk_corpus: Path, tmp_path: Path) -> None:
+    from tvae.dataset import load_folder
+    from tvae.errors import TvaeWarning
+    from tvae.train import Trainer
+
+    songs, _ = load_folder(folk_corpus, progress=False)  # a handful of tunes
+    with pytest.warns(TvaeWarning, match=r"tiny data: \d+ training and \d+ validation windows"):
+        Trainer(songs, tmp_path, GridConfig(), TINY, DataConfig(bars=4), _train_cfg(),
+                progress=False)
