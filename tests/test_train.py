@@ -296,7 +296,7 @@ def test_tiny_data_is_warned_about(folk_corpus: Path, tmp_path: Path) -> None:
     from tvae.errors import TvaeWarning
     from tvae.train import Trainer
 
-    songs, _ = load_folder(folk_corpus, progress=False)  # a handful of tunes
+    songs, _ = load_folder(folk_corpus, progress=False)  # 40 tunes: one window each
     with pytest.warns(TvaeWarning, match=r"tiny data: \d+ training and \d+ validation windows"):
-        Trainer(songs, tmp_path, GridConfig(), TINY, DataConfig(bars=4), _train_cfg(),
-                progress=False)
+        Trainer(songs, tmp_path, GridConfig(), TINY, DataConfig(bars=4, stride=1000),
+                _train_cfg(), progress=False)
