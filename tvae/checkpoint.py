@@ -7,7 +7,10 @@ dataclasses, and the model is rebuilt from them. Both files are written atomical
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -69,17 +72,36 @@ def save_checkpoint(path: str | Path, model: TransformerVAE, *, data: DataConfig
             for key, value in slots.items():
                 tensors[f"optim/{pid}/{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
         optim_groups = opt["param_groups"]
+    weights = save_safetensors(tensors)
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "tvae_version": __version__,
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "grid": config_to_dict(model.grid), "model": config_to_dict(model.config),
         "data": config_to_dict(data) if data else None,
         "train": config_to_dict(train) if train else None,
         "vocabulary": vocabulary(model.grid), "labels": labels,
         "state": state or {}, "optimizer_groups": optim_groups,
     }
-    write_bytes_atomic(save_safetensors(tensors), weights_path)
-    write_bytes_atomic((json.dumps(meta, indent=2) + "\n").encode(), json_path)
+    _write_pair(weights, meta, json_path, weights_path)
     return json_path
+
+
+def _staged(json_path: Path) -> Path:
+    """Where the next JSON of a pair waits while its weights are being put in place."""
+    return json_path.with_name(f".{json_path.name}.next")
+
+
+def _write_pair(weights: bytes, meta: dict[str, Any], json_path: Path, weights_path: Path) -> None:
+    """Write a checkpoint pair so that a kill at any point leaves a loadable, consistent pair:
+    the new JSON is staged first, then the weights replace the old, then the staged JSON does.
+    Killed between the two renames, the old JSON no longer matches the weights' hash, and
+    loading takes the staged one, which does."""
+    for stale in json_path.parent.glob(f".{json_path.stem}.*.tmp"):  # from earlier kills
+        stale.unlink(missing_ok=True)
+    staged = _staged(json_path)
+    write_bytes_atomic((json.dumps(meta, indent=2) + "\n").encode(), staged)
+    write_bytes_atomic(weights, weights_path)
+    os.replace(staged, json_path)
 
 
 def _read_meta(json_path: Path) -> dict[str, Any]:
@@ -103,6 +125,11 @@ def _read_meta(json_path: Path) -> dict[str, Any]:
 
 
 def _read_tensors(weights_path: Path) -> dict[str, torch.Tensor]:
+    return _read_weights(weights_path)[0]
+
+
+def _read_weights(weights_path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The tensors of a safetensors file and the file's sha256."""
     if not weights_path.exists():
         raise TvaeError("checkpoint weights not found", weights_path)
     raw = weights_path.read_bytes()
@@ -113,7 +140,7 @@ def _read_tensors(weights_path: Path) -> dict[str, torch.Tensor]:
         raise TvaeError("this is a pickle/torch.save file; tvae only loads safetensors weights "
                         "and never unpickles", weights_path)
     try:
-        return load_safetensors(raw)
+        return load_safetensors(raw), hashlib.sha256(raw).hexdigest()
     except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
         reason = " ".join(str(exc).split())[:160]
         raise TvaeError(f"checkpoint weights are damaged ({reason})", weights_path) from None
@@ -126,6 +153,24 @@ def legacy_model_fields(model: Any) -> Any:
     return model
 
 
+def _matching_meta(meta: dict[str, Any], digest: str, json_path: Path
+                   ) -> tuple[dict[str, Any], bool]:
+    """The JSON that belongs to these weights, and whether it does: `meta`, or the staged one
+    when a save was killed between its two renames (then the pair is completed). Checkpoints
+    from before the weights were hashed carry no hash and are taken as they are."""
+    expected = meta.get("weights_sha256")
+    if expected is None or expected == digest:
+        return meta, True
+    staged = _staged(json_path)
+    if staged.is_file():
+        candidate = _read_meta(staged)
+        if candidate.get("weights_sha256") == digest:
+            with contextlib.suppress(OSError):  # a read-only folder: use it, fix nothing
+                os.replace(staged, json_path)  # finish the interrupted save
+            return candidate, True
+    return meta, False
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
                     ) -> tuple[TransformerVAE, dict[str, Any], dict[str, torch.Tensor]]:
     """Rebuild the model from a checkpoint. Returns (model, meta, optimizer tensors)."""
@@ -133,6 +178,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
     if Path(path).suffix not in ("", ".json", ".safetensors") and Path(path).is_file():
         _read_meta(Path(path))  # e.g. a .pt file: refused with a clear message
     meta = _read_meta(json_path)
+    tensors, digest = _read_weights(weights_path) if json_path.exists() else ({}, "")
+    meta, paired = _matching_meta(meta, digest, json_path)
     try:
         grid = config_from_dict(GridConfig, meta["grid"])
         config = config_from_dict(ModelConfig, legacy_model_fields(meta["model"]))
@@ -147,7 +194,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
     if meta.get("vocabulary") != vocabulary(grid):
         raise TvaeError("checkpoint vocabulary does not match its grid (made for another "
                         "vocabulary or edited)", json_path)
-    tensors = _read_tensors(weights_path)
     try:
         model = TransformerVAE(config, grid)
     except (ValueError, RuntimeError) as exc:  # negative sizes, dropout outside [0, 1]...
@@ -161,6 +207,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
     if missing or extra or wrong:
         raise TvaeError(f"checkpoint weights do not fit its config (missing {missing[:3]}, "
                         f"unexpected {extra[:3]}, wrong shape {wrong[:3]})", weights_path)
+    if not paired:  # the right shapes, but not the weights this JSON was written with
+        raise TvaeError(f"checkpoint pair does not match: the weights are not the ones "
+                        f"{json_path.name} was written with (written by another save, or "
+                        "edited)", weights_path)
     if any(not torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()):
         raise TvaeError("checkpoint weights contain NaN or infinite values", weights_path)
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
@@ -188,9 +238,10 @@ def export_checkpoint(src: str | Path, dst: str | Path, half: bool = True) -> Pa
     json_path, weights_path = checkpoint_paths(Path(dst).with_suffix(""))
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
                for k, v in model.state_dict().items()}
-    meta = {**meta, "optimizer_groups": None, "weights_dtype": "float16" if half else "float32"}
-    write_bytes_atomic(save_safetensors(tensors), weights_path)
-    write_bytes_atomic((json.dumps(meta, indent=2) + "\n").encode(), json_path)
+    weights = save_safetensors(tensors)
+    meta = {**meta, "optimizer_groups": None, "weights_dtype": "float16" if half else "float32",
+            "weights_sha256": hashlib.sha256(weights).hexdigest()}
+    _write_pair(weights, meta, json_path, weights_path)
     return json_path
 
 
