@@ -203,3 +203,31 @@ def test_evaluate_reads_a_prepared_folder_like_the_midi_folder(prepared: Path, f
     assert from_prepared["split"] == "test" and from_prepared["windows"] > 0
     for key in ("tf_accuracy", "free_accuracy", "kl_bits_per_bar", "windows", "bars"):
         assert from_prepared[key] == from_folder[key], key
+
+
+def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
+    """A folder with a file whose name is not UTF-8 trains and prepares like any other; the
+    CSVs keep the name's own bytes."""
+    import os
+    import shutil
+
+    from tvae.config import DataConfig, ModelConfig, TrainConfig
+    from tvae.train import train
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    folder = tmp_path / "songs"
+    folder.mkdir()
+    odd = os.fsdecode(b"m\xffa.mid")
+    shutil.copy(data / "mary.mid", folder / odd)
+    for name in ("ode.mid", "jingle.mid", "twinkle.mid"):
+        shutil.copy(data / name, folder / name)
+    result = CliRunner().invoke(main, ["prepare", str(folder), str(tmp_path / "prep"),
+                                       "--workers", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    model = ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64,
+                        bar_hidden=32)
+    cfg = TrainConfig(batch_size=2, epochs=1, max_steps=1, eval_windows=2, num_threads=1)
+    for source in (folder, tmp_path / "prep"):
+        run = tmp_path / f"run-{source.name}"
+        train(source, run, model=model, data=DataConfig(bars=4), train=cfg, progress=False)
+        assert b"m\xffa.mid" in (run / "split.csv").read_bytes()

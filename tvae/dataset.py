@@ -89,7 +89,8 @@ class SongArrays:
 
     def save_split(self, path: str | Path) -> None:
         """A CSV of path, split (and label) per song, to record which songs a run trained on."""
-        with open(path, "w", newline="") as handle:
+        # file names that are not UTF-8 are written back as the bytes they were read from
+        with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "split", "label"])
             for i, rel in enumerate(self.paths):

@@ -47,7 +47,7 @@ BASE_COLUMNS = ("path", "split", "bars", "hash")
 
 def shard_of(rel: str, shards: int) -> int:
     """The shard of a file: a stable hash of its relative path, modulo `shards`."""
-    return int(hashlib.sha1(rel.encode()).hexdigest()[:15], 16) % shards
+    return int(hashlib.sha1(os.fsencode(rel)).hexdigest()[:15], 16) % shards  # any file name
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -95,7 +95,8 @@ def _write_shard(listing: _Listing, files: list[str], folder: Path, grid: GridCo
                                                   "hash")}
     skipped: Counter[str] = Counter()
     with (_RowWriter(folder / "tokens.npy", grid.steps_per_bar) as tokens,
-          open(folder / "skipped.csv", "w", newline="", encoding="utf-8") as handle):
+          open(folder / "skipped.csv", "w", newline="", encoding="utf-8",
+               errors="surrogateescape") as handle):
         writer = csv.writer(handle)
         writer.writerow(["path", "reason"])
         for rel, song in zip(files, iter_read(listing.root, files, grid, workers, progress),
@@ -130,7 +131,7 @@ def _write_manifest(path: Path, listing: _Listing, songs: dict[str, list[Any]],
     if listing.manifest:
         first = next(iter(listing.manifest.values()))
         extra = [c for c in first if c not in BASE_COLUMNS]
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "split", *extra, "bars", "hash"])
         for i, rel in enumerate(songs["path"]):
@@ -259,7 +260,8 @@ def _shard_splits(folder: Path, marker: dict[str, Any], data: DataConfig) -> np.
 def _shard_labels(folder: Path, paths: list[str], column: str) -> list[str]:
     if column == "folder":
         return [p.split("/")[0] if "/" in p else "" for p in paths]
-    with open(folder / "manifest.csv", newline="", encoding="utf-8") as handle:
+    with open(folder / "manifest.csv", newline="", encoding="utf-8",
+              errors="surrogateescape") as handle:
         reader = csv.DictReader(handle)
         if column not in (reader.fieldnames or []):
             raise TvaeError(f"prepared manifest has no column '{column}'", folder / "manifest.csv")
