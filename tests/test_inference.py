@@ -280,6 +280,9 @@ def test_demo_works_from_any_folder(tiny_ckpt: Path, tmp_path: Path,
 @pytest.mark.parametrize("args", [
     ["train", "data", "--tf-schedule", "foo"], ["train", "data", "--copy", "maybe"],
     ["sample", "--top-p", "2"], ["sample", "--temperature", "-1"], ["sample", "--seed", "-1"],
+    ["sample", "--temperature", "nan"], ["sample", "--top-p", "nan"],
+    ["sample", "--bars", "100000000"], ["sample", "-n", "100000000"],
+    ["interpolate", "a.mid", "b.mid", "--temperature", "nan"],
 ])
 def test_bad_option_values_exit_2_before_anything_is_written(args: list[str], tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch
@@ -359,3 +362,18 @@ def test_encode_many_files_with_sigma(tiny_ckpt: Path, tmp_path: Path, tiny: Tra
     [(mu2, sigma2)] = tiny.encode_many([read_melody(DATA / "twinkle.mid")])
     np.testing.assert_allclose(mu, mu2, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(sigma, sigma2, rtol=1e-5, atol=1e-6)
+
+
+def test_decode_refuses_odd_latents_and_tempi(tiny_ckpt: Path, tmp_path: Path) -> None:
+    ok = tmp_path / "z.npy"
+    np.save(ok, np.zeros((4, 8), np.float32))
+    huge = tmp_path / "huge.npy"
+    np.save(huge, np.zeros((5000, 8), np.float32))
+    bad = tmp_path / "nan.npy"
+    np.save(bad, np.full((4, 8), np.nan, np.float32))
+    runner = CliRunner()
+    for args, words in [([str(ok), "--qpm", "nan"], "finite"), ([str(ok), "--qpm", "-5"], "range"),
+                        ([str(huge)], "at most 4096"), ([str(bad)], "NaN")]:
+        out = tmp_path / "out.mid"
+        r = runner.invoke(main, ["decode", *args, "-o", str(out), "--model", str(tiny_ckpt)])
+        assert r.exit_code == 2 and words in r.stderr and not out.exists(), r.stderr

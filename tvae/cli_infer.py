@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import click
 
 from tvae.cli import handle_errors, main
+from tvae.config import MAX_BARS
 from tvae.errors import TvaeError
 
 MODEL_HELP = "Checkpoint (NAME.json or a run folder). Default: the model bundled with tvae."
@@ -43,6 +45,16 @@ def _naming(a: str, b: str) -> Iterator[None]:
         if exc.path is None:
             raise TvaeError(exc.reason, f"{a}, {b}") from None
         raise
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Refuse NaN (which passes click's range checks) and infinities."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter("must be a finite number")
+    return value
+
+
+MAX_SAMPLES = 1000  # melodies one `tvae sample` draws at most
 
 
 def _remember_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -165,7 +177,8 @@ def encode(midi_files: tuple[str, ...], out: str | None, sigma: bool,
 @click.option("-o", "--out", "out", default=None, help="MIDI file to write (default: "
               "LATENTS's name with .mid).")
 @click.option("--meter", default="4/4", show_default=True, help="Meter of the decoded melody.")
-@click.option("--qpm", type=float, default=120.0, show_default=True, help="Tempo.")
+@click.option("--qpm", type=click.FloatRange(1.0, 1000.0), default=120.0, show_default=True,
+              callback=_finite, help="Tempo, 1-1000 quarter notes per minute.")
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)
 @DEVICE_OPTION
 @click.option("--html", is_flag=True, help="Also write a playable page beside the MIDI.")
@@ -215,14 +228,16 @@ def reconstruct(midi_file: str, out: str, model_path: str | None, html: bool) ->
 
 @main.command()
 @click.option("-o", "--out", "out", default="tvae-output", show_default=True, help="Folder.")
-@click.option("-n", "count", type=int, default=4, show_default=True, help="Melodies to draw.")
-@click.option("--bars", type=int, default=8, show_default=True, help="Bars per melody.")
+@click.option("-n", "count", type=click.IntRange(1, MAX_SAMPLES), default=4, show_default=True,
+              help=f"Melodies to draw (at most {MAX_SAMPLES}).")
+@click.option("--bars", type=click.IntRange(1, MAX_BARS), default=8, show_default=True,
+              help=f"Bars per melody (at most {MAX_BARS}).")
 @click.option("--temperature", type=click.FloatRange(0.0, 100.0), default=1.0,
-              show_default=True, help="Step sampling temperature (0: greedy).")
+              show_default=True, callback=_finite, help="Step sampling temperature (0: greedy).")
 @click.option("--top-k", type=click.IntRange(min=0), default=0,
               help="Sample among the k likeliest classes.")
 @click.option("--top-p", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0,
-              help="Nucleus sampling threshold, in (0, 1].")
+              callback=_finite, help="Nucleus sampling threshold, in (0, 1].")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="First seed.")
 @click.option("--meter", default="4/4", show_default=True, help="Meter of the samples.")
@@ -253,7 +268,8 @@ def sample(out: str, count: int, bars: int, temperature: float, top_k: int, top_
 @click.option("--steps", type=int, default=5, show_default=True,
               help="Melodies from A to B, both ends included.")
 @click.option("--temperature", type=click.FloatRange(0.0, 100.0), default=0.0,
-              show_default=True, help="Step sampling temperature of the decoding (0: greedy).")
+              show_default=True, callback=_finite,
+              help="Step sampling temperature of the decoding (0: greedy).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the sampling when --temperature > 0.")
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)

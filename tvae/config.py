@@ -24,6 +24,7 @@ PAD = 0  # outside the melody (padding of short bars, before a pickup); ignored 
 REST = 1  # silence
 HOLD = 2  # the previous note sounds on
 N_SPECIAL = 3
+MAX_BARS = 4096  # longest melody read, decoded or sampled, in bars (bounds time and memory)
 
 
 @dataclass(frozen=True)

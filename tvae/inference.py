@@ -9,6 +9,7 @@ Shape legend: N bars, Z latent size, S steps per bar.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from importlib import resources
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from tvae.checkpoint import load_checkpoint
-from tvae.config import PAD, REST
+from tvae.config import MAX_BARS, PAD, REST
 from tvae.errors import TvaeError, TvaeWarning
 from tvae.melody import (
     Bars,
@@ -176,6 +177,12 @@ class TrainedModel:
         if z.ndim != 2 or z.shape[1] != self.model.config.d_latent or len(z) == 0:
             raise TvaeError(f"latents must have shape (bars, {self.model.config.d_latent}), "
                             f"got {z.shape}")
+        if len(z) > MAX_BARS:
+            raise TvaeError(f"{len(z)} bars of latents; tvae decodes at most {MAX_BARS}")
+        if not np.isfinite(z).all():
+            raise TvaeError("latents contain NaN or infinite values")
+        if not (math.isfinite(qpm) and 1.0 <= qpm <= 1000.0):
+            raise TvaeError(f"qpm must be between 1 and 1000, got {qpm}")
         meter = normalize_meter(meter)
         zt = torch.as_tensor(z, device=self.device)[None]  # (1, N, Z)
         meters = torch.full(zt.shape[:2], meter_id(meter), device=self.device)
@@ -209,8 +216,8 @@ class TrainedModel:
                meter: Meter = (4, 4), qpm: float = 120.0, top_k: int = 0,
                top_p: float = 1.0) -> Melody:
         """A new melody: z per bar from the prior N(0, I), decoded step by step."""
-        if n_bars < 1:
-            raise TvaeError("n_bars must be at least 1")
+        if not 1 <= n_bars <= MAX_BARS:
+            raise TvaeError(f"n_bars must be between 1 and {MAX_BARS}")
         z = np.random.default_rng(seed).standard_normal((n_bars, self.model.config.d_latent))
         return self.decode(z, meter, qpm, f"seed {seed}, temperature {temperature:g}", 0,
                            temperature, top_k, top_p, seed)

@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 import symusic
 
-from tvae.config import GridConfig
+from tvae.config import MAX_BARS, GridConfig
 from tvae.errors import TvaeError, TvaeWarning
 from tvae.melody import Melody, Note, fit_pitch_range, meter_steps, normalize_meter
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # larger files are refused before parsing
-MAX_BARS = 4096  # longest melody read, in bars (bounds memory for absurd tick values)
 POLYPHONY_TOLERANCE = 0.05  # share of overlapping onsets a "monophonic" track may have
 WRITE_TPQ = 480  # ticks per quarter note of written files
 VELOCITY = 90
