@@ -377,3 +377,14 @@ def test_decode_refuses_odd_latents_and_tempi(tiny_ckpt: Path, tmp_path: Path) -
         out = tmp_path / "out.mid"
         r = runner.invoke(main, ["decode", *args, "-o", str(out), "--model", str(tiny_ckpt)])
         assert r.exit_code == 2 and words in r.stderr and not out.exists(), r.stderr
+
+
+def test_ctrl_c_before_any_work_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tvae.midi
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tvae.midi, "read_melody", interrupted)
+    result = CliRunner().invoke(main, ["reconstruct", str(DATA / "mary.mid")])
+    assert result.exit_code == 130 and "Traceback" not in result.output

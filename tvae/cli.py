@@ -19,7 +19,8 @@ from tvae.errors import TvaeError, TvaeWarning
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Report TvaeError as `error: PATH: reason` (exit 2) and TvaeWarning as `warning: ...`."""
+    """Report TvaeError as `error: PATH: reason` (exit 2), TvaeWarning as `warning: ...`, and
+    Ctrl-C as exit code 130."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -35,6 +36,9 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             except TvaeError as exc:
                 click.echo(f"error: {exc}", err=True)
                 sys.exit(2)
+            except KeyboardInterrupt:  # Ctrl-C anywhere (training saves its own checkpoint)
+                click.echo("\ninterrupted", err=True)
+                sys.exit(130)
 
     return wrapper
 
