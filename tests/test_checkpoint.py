@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import tvae.midi
+import tvae.files
 from tvae.checkpoint import checkpoint_paths, load_checkpoint, restore_optimizer, save_checkpoint
 from tvae.config import (
     DataConfig,
@@ -141,7 +141,7 @@ def test_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     def crash(src: object, dst: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(tvae.midi.os, "replace", crash)
+    monkeypatch.setattr(tvae.files.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(json_path, tiny(seed=2))
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # old files intact

@@ -284,7 +284,7 @@ def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
     import os
     import stat
 
-    from tvae.midi import write_bytes_atomic
+    from tvae.files import write_bytes_atomic
 
     old = os.umask(0o022)
     try:

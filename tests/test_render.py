@@ -167,3 +167,13 @@ def test_render_imports_no_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_writing_where_a_file_blocks_the_folder_is_one_clear_error(tmp_path: Path) -> None:
+    from tvae.files import write_bytes_atomic
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(TvaeError, match="afile is a file, not a folder") as info:
+        write_bytes_atomic(b"data", tmp_path / "afile" / "deeper" / "out.mid")
+    assert info.value.path == str(tmp_path / "afile" / "deeper" / "out.mid")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing half-written

@@ -32,7 +32,7 @@ from tvae.config import (
     config_to_dict,
 )
 from tvae.errors import TvaeError
-from tvae.midi import write_bytes_atomic
+from tvae.files import ensure_folder, write_bytes_atomic
 from tvae.model import TransformerVAE
 
 FORMAT = "tvae-checkpoint"
@@ -96,6 +96,7 @@ def _write_pair(weights: bytes, meta: dict[str, Any], json_path: Path, weights_p
     the new JSON is staged first, then the weights replace the old, then the staged JSON does.
     Killed between the two renames, the old JSON no longer matches the weights' hash, and
     loading takes the staged one, which does."""
+    ensure_folder(json_path)
     for stale in json_path.parent.glob(f".{json_path.stem}.*.tmp"):  # from earlier kills
         stale.unlink(missing_ok=True)
     staged = _staged(json_path)

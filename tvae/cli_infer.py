@@ -127,7 +127,7 @@ def _save_npy(array, path: Path) -> None:  # noqa: ANN001
 
     import numpy as np
 
-    from tvae.midi import write_bytes_atomic
+    from tvae.files import write_bytes_atomic
 
     buffer = io.BytesIO()
     np.save(buffer, array.astype(np.float32))

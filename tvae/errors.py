@@ -25,5 +25,10 @@ class TvaeError(Exception):
         return f"{path}: {self.reason}"
 
 
+class TvaeWriteError(TvaeError, OSError):
+    """A file could not be written (a full disk, no permission, a file where a folder should
+    be): a TvaeError for the CLI's one line, and an OSError for callers that catch those."""
+
+
 class TvaeWarning(UserWarning):
     """A change tvae made to the input (quantizing, dropping a voice, moving an octave...)."""

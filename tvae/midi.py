@@ -9,8 +9,6 @@ raises a one-line `TvaeError` naming the file.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from math import gcd
@@ -21,6 +19,7 @@ import symusic
 
 from tvae.config import MAX_BARS, GridConfig
 from tvae.errors import TvaeError, TvaeWarning
+from tvae.files import write_bytes_atomic
 from tvae.melody import Melody, Note, fit_pitch_range, meter_steps, normalize_meter
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # larger files are refused before parsing
@@ -334,27 +333,6 @@ def _melody_score(melody: Melody, program: int) -> symusic.Score:
 def melody_to_midi_bytes(melody: Melody, program: int = 0) -> bytes:
     """The bytes of a standard MIDI file holding `melody` (for pages and tests)."""
     return bytes(_melody_score(melody, program).dumps_midi())
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_bytes_atomic(data: bytes, path: str | Path) -> None:
-    """Write `data` to `path` through a temporary file and a rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_melody(melody: Melody, path: str | Path, program: int = 0) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tvae.config import TrainConfig  # noqa: E402
+from tvae.files import write_bytes_atomic  # noqa: E402
 from tvae.schedules import beta_at, tf_at  # noqa: E402
 
 PANELS = {
@@ -80,6 +82,8 @@ def plot_schedule(configs: dict[str, TrainConfig], total_steps: int, batches_per
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
+    write_bytes_atomic(buffer.getvalue(), out)  # one-line errors, never a half-written file
     return Path(out)

@@ -7,8 +7,8 @@ a page works from `file://` with no network. No `sound-font` attribute is ever w
 download samples; without it the player uses Magenta's built-in synth.
 
 Every string a user supplies (titles, names, captions, links) is HTML-escaped. This module imports
-only the standard library and `tvae.errors` (never torch); `write_page` imports `tvae.midi` for its
-atomic write when called.
+only the standard library, `tvae.errors` and `tvae.files` (its atomic writes; never torch or
+symusic).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from tvae.errors import TvaeError
+from tvae.files import write_bytes_atomic
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 ASSETS_DIR = "assets"  # folder next to each page that holds the player's scripts
@@ -263,7 +264,6 @@ def copy_assets(page_dir: str | Path) -> list[Path]:
 
     Files already there with identical bytes are left alone.
     """
-    from tvae.midi import write_bytes_atomic  # symusic, but never torch
 
     if not (STATIC_DIR / SCRIPTS[0]).is_file():
         raise TvaeError("player assets are missing; run scripts/fetch_player_assets.py", STATIC_DIR)
@@ -285,7 +285,6 @@ def write_page(
     path: str | Path, html: str, assets: Literal["copy", "none"] = "copy"
 ) -> Path:
     """Write `html` to `path` atomically and, with assets="copy", the assets beside it."""
-    from tvae.midi import write_bytes_atomic  # symusic, but never torch
 
     if assets not in ("copy", "none"):
         raise TvaeError(f'assets must be "copy" or "none", got {assets!r}')

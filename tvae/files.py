@@ -1,0 +1,55 @@
+"""Writing files safely: a temporary file and a rename, and one-line errors naming the path.
+No dependencies beyond the standard library, so any module can write files through it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from tvae.errors import TvaeWriteError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def ensure_folder(path: str | Path) -> None:
+    """Make the folder `path` goes into, or say in one line why it cannot be made."""
+    folder = Path(path).parent
+    for above in (folder, *folder.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise TvaeWriteError(f"cannot write here: {above} is a file, not a folder", path)
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TvaeWriteError(f"cannot make the folder {folder} ({exc.strerror or exc})",
+                        path) from None
+
+
+def write_bytes_atomic(data: bytes, path: str | Path) -> None:
+    """Write `data` to `path` through a temporary file and a rename: never a half-written file.
+    Any failure (a file where a folder should be, no permission, a full disk) is one TvaeError
+    naming the path, and leaves no temporary file behind."""
+    path = Path(path)
+    ensure_folder(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise TvaeWriteError(f"cannot write here ({exc.strerror or exc})", path) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise TvaeWriteError(f"cannot write ({exc.strerror or exc})", path) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
