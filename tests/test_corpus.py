@@ -156,3 +156,14 @@ def test_resume_redoes_a_tune_whose_file_is_gone(tmp_path: Path) -> None:
     (out / rows[0]["path"]).unlink()
     export_corpus(out, limit=5, workers=1, progress=False)
     assert (out / rows[0]["path"]).is_file() and read_manifest(out) == rows
+
+
+def test_corpus_without_music21_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from tvae.corpus import corpus_root
+    from tvae.errors import TvaeError
+
+    monkeypatch.setitem(sys.modules, "music21", None)  # as if it were not installed
+    with pytest.raises(TvaeError, match=r'pip install "tvae\[corpus\]"'):
+        corpus_root()

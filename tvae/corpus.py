@@ -84,9 +84,12 @@ def split_of(content_hash: str, valid_fraction: float = 0.05, test_fraction: flo
 
 
 def corpus_root() -> Path:
-    """music21's bundled corpus folder."""
-    import music21
-
+    """music21's bundled corpus folder (music21 is the optional `tvae[corpus]` extra)."""
+    try:
+        import music21
+    except ImportError:
+        raise TvaeError("tvae corpus reads music21's folk corpus, and music21 is not installed: "
+                        'pip install "tvae[corpus]"') from None
     return Path(music21.__file__).parent / "corpus"
 
 
