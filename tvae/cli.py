@@ -6,41 +6,12 @@ happen inside the commands that need them, so `tvae --help` and `tvae inspect` s
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
-import warnings
-from collections.abc import Callable
-from typing import Any
 
 import click
 
-from tvae.errors import TvaeError, TvaeWarning
-
-
-def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Report TvaeError as `error: PATH: reason` (exit 2), TvaeWarning as `warning: ...`, and
-    Ctrl-C as exit code 130."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
-            if issubclass(category, TvaeWarning):
-                click.echo(f"warning: {message}", err=True)
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("always", TvaeWarning)
-            warnings.showwarning = show
-            try:
-                return func(*args, **kwargs)
-            except TvaeError as exc:
-                click.echo(f"error: {exc}", err=True)
-                sys.exit(2)
-            except KeyboardInterrupt:  # Ctrl-C anywhere (training saves its own checkpoint)
-                click.echo("\ninterrupted", err=True)
-                sys.exit(130)
-
-    return wrapper
+from tvae import cli_infer, cli_train
+from tvae.cli_common import handle_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,10 +52,5 @@ def corpus(out_dir: str, limit: int | None, workers: int | None) -> None:
     click.echo(format_summary(export_corpus(out_dir, limit=limit, workers=workers)))
 
 
-def _register() -> None:
-    """Import the modules whose commands attach to `main` (each imports torch lazily)."""
-    import tvae.cli_infer  # noqa: F401
-    import tvae.cli_train  # noqa: F401
-
-
-_register()
+for command in (*cli_infer.COMMANDS, *cli_train.COMMANDS):  # each imports torch lazily
+    main.add_command(command)

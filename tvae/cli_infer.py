@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tvae.cli import handle_errors, main
+from tvae.cli_common import handle_errors
 from tvae.config import MAX_BARS
 from tvae.errors import TvaeError
 
@@ -86,7 +86,7 @@ def _report(paths: list[Path]) -> None:
         click.echo(f"wrote {path}")
 
 
-@main.command()
+@click.command()
 @click.argument("a", type=click.Path())
 @click.argument("b", type=click.Path())
 @click.option("-o", "--out", "out", default="tvae-output", show_default=True,
@@ -134,7 +134,7 @@ def _save_npy(array, path: Path) -> None:  # noqa: ANN001
     write_bytes_atomic(buffer.getvalue(), path)
 
 
-@main.command()
+@click.command()
 @click.argument("midi_files", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--out", "out", default=None, help="Latents file (.npy) for one melody, a "
               "folder for several; default: each MIDI file's name with .npy, in the current "
@@ -172,7 +172,7 @@ def encode(midi_files: tuple[str, ...], out: str | None, sigma: bool,
         click.echo("encoded as copies (bar=source): " + (" ".join(copies) or "none"))
 
 
-@main.command()
+@click.command()
 @click.argument("latents", type=click.Path())
 @click.option("-o", "--out", "out", default=None, help="MIDI file to write (default: "
               "LATENTS's name with .mid).")
@@ -202,7 +202,7 @@ def decode(latents: str, out: str | None, meter: str, qpm: float, model_path: st
                           f"{path.stem}.html" if html else None))
 
 
-@main.command()
+@click.command()
 @click.argument("midi_file", type=click.Path())
 @click.option("-o", "--out", "out", default="tvae-output", show_default=True, help="Folder.")
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)
@@ -226,7 +226,7 @@ def reconstruct(midi_file: str, out: str, model_path: str | None, html: bool) ->
                           write_midi=[False, True]))
 
 
-@main.command()
+@click.command()
 @click.option("-o", "--out", "out", default="tvae-output", show_default=True, help="Folder.")
 @click.option("-n", "count", type=click.IntRange(1, MAX_SAMPLES), default=4, show_default=True,
               help=f"Melodies to draw (at most {MAX_SAMPLES}).")
@@ -261,7 +261,7 @@ def sample(out: str, count: int, bars: int, temperature: float, top_k: int, top_
     _report(write_results(model, out, items, "Samples", "samples.html" if html else None))
 
 
-@main.command()
+@click.command()
 @click.argument("a", type=click.Path())
 @click.argument("b", type=click.Path())
 @click.option("-o", "--out", "out", default="tvae-output", show_default=True, help="Folder.")
@@ -293,7 +293,7 @@ def interpolate(a: str, b: str, out: str, steps: int, temperature: float, seed: 
                           f"{a_stem}_to_{b_stem}.html" if html else None))
 
 
-@main.command()
+@click.command()
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--examples", default=None,
               help="Folder with mary.mid, jingle.mid, twinkle.mid and ode.mid (default: the "
@@ -307,3 +307,7 @@ def demo(out_dir: str, examples: str | None, model_path: str | None) -> None:
 
     page = build_demo(out_dir, examples, _load(model_path), say=click.echo)
     click.echo(f"wrote the demo site: {page}")
+
+
+# added to `tvae.cli.main`
+COMMANDS = (transfer, encode, decode, reconstruct, sample, interpolate, demo)

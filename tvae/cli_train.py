@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tvae.cli import handle_errors, main
+from tvae.cli_common import handle_errors
 from tvae.cli_options import build_config, config_options
 from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig
 from tvae.errors import TvaeError
@@ -28,7 +28,7 @@ def _without_option(args: list[str], flag: str) -> list[str]:
     return kept
 
 
-@main.command()
+@click.command()
 @click.argument("midi_dir", type=click.Path())
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--shard", default="0/1", show_default=True,
@@ -87,7 +87,7 @@ def _config_file(path: str | None) -> tuple[dict[type, object], tuple[str, ...]]
     return bases, ()
 
 
-@main.command()
+@click.command()
 @click.argument("midi_dir", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
               help="Start from the configs in this JSON (a run's config.json); options given "
@@ -143,7 +143,7 @@ def train(midi_dir: tuple[str, ...], config_path: str | None, out: str, resume: 
                    f"and {Path(out)}/last.json")
 
 
-@main.command()
+@click.command()
 @click.argument("midi_dir", type=click.Path(file_okay=False))
 @click.option("--model", "model_path", default=None,
               help="Checkpoint (NAME.json, or a run folder). Default: the bundled model.")
@@ -174,7 +174,7 @@ def evaluate(midi_dir: str, model_path: str | None, bars: int, split: str | None
         click.echo(f"{key:20s} {value}")
 
 
-@main.command("plot-schedule")
+@click.command("plot-schedule")
 @click.option("--out", "-o", "out", default="schedule.png", show_default=True,
               help="PNG file to write.")
 @click.option("--steps", type=int, default=10000, show_default=True, help="Training steps drawn.")
@@ -191,7 +191,7 @@ def plot_schedule_cmd(out: str, steps: int, batches_per_epoch: int, **options: o
     click.echo(f"wrote {path}")
 
 
-@main.command()
+@click.command()
 @click.argument("checkpoint", type=click.Path())
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--float32", "full", is_flag=True, help="Keep float32 weights (default: float16, "
@@ -204,3 +204,7 @@ def export(checkpoint: str, out: str, full: bool) -> None:
     path = export_checkpoint(checkpoint, out, half=not full)
     size = path.with_suffix(".safetensors").stat().st_size
     click.echo(f"wrote {path} and {path.with_suffix('.safetensors')} ({size / 1e6:.1f} MB)")
+
+
+# added to `tvae.cli.main`
+COMMANDS = (prepare, train, evaluate, plot_schedule_cmd, export)
