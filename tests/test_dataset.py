@@ -11,9 +11,10 @@ import pytest
 import tvae.dataset as dataset
 from tvae.augment import transpose_tokens
 from tvae.config import HOLD, N_SPECIAL, PAD, REST, DataConfig, GridConfig
-from tvae.dataset import SongArrays, Windows, load_folder
+from tvae.dataset import SongArrays, load_folder
 from tvae.melody import Melody, Note, bars_to_melody, melody_to_bars, meter_id
 from tvae.midi import read_midi, write_melody
+from tvae.windows import Windows
 
 
 def scale_song(n_bars: int, meter: tuple[int, int] = (4, 4), base: int = 60,

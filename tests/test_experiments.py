@@ -24,12 +24,13 @@ from bench.experiments.report import write_report
 from bench.experiments.sampling import melody_metrics, wasserstein_1d
 from bench.experiments.tf import inverse_sigmoid_k
 from tvae.config import DataConfig, GridConfig
-from tvae.dataset import Windows, load_folder
+from tvae.dataset import load_folder
 from tvae.errors import TvaeError
 from tvae.evaluate import classify_windows, predict_classes
 from tvae.inference import load_model
 from tvae.melody import bars_to_melody
 from tvae.schedules import tf_inverse_sigmoid
+from tvae.windows import Windows
 
 
 def _args(name: str, corpus: Path, out: Path, runs: Path) -> list[str]:

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from tvae.cli import main
 from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig
-from tvae.dataset import SongArrays, Windows, load_folder
+from tvae.dataset import SongArrays, load_folder
 from tvae.errors import TvaeError, TvaeWarning
 from tvae.prepare import (
     ShardTokens,
@@ -25,6 +25,7 @@ from tvae.prepare import (
     shard_of,
 )
 from tvae.train import train
+from tvae.windows import Windows
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,8 @@
-"""MIDI folder -> cached song arrays -> N-bar training windows.
+"""MIDI folder -> cached song arrays (the N-bar training windows are in tvae.windows).
 
 `load_folder` reads every MIDI file of a folder once (in a process pool), encodes each melody
 as bars of step classes and caches the arrays as one .npz keyed by the folder's file list, so
-later loads take a moment. `Windows` cuts the songs of one split into N-bar windows and serves
-batches, with optional transposition augmentation.
+later loads take a moment.
 
 Shape legend: B windows in a batch, N bars per window, S steps per bar, T total bars of all songs.
 """
@@ -23,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tvae.augment import add_repeats, transpose_tokens
-from tvae.config import PAD, DataConfig, GridConfig
+from tvae.config import DataConfig, GridConfig
 from tvae.errors import TvaeError
 from tvae.melody import METERS, Bars, meter_id
 
@@ -334,74 +332,3 @@ def format_skipped(skipped: dict[str, int]) -> str:
     """One line such as 'skipped 3 files: 2 no notes, 1 file is empty (0 bytes)'."""
     parts = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items(), key=lambda x: -x[1]))
     return f"skipped {sum(skipped.values())} files: {parts}" if skipped else "skipped no files"
-
-
-# --- windows -----------------------------------------------------------------------------------
-
-
-class Windows:
-    """The N-bar windows of one split's songs, started every `stride` bars.
-
-    A song shorter than N bars gives one window, padded at the end with all-PAD bars.
-    """
-
-    def __init__(self, songs: SongArrays, split: str | None, data: DataConfig = DEFAULT_DATA,
-                 grid: GridConfig = DEFAULT_GRID) -> None:
-        if data.bars < 1 or data.stride < 1:
-            raise TvaeError("window bars and stride must be at least 1")
-        self.songs, self.data, self.grid = songs, data, grid
-        chosen = np.arange(songs.n_songs) if split is None else np.flatnonzero(
-            songs.splits == split)
-        lengths = songs.lengths[chosen]
-        counts = np.maximum(lengths - data.bars, 0) // data.stride + 1  # windows per song
-        self.song = np.repeat(chosen, counts).astype(np.int64)  # (W,) song of each window
-        self._lengths, self._offsets = songs.lengths, np.asarray(songs.offsets)  # (n_songs,)
-        first = np.repeat(np.cumsum(counts) - counts, counts)  # (W,) index of song's 1st window
-        self.start = (np.arange(len(self.song)) - first) * data.stride  # (W,) first bar
-
-    def __len__(self) -> int:
-        return len(self.song)
-
-    @property
-    def n_bars(self) -> int:
-        return self.data.bars
-
-    def song_of(self, indices: np.ndarray) -> np.ndarray:
-        """(B,) song index (into the SongArrays) of each window."""
-        return self.song[np.asarray(indices)]
-
-    def batch(self, indices: np.ndarray,
-              rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens (B, N, S) int64 and meter ids (B, N) int64 of the windows `indices`.
-
-        With `rng`, each window is transposed by a random shift in [-transpose, transpose],
-        narrowed so that every onset class stays inside the vocabulary, and a `repeat_augment`
-        share of the windows gets one extra repeat (`add_repeats`).
-        """
-        indices = np.asarray(indices, dtype=np.int64)
-        song, start = self.song[indices], self.start[indices]  # (B,)
-        N = self.data.bars
-        bar = start[:, None] + np.arange(N)[None, :]  # (B, N) bar within the song
-        inside = bar < self._lengths[song][:, None]  # (B, N)
-        flat = np.where(inside, self._offsets[song][:, None] + bar, 0)  # (B, N)
-        tokens = self.songs.tokens[flat].astype(np.int64)  # (B, N, S)
-        tokens[~inside] = PAD
-        meters = np.broadcast_to(self.songs.meters[song][:, None], (len(song), N))
-        if rng is not None and self.data.transpose > 0:
-            tokens = transpose_tokens(tokens, self.data.transpose, rng, self.grid)
-        if rng is not None and self.data.repeat_augment > 0:
-            tokens = add_repeats(tokens, self.data.repeat_augment, rng)
-        return tokens, meters.astype(np.int64)
-
-    def iter_batches(self, batch_size: int, shuffle: bool = True,
-                     rng: np.random.Generator | None = None,
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Batches covering every window once; with `rng`, shuffled by it and augmented.
-
-        Without `rng`, `shuffle` uses a generator seeded with 0 and nothing is transposed.
-        """
-        order = np.arange(len(self))
-        if shuffle:
-            order = (rng or np.random.default_rng(0)).permutation(order)
-        for first in range(0, len(order), batch_size):
-            yield self.batch(order[first : first + batch_size], rng)

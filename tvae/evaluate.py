@@ -16,11 +16,11 @@ import torch
 from torch import Tensor
 
 from tvae.config import PAD
-from tvae.dataset import Windows
 from tvae.model import TransformerVAE, kl_per_bar
 from tvae.objective import LN2
 from tvae.pointer import copy_share
 from tvae.structure import paired_ratios, repeated_bars, transfer_counts, transfer_pairs
+from tvae.windows import Windows
 
 
 class _Totals:

@@ -24,9 +24,10 @@ import numpy as np
 
 from bench.machine import describe_machine
 from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig, config_to_dict
-from tvae.dataset import SongArrays, Windows, load_folder
+from tvae.dataset import SongArrays, load_folder
 from tvae.errors import TvaeError
 from tvae.inference import TrainedModel, load_model
+from tvae.windows import Windows
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

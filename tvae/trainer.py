@@ -1,0 +1,364 @@
+"""The Trainer: one run's model, optimizer, data windows and run folder; one step, the epoch
+loop, validation, checkpoints and metrics. Knows nothing of the model's internals beyond
+`forward` returning a `VAEOutput`, from which tvae.objective builds the loss.
+
+Every step is seeded from (seed, step) and every epoch's order from (seed, epoch), so a run
+resumed from a checkpoint continues exactly as if it had never stopped (on CPU).
+
+On CUDA, and with several processes (tvae.distributed), steps take the sync-free path: the
+update of a non-finite step is skipped on the device and the host counts skipped steps every
+`log_every` steps (every step on the CPU) instead of inspecting each loss.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import tvae.distributed as ddp
+from tvae.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
+from tvae.config import (
+    DataConfig,
+    GridConfig,
+    ModelConfig,
+    TrainConfig,
+)
+from tvae.dataset import SongArrays
+from tvae.errors import TvaeError, TvaeWarning
+from tvae.evaluate import evaluate_windows
+from tvae.metrics_log import MetricsLog
+from tvae.model import TransformerVAE
+from tvae.objective import LN2, vae_objective
+from tvae.plots import plot_metrics
+from tvae.schedules import beta_at, fit_warmups, lr_at, pointer_at, tf_at
+from tvae.windows import Windows
+
+# per-step stats summed between log rows
+SUMMED = ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n", "pointer")
+
+
+@dataclass
+class RunState:
+    """Where a run stands; saved in every checkpoint."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # current epoch (0-based)
+    batch: int = 0  # batches done in the current epoch
+    best_loss: float = math.inf  # best validation loss so far
+    bad_epochs: int = 0  # epochs since the best validation loss
+    skipped: int = 0  # steps skipped for a non-finite loss
+    seconds: float = 0.0  # wall time of the run so far: steps, validation and checkpoints
+    finished: bool = False
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TvaeError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def _warn_if_tiny(train_windows: int, valid_windows: int) -> None:
+    if train_windows < 100 or valid_windows < 10:
+        warnings.warn(f"tiny data: {train_windows} training and {valid_windows} validation "
+                      "windows; the model will overfit and validation numbers mean little",
+                      TvaeWarning, stacklevel=3)
+
+
+def _label_ids(songs: SongArrays) -> tuple[list[str] | None, np.ndarray | None]:
+    if songs.labels is None:
+        return None, None
+    names = sorted({x for x in songs.labels if x})
+    lookup = {name: i for i, name in enumerate(names)}
+    return names, np.array([lookup.get(x, -1) if x else -1 for x in songs.labels], np.int64)
+
+
+class Trainer:
+    """Owns the model, optimizer, data windows and run directory of one training run.
+
+    `dist` makes it one rank of a multi-process run; `compile_model` runs the step through
+    torch.compile; `sync_free` (default: on CUDA or with `dist`) picks the sync-free step."""
+
+    def __init__(self, songs: SongArrays, run_dir: Path, grid: GridConfig, model_cfg: ModelConfig,
+                 data_cfg: DataConfig, cfg: TrainConfig, progress: bool = True, *,
+                 dist: ddp.Dist | None = None, compile_model: bool = False,
+                 sync_free: bool | None = None) -> None:
+        self.run_dir, self.grid, self.data_cfg, self.cfg = run_dir, grid, data_cfg, cfg
+        self.progress, self.dist, self.compiled = progress, dist, compile_model
+        self.main = dist is None or dist.main  # the process that writes files
+        self.device = dist.device if dist is not None else pick_device(cfg.device)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.labels, self.song_labels = _label_ids(songs)
+        if self.labels and model_cfg.n_classes != len(self.labels):
+            model_cfg = ModelConfig(**{**asdict(model_cfg), "n_classes": len(self.labels)})
+        self.train_windows = Windows(songs, "train", data_cfg, grid)
+        self.valid_windows = Windows(songs, "valid", data_cfg, grid)
+        if len(self.train_windows) == 0:
+            raise TvaeError("no training windows: the folder has no usable songs in its "
+                            "train split")
+        self.batches = math.ceil(len(self.train_windows) / cfg.batch_size)
+        self.total_steps = cfg.epochs * self.batches
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.cfg = cfg = fit_warmups(cfg, self.total_steps, self.main)
+        if self.main:
+            _warn_if_tiny(len(self.train_windows), len(self.valid_windows))
+        torch.manual_seed(cfg.seed)
+        self.model = TransformerVAE(model_cfg, grid).to(self.device)
+        self.net = ddp.wrap_model(self.model, dist, compile_model)  # what the step calls
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay, fused=fused)
+        self.state = RunState()
+        default = self.device.type == "cuda" or dist is not None
+        self.sync_free = default if sync_free is None else sync_free
+        self.guard = ddp.StepGuard(self.device if self.sync_free else torch.device("cpu"))
+        self.check_every = 1 if self.device.type == "cpu" else cfg.log_every  # guard reads
+        self.log = MetricsLog(run_dir / "metrics.csv", enabled=self.main)
+        self.clock = time.monotonic  # seconds; what --max-minutes measures (tests replace it)
+        self._wall_base, self._wall_start = 0.0, self.clock()  # reset by fit()
+        self._reserve = 0.0  # seconds the slowest end of epoch (validation, plots) took
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def save(self, name: str) -> None:
+        if not self.main:
+            return
+        save_checkpoint(self.run_dir / name, self.model, data=self.data_cfg, train=self.cfg,
+                        state=asdict(self.state), optimizer=self.optimizer, labels=self.labels)
+
+    def resume(self) -> None:
+        model, meta, optim = load_checkpoint(self.run_dir / "last", self.device)
+        self.model.load_state_dict(model.state_dict())
+        restore_optimizer(self.optimizer, meta, optim)
+        self.state = RunState(**meta["state"])
+        self.log.truncate(self.state.step)
+        st, cfg = self.state, self.cfg
+        if st.finished and st.step < self.total_steps and st.epoch < cfg.epochs and (
+                st.bad_epochs < cfg.patience) and not (
+                cfg.max_minutes and st.seconds >= cfg.max_minutes * 60):
+            st.finished = False  # limits extended on --resume: the run goes on
+
+    # -- one step ------------------------------------------------------------------------
+    def _batch(self, order: np.ndarray, b: int) -> tuple[Any, ...]:
+        """(tokens, meters, labels, share) of batch `b`: this rank's rows when distributed."""
+        idx = order[b * self.cfg.batch_size : (b + 1) * self.cfg.batch_size]
+        rng = np.random.default_rng([self.cfg.seed, self.state.step])
+        tokens, meters = self.train_windows.batch(idx, rng)  # the global batch
+        labels = None
+        if self.song_labels is not None:
+            labels = self.song_labels[self.train_windows.song_of(idx)]
+        tokens, meters, labels, share = ddp.take_share(self.dist, tokens, meters, labels)
+        return (ddp.to_device(tokens, self.device), ddp.to_device(meters, self.device),
+                None if labels is None else ddp.to_device(labels, self.device), share)
+
+    def step(self, tokens: torch.Tensor, meters: torch.Tensor, labels: torch.Tensor | None,
+             share: ddp.Share | None = None) -> dict[str, Any] | None:
+        """One optimizer step; None if the loss was not finite (the step is skipped). On the
+        sync-free path always the stats, with an 'ok' tensor (False: the update was skipped)."""
+        cfg, s, dist = self.cfg, self.state.step, self.dist
+        noise = ddp.seed_step(cfg.seed, s, dist, None if self.compiled else share)
+        beta, p_tf = beta_at(s, cfg), tf_at(s, cfg, self.batches)
+        lr = lr_at(s, cfg, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.net.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.device.type == "cuda"), noise:
+            out = vae_objective(self.net(tokens, meters, p_tf=p_tf), tokens, beta=beta,
+                                free_bits=cfg.free_bits, recon_weight=cfg.recon_weight,
+                                labels=labels, class_weight=cfg.class_weight,
+                                pointer_weight=pointer_at(s, cfg))
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.sync_free:
+            stats = ddp.update_sync_free(out, labels, share, self.model, self.optimizer,
+                                         self.guard, cfg, 1 if dist is None else dist.world)
+            return {**stats, "beta": beta, "p_tf": p_tf, "lr": lr}
+        if not torch.isfinite(out.loss):
+            return None
+        out.loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        if not torch.isfinite(norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        stats = {"loss": out.loss.detach(), "recon": out.recon.detach(),
+                 "kl": out.kl.detach(), "correct": out.correct, "n": out.n_steps,
+                 **ddp.pointer_stats(out)}
+        return {**stats, **ddp.class_stats(out, labels), "beta": beta, "p_tf": p_tf, "lr": lr}
+
+    def _read_guard(self, bar: Any) -> None:
+        """Count the skipped steps; stop after max_bad_steps non-finite losses in a row."""
+        skipped, worst = self.guard.check()
+        self.state.skipped += skipped
+        if skipped:
+            self._say(bar, f"step {self.state.step}: the loss was not finite; {skipped} step(s) "
+                      "skipped since the last check")
+        if worst >= self.cfg.max_bad_steps:
+            self.save("last")
+            raise TvaeError(f"the loss was not finite for {worst} steps in a row; training "
+                            "stopped (try a lower --lr)")
+
+    # -- logging -------------------------------------------------------------------------
+    def _say(self, bar: Any, message: str) -> None:
+        if self.main:
+            bar.write(message)
+
+    def _log_row(self, acc: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+        n = max(acc["count"], 1)
+        row = {
+            "step": self.state.step, "epoch": self.state.epoch, "split": "train",
+            "loss": float(acc["loss"]) / n, "recon": float(acc["recon"]) / n,
+            "kl_bits": float(acc["kl"]) / n / LN2,
+            "accuracy": float(acc["correct"]) / max(float(acc["n"]), 1.0),
+            "beta": last["beta"], "p_tf": last["p_tf"], "lr": last["lr"],
+            "lr_rel": last["lr"] / self.cfg.lr, "skipped": self.state.skipped,
+            "seconds": round(self.state.seconds, 1),
+        }
+        if "pointer" in acc:
+            row["pointer_loss"] = float(acc["pointer"]) / n
+        if acc.get("class_n"):
+            row["class_accuracy"] = float(acc["class_correct"]) / float(acc["class_n"])
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
+
+    def validate(self) -> dict[str, Any]:
+        """Validation metrics, written to metrics.csv; computed on rank 0 and shared."""
+        if not self.main:
+            return self.dist.broadcast(None)
+        metrics = evaluate_windows(self.model, self.valid_windows,
+                                   max_windows=self.cfg.eval_windows, transfer=False)
+        loss = (metrics["recon_nats_per_bar"] or 0.0) + self.cfg.beta * LN2 * (
+            metrics["kl_bits_per_bar"] or 0.0)
+        row = {"step": self.state.step, "epoch": self.state.epoch, "split": "valid",
+               "loss": round(loss, 6), "recon": metrics["recon_nats_per_bar"],
+               "kl_bits": metrics["kl_bits_per_bar"], "tf_accuracy": metrics["tf_accuracy"],
+               "free_accuracy": metrics["free_accuracy"],
+               "kl_bits_repeated": metrics["kl_bits_repeated"],
+               "kl_bits_new": metrics["kl_bits_new"], "kl_paired_ratio": metrics["kl_paired_ratio"],
+               "copy_share_repeated": metrics["copy_share_repeated"],
+               "elbo_bits": metrics["elbo_bits_per_bar"], "seconds": round(self.state.seconds, 1)}
+        self.log.append([row])
+        return row if self.dist is None else self.dist.broadcast(row)
+
+    # -- the loop ------------------------------------------------------------------------
+    def _clock(self) -> None:
+        """Bring state.seconds up to date: the wall time of earlier processes plus this one's."""
+        self.state.seconds = self._wall_base + self.clock() - self._wall_start
+
+    def _out_of_time(self, started: float = 0.0) -> bool:
+        """--max-minutes is wall time: stop early enough that the last validation and
+        checkpoint (timed when they last ran) still end within the limit."""
+        limit = self.cfg.max_minutes * 60
+        self._clock()
+        return bool(limit) and self.state.seconds + self._reserve >= limit
+
+    def _should_stop(self, started: float) -> bool:
+        """The step or time limit is reached (ranks decide on time together, at log steps)."""
+        if self.state.step >= self.total_steps:
+            return True
+        if self.dist is None or not self.cfg.max_minutes:
+            return self._out_of_time(started)
+        at_log = self.state.step % self.cfg.log_every == 0
+        return at_log and self.dist.any(self._out_of_time(started))
+
+    def run_epoch(self, bar: Any) -> bool:
+        """Train to the end of the current epoch; False if a step or time limit stopped it."""
+        cfg, st = self.cfg, self.state
+        order = np.random.default_rng([cfg.seed, 1_000_000 + st.epoch]).permutation(
+            len(self.train_windows))
+        acc: dict[str, Any] = {"count": 0}
+        started = self.clock()
+        while st.batch < self.batches:
+            if self._should_stop(started):
+                self._clock()
+                return False
+            stats = self.step(*self._batch(order, st.batch))
+            st.batch += 1
+            st.step += 1
+            bar.update(1)
+            if not self.sync_free:  # the sync-free step records on the device itself
+                self.guard.record(torch.tensor(stats is not None))
+            if st.step % self.check_every == 0 or st.step % cfg.checkpoint_every == 0:
+                self._read_guard(bar)
+            if stats is None:
+                continue
+            for key in SUMMED:
+                if key in stats:
+                    acc[key] = acc.get(key, 0) + stats[key]
+            acc["count"] += stats["ok"].long() if "ok" in stats else 1
+            if st.step % cfg.log_every == 0:
+                self._clock()
+                row = self._log_row(ddp.reduce_sums(acc, self.dist) if self.sync_free else acc,
+                                    stats)
+                self.log.append([row])
+                bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}",
+                                kl=f"{row['kl_bits']:.2f}b", beta=f"{row['beta']:.3g}",
+                                p_tf=f"{row['p_tf']:.2f}")
+                acc = {"count": 0}
+            if st.step % cfg.checkpoint_every == 0:
+                self._clock()
+                self.save("last")
+        self._clock()
+        return True
+
+    def end_epoch(self, bar: Any) -> None:
+        began = self.clock()
+        self._end_epoch(bar)
+        self._reserve = max(self._reserve, self.clock() - began)  # for --max-minutes
+        self._clock()
+
+    def _end_epoch(self, bar: Any) -> None:
+        self._read_guard(bar)
+        row = self.validate()
+        st = self.state
+        improved = row["loss"] < st.best_loss
+        st.best_loss = min(st.best_loss, row["loss"])
+        st.bad_epochs = 0 if improved else st.bad_epochs + 1
+        st.epoch, st.batch = st.epoch + 1, 0
+        if improved:
+            self.save("best")
+        self._say(bar, f"epoch {st.epoch}: valid loss {row['loss']:.4f}, teacher-forced acc "
+                  f"{row['tf_accuracy']:.4f}, free-running acc {row['free_accuracy']:.4f}, "
+                  f"KL {row['kl_bits']:.2f} bits/bar" + ("  (best)" if improved else ""))
+        if st.bad_epochs >= self.cfg.patience:
+            self._say(bar, f"early stopping: no better validation loss for {st.bad_epochs} epochs")
+            st.finished = True
+        self.save("last")
+        if self.main:
+            plot_metrics(self.run_dir / "metrics.csv", self.run_dir / "plots")
+
+    def fit(self) -> None:
+        from tqdm import tqdm
+
+        st = self.state
+        self._wall_base, self._wall_start = st.seconds, self.clock()
+        bar = tqdm(total=self.total_steps, initial=st.step, desc="train", unit="step",
+                   disable=not (self.progress and self.main), dynamic_ncols=True)
+        try:
+            while not st.finished and st.epoch < self.cfg.epochs:
+                if not self.run_epoch(bar):
+                    break
+                self.end_epoch(bar)
+            else:
+                st.finished = True
+        except KeyboardInterrupt:
+            self.save("last")
+            bar.close()
+            if self.main:
+                print(f"\ninterrupted: checkpoint saved to {self.run_dir / 'last.json'}; "
+                      "continue with --resume", file=sys.stderr)
+            raise SystemExit(130) from None
+        if not st.finished and st.batch:  # stopped by a step or time limit mid-epoch
+            self.end_epoch(bar)
+            st.finished = st.finished or st.step >= self.total_steps
+        self.save("last")
+        bar.close()

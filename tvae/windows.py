@@ -1,0 +1,86 @@
+"""Training windows: the N-bar windows of one split's songs, batched and augmented.
+
+Shape legend: B windows, N bars, S steps per bar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from tvae.augment import add_repeats, transpose_tokens
+from tvae.config import PAD, DataConfig, GridConfig
+from tvae.dataset import SongArrays
+from tvae.errors import TvaeError
+
+DEFAULT_DATA = DataConfig()
+DEFAULT_GRID = GridConfig()
+
+
+class Windows:
+    """The N-bar windows of one split's songs, started every `stride` bars.
+
+    A song shorter than N bars gives one window, padded at the end with all-PAD bars.
+    """
+
+    def __init__(self, songs: SongArrays, split: str | None, data: DataConfig = DEFAULT_DATA,
+                 grid: GridConfig = DEFAULT_GRID) -> None:
+        if data.bars < 1 or data.stride < 1:
+            raise TvaeError("window bars and stride must be at least 1")
+        self.songs, self.data, self.grid = songs, data, grid
+        chosen = np.arange(songs.n_songs) if split is None else np.flatnonzero(
+            songs.splits == split)
+        lengths = songs.lengths[chosen]
+        counts = np.maximum(lengths - data.bars, 0) // data.stride + 1  # windows per song
+        self.song = np.repeat(chosen, counts).astype(np.int64)  # (W,) song of each window
+        self._lengths, self._offsets = songs.lengths, np.asarray(songs.offsets)  # (n_songs,)
+        first = np.repeat(np.cumsum(counts) - counts, counts)  # (W,) index of song's 1st window
+        self.start = (np.arange(len(self.song)) - first) * data.stride  # (W,) first bar
+
+    def __len__(self) -> int:
+        return len(self.song)
+
+    @property
+    def n_bars(self) -> int:
+        return self.data.bars
+
+    def song_of(self, indices: np.ndarray) -> np.ndarray:
+        """(B,) song index (into the SongArrays) of each window."""
+        return self.song[np.asarray(indices)]
+
+    def batch(self, indices: np.ndarray,
+              rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens (B, N, S) int64 and meter ids (B, N) int64 of the windows `indices`.
+
+        With `rng`, each window is transposed by a random shift in [-transpose, transpose],
+        narrowed so that every onset class stays inside the vocabulary, and a `repeat_augment`
+        share of the windows gets one extra repeat (`add_repeats`).
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        song, start = self.song[indices], self.start[indices]  # (B,)
+        N = self.data.bars
+        bar = start[:, None] + np.arange(N)[None, :]  # (B, N) bar within the song
+        inside = bar < self._lengths[song][:, None]  # (B, N)
+        flat = np.where(inside, self._offsets[song][:, None] + bar, 0)  # (B, N)
+        tokens = self.songs.tokens[flat].astype(np.int64)  # (B, N, S)
+        tokens[~inside] = PAD
+        meters = np.broadcast_to(self.songs.meters[song][:, None], (len(song), N))
+        if rng is not None and self.data.transpose > 0:
+            tokens = transpose_tokens(tokens, self.data.transpose, rng, self.grid)
+        if rng is not None and self.data.repeat_augment > 0:
+            tokens = add_repeats(tokens, self.data.repeat_augment, rng)
+        return tokens, meters.astype(np.int64)
+
+    def iter_batches(self, batch_size: int, shuffle: bool = True,
+                     rng: np.random.Generator | None = None,
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Batches covering every window once; with `rng`, shuffled by it and augmented.
+
+        Without `rng`, `shuffle` uses a generator seeded with 0 and nothing is transposed.
+        """
+        order = np.arange(len(self))
+        if shuffle:
+            order = (rng or np.random.default_rng(0)).permutation(order)
+        for first in range(0, len(order), batch_size):
+            yield self.batch(order[first : first + batch_size], rng)
