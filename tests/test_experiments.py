@@ -17,7 +17,7 @@ import torch
 
 from bench.experiments import EXPERIMENTS
 from bench.experiments.__main__ import main
-from bench.experiments.aux import label_ids, partial_labels
+from bench.experiments.auxiliary import label_ids, partial_labels
 from bench.experiments.common import QUICK, Context, load_songs, train_run
 from bench.experiments.masking import bar_rows, other_pairs, repeat_pairs
 from bench.experiments.report import write_report

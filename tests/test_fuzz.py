@@ -21,9 +21,9 @@ from test_melody import melodies  # the random-melody strategy
 
 from tvae.config import GridConfig
 from tvae.errors import TvaeError
-from tvae.inspect import describe
 from tvae.melody import METERS, Melody, Note, bars_to_melody, melody_to_bars, meter_steps
 from tvae.midi import MAX_BARS, ReadReport, melody_to_midi_bytes, read_midi
+from tvae.midi_report import describe
 
 GRID = GridConfig()
 DATA = Path(__file__).resolve().parent.parent / "data"

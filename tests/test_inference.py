@@ -215,7 +215,7 @@ def test_pages_link_the_midi_and_show_the_pitch_span(tiny_ckpt: Path, tmp_path: 
     assert '<span class="name">seed 0, temperature 1</span>' in page  # not "sample 0" again
     assert 'download="sample_0.mid" href="data:audio/midi;base64,' in page
     notes = read_melody(tmp_path / "sample_0.mid").notes
-    from tvae.inspect import pitch_name
+    from tvae.midi_report import pitch_name
 
     low, high = min(n.pitch for n in notes), max(n.pitch for n in notes)
     assert f"{pitch_name(low)} at the bottom, {pitch_name(high)} at the top" in page

@@ -194,7 +194,7 @@ def test_meter_and_tempo_changes_are_reported(tmp_path: Path) -> None:
 
 # -- track choice -------------------------------------------------------------------------------
 def test_inspect_lists_every_track(tmp_path: Path) -> None:
-    from tvae.inspect import describe, describe_text
+    from tvae.midi_report import describe, describe_text
 
     chords = [(s * STEP, STEP, p) for s in range(4) for p in (48, 52, 55)]  # 12 notes, chords
     tune = steps(*[(i, 1, 72 + i % 5) for i in range(12)])

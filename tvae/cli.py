@@ -28,7 +28,7 @@ def main() -> None:
 @handle_errors
 def inspect(midi_file: str, track: int | None, as_json: bool) -> None:
     """Show what tvae reads from MIDI_FILE: track, meter, tempo, pickup, changes, bar grid."""
-    from tvae.inspect import describe, describe_text
+    from tvae.midi_report import describe, describe_text
 
     info = describe(midi_file, track)
     click.echo(json.dumps(info, indent=2) if as_json else describe_text(info))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from tvae.files import write_bytes_atomic
 from tvae.inference import TrainedModel
-from tvae.inspect import pitch_name
 from tvae.melody import Melody, meter_steps
 from tvae.midi import melody_to_midi_bytes
+from tvae.midi_report import pitch_name
 from tvae.render import PageMelody, render_page, write_page
 
 KL_NOTE = ("Under each melody, the KL of each bar's latent in bits: how much information the "

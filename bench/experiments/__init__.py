@@ -18,7 +18,7 @@ from types import ModuleType
 EXPERIMENTS = {
     "tf": "bench.experiments.tf",
     "masking": "bench.experiments.masking",
-    "aux": "bench.experiments.aux",
+    "aux": "bench.experiments.auxiliary",
     "sampling": "bench.experiments.sampling",
     "structure": "bench.experiments.structure",
 }
