@@ -300,3 +300,12 @@ def test_tiny_data_is_warned_about(folk_corpus: Path, tmp_path: Path) -> None:
     with pytest.warns(TvaeWarning, match=r"tiny data: \d+ training and \d+ validation windows"):
         Trainer(songs, tmp_path, GridConfig(), TINY, DataConfig(bars=4, stride=1000),
                 _train_cfg(), progress=False)
+
+
+def test_num_threads_applies_to_the_run_only(folk_corpus: Path, tmp_path: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    train(folk_corpus, tmp_path / "run", model=TINY, data=DataConfig(bars=4),
+          train=_train_cfg(epochs=1, num_threads=before + 1), progress=False)
+    assert torch.get_num_threads() == before

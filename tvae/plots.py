@@ -1,4 +1,8 @@
-"""Training plots (PNG, matplotlib's Agg backend): losses, accuracies, KL and schedules."""
+"""Training plots (PNG, matplotlib's Agg canvas): losses, accuracies, KL and schedules.
+
+Figures are made directly on an Agg canvas, never through pyplot, so importing this module
+changes no global matplotlib state (the backend of a user's notebook stays theirs).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,12 @@ import csv
 import io
 from pathlib import Path
 
-import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from tvae.config import TrainConfig  # noqa: E402
-from tvae.files import write_bytes_atomic  # noqa: E402
-from tvae.schedules import beta_at, tf_at  # noqa: E402
+from tvae.config import TrainConfig
+from tvae.files import write_bytes_atomic
+from tvae.schedules import beta_at, tf_at
 
 PANELS = {
     "losses.png": ("Loss (nats per bar)", [("train", "loss"), ("train", "recon"),
@@ -41,6 +43,13 @@ def _series(rows: list[dict[str, str]], split: str, key: str) -> tuple[list[int]
     return xs, ys
 
 
+def _figure() -> tuple[Figure, object]:
+    """A 7 x 4 inch figure on its own Agg canvas, and its axes."""
+    fig = Figure(figsize=(7, 4))
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
 def plot_metrics(metrics_csv: str | Path, out_dir: str | Path) -> list[Path]:
     """One PNG per panel from a run's metrics.csv; returns the files written."""
     rows = read_metrics(metrics_csv)
@@ -48,7 +57,7 @@ def plot_metrics(metrics_csv: str | Path, out_dir: str | Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, (title, series) in PANELS.items():
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = _figure()
         for split, key in series:
             xs, ys = _series(rows, split, key)
             if xs:
@@ -61,7 +70,6 @@ def plot_metrics(metrics_csv: str | Path, out_dir: str | Path) -> list[Path]:
             ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(out_dir / name, dpi=100)
-        plt.close(fig)
         written.append(out_dir / name)
     return written
 
@@ -69,7 +77,7 @@ def plot_metrics(metrics_csv: str | Path, out_dir: str | Path) -> list[Path]:
 def plot_schedule(configs: dict[str, TrainConfig], total_steps: int, batches_per_epoch: int,
                   out: str | Path) -> Path:
     """Draw p_tf (solid) and beta (dashed) over training, one curve per named config."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _figure()
     steps = list(range(0, total_steps + 1, max(1, total_steps // 400)))
     for label, cfg in configs.items():
         line = ax.plot(steps, [tf_at(s, cfg, batches_per_epoch) for s in steps],
@@ -84,6 +92,5 @@ def plot_schedule(configs: dict[str, TrainConfig], total_steps: int, batches_per
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
     write_bytes_atomic(buffer.getvalue(), out)  # one-line errors, never a half-written file
     return Path(out)

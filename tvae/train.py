@@ -11,6 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import tvae.distributed as ddp
 from tvae.checkpoint import legacy_model_fields, load_checkpoint
 from tvae.config import (
@@ -87,6 +89,7 @@ def _train(data_dir: Any, run_dir: Path, grid: GridConfig, model: ModelConfig, d
         raise TvaeError("this run folder already holds a run; use --resume to continue it or "
                         "choose another --out", run_dir)
     dist = ddp.setup(train.device)  # None unless started by torchrun
+    threads = torch.get_num_threads()  # --num-threads applies to this run only
     try:
         main = dist is None or dist.main
         with ddp.rank0_first(dist):  # rank 0 fills the cache of a MIDI folder
@@ -111,4 +114,5 @@ def _train(data_dir: Any, run_dir: Path, grid: GridConfig, model: ModelConfig, d
         trainer.fit()
         return trainer
     finally:
+        torch.set_num_threads(threads)
         ddp.teardown(dist)
