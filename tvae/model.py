@@ -47,7 +47,7 @@ Sampler = Callable[[Tensor], Tensor]  # masked logits (..., V) -> classes (...)
 @dataclass
 class VAEOutput:
     """What `TransformerVAE.forward` returns: the model's distributions, no loss. The objective
-    (beta, free bits, loss weights) lives in `tvae.objective`."""
+    lives in `tvae.objective`."""
 
     log_probs: Tensor  # (B, N, S, V) step log-probabilities as decoded; -inf where impossible
     log_lik: Tensor  # (B, N) log-likelihood of each true bar in nats (0 for padding bars)
