@@ -164,30 +164,40 @@ def _check_not_pwned(page) -> None:  # noqa: ANN001 (playwright Page)
     assert page.evaluate("() => document.querySelectorAll('main script').length") == 0
 
 
+DRAWN = "[...document.querySelectorAll('midi-visualizer')].every(v => v.querySelector('svg rect'))"
+
+
+def _measure(path: Path, width: int, script: str) -> object:
+    """Open `path` in chromium at `width` pixels, wait until every visualizer has drawn its
+    notes, and return what `script` (a JS function) evaluates to."""
+    sync_playwright = _require_browser()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        tab = browser.new_page(viewport={"width": width, "height": 900})
+        tab.goto(path.as_uri())
+        tab.wait_for_function(DRAWN, timeout=LOAD_TIMEOUT_MS)
+        result = tab.evaluate(script)
+        browser.close()
+    return result
+
+
 def test_kl_strip_lies_under_the_piano_roll_bars(tmp_path: Path) -> None:
     """Each bar's KL cell starts where its bar starts in the drawn piano roll (a 3/4 melody at
     90 qpm with a pickup: bar 1 is the pickup's width, then whole bars)."""
-    sync_playwright = _require_browser()
+    _require_browser()
     notes = tuple(Note(4 * k, 60 + k % 7, 4) for k in range(10))  # 1 pickup beat + 3 bars
     melody = Melody(notes, (3, 4), 90.0, pickup=4, title="waltz")
     page = PageMelody("In", "waltz", melody_to_midi_bytes(melody), [1.0, 2.0, 3.0, 4.0],
                       bar_steps=12, pickup_steps=4, qpm=90.0)
     path = write_page(tmp_path / "aligned.html", render_page("Aligned", [page]))
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={"width": 1000, "height": 800})
-        tab.goto(path.as_uri())
-        tab.wait_for_function("document.querySelector('midi-visualizer[type=\"piano-roll\"] svg "
-                              "rect')", timeout=LOAD_TIMEOUT_MS)
-        found = tab.evaluate("""() => {
-            const svg = document.querySelector('midi-visualizer[type="piano-roll"] svg');
-            const left = svg.getBoundingClientRect().left;
-            const notes = [...svg.querySelectorAll('rect')].map(
-                r => r.getBoundingClientRect().left - left);
-            const cells = [...document.querySelectorAll('.kl .bar')].map(
-                c => c.getBoundingClientRect().left - left);
-            return {notes, cells}; }""")
-        browser.close()
+    found = _measure(path, 1000, """() => {
+        const svg = document.querySelector('midi-visualizer[type="piano-roll"] svg');
+        const left = svg.getBoundingClientRect().left;
+        const notes = [...svg.querySelectorAll('rect')].map(
+            r => r.getBoundingClientRect().left - left);
+        const cells = [...document.querySelectorAll('.kl .bar')].map(
+            c => c.getBoundingClientRect().left - left);
+        return {notes, cells}; }""")
     # the roll draws a note per beat; bar k starts with note 0, 1, 4, 7 (pickup of one beat)
     starts = [found["notes"][i] for i in (0, 1, 4, 7)]
     assert found["cells"] == pytest.approx(starts, abs=1.5)
@@ -197,22 +207,15 @@ def test_kl_strip_lies_under_the_piano_roll_bars(tmp_path: Path) -> None:
 def test_long_melodies_stay_inside_their_card(tmp_path: Path) -> None:
     """A 12-bar melody on a narrow window: the staff, and the piano roll with its KL strip,
     scroll inside the card instead of running past it."""
-    sync_playwright = _require_browser()
+    _require_browser()
     melody, _ = read_midi(DATA / "twinkle.mid")
     page = PageMelody("In", "twinkle", (DATA / "twinkle.mid").read_bytes(),
                       [float(k) for k in range(12)], bar_steps=16, qpm=melody.qpm)
     path = write_page(tmp_path / "long.html", render_page("Long", [page]))
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={"width": 600, "height": 900})
-        tab.goto(path.as_uri())
-        tab.wait_for_function("[...document.querySelectorAll('midi-visualizer')].every("
-                              "v => v.querySelector('svg'))", timeout=LOAD_TIMEOUT_MS)
-        sizes = tab.evaluate("""() => {
-            const sec = document.querySelector('section.melody');
-            const box = sec.querySelector('.rollbox');
-            return [sec.scrollWidth, sec.clientWidth, box.scrollWidth, box.clientWidth]; }""")
-        browser.close()
+    sizes = _measure(path, 600, """() => {
+        const sec = document.querySelector('section.melody');
+        const box = sec.querySelector('.rollbox');
+        return [sec.scrollWidth, sec.clientWidth, box.scrollWidth, box.clientWidth]; }""")
     section_scroll, section_width, box_scroll, box_width = sizes
     assert section_scroll <= section_width  # nothing runs past the card
     assert box_scroll > box_width  # the 12 bars scroll inside it

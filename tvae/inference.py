@@ -140,20 +140,26 @@ class TrainedModel:
         """`posterior` of each melody (any lengths and meters): [(mu, sigma), ...]."""
         return [self.posterior(melody) for melody in melodies]
 
-    @torch.no_grad()
     def kl_bits(self, melody: Melody) -> np.ndarray:
         """KL of each bar's posterior from the prior, in bits: (N,). Repeats should be cheap."""
-        mu, logvar = self.model.encode_windowed(*self._tensors(melody), self.window)
-        kl = kl_per_bar(mu, logvar) / LN2
-        return kl[0].cpu().numpy()
+        return self.kl_bits_of(*self.posterior(melody))
 
-    @torch.no_grad()
+    @staticmethod
+    def kl_bits_of(mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+        """KL bits per bar (N,) of posteriors given by their means and std devs (N, Z)."""
+        mu_t, sigma_t = torch.as_tensor(mu), torch.as_tensor(sigma)
+        return (kl_per_bar(mu_t, 2 * sigma_t.log()) / LN2).numpy()
+
+    def structure(self, melody: Melody) -> tuple[np.ndarray, list[int | None]]:
+        """`kl_bits` and `copy_sources` of a melody from one encoding (what pages show)."""
+        mu, sigma = self.posterior(melody)
+        return self.kl_bits_of(mu, sigma), self.copies_of(mu)
+
     def copy_sources(self, melody: Melody, threshold: float = 0.5) -> list[int | None]:
         """For each bar, the earlier bar (0-based) its latent points at as a copy, from the
         copy path's pointer weights; None where the bar is generated (or the pointer's weight
         on its best source is below `threshold`, or the model has no copy path)."""
-        mu, _ = self.model.encode_windowed(*self._tensors(melody), self.window)
-        return self.copies_of(mu[0].cpu().numpy(), threshold)
+        return self.copies_of(self.encode(melody), threshold)
 
     @torch.no_grad()
     def copies_of(self, z: np.ndarray, threshold: float = 0.5) -> list[int | None]:

@@ -184,8 +184,7 @@ class TransformerVAE(nn.Module):
         return self.pointer_weights(z, bar_mask)[0]
 
     def _predict(self, logits: Tensor, meters: Tensor, log_pi: Tensor | None,
-                 log_eps: Tensor | None, sources: Tensor, choice: Tensor | None = None
-                 ) -> Tensor:
+                 log_eps: Tensor | None, sources: Tensor) -> Tensor:
         """Generator logits (B, N, S, V) -> the step log-probabilities decoding uses: with the
         copy path, mixed with (or, per bar, replaced by the copy of) `sources` (B, N', S)."""
         gen = mask_logits(logits.float(), meters).log_softmax(-1)
@@ -193,8 +192,7 @@ class TransformerVAE(nn.Module):
             return gen
         if log_eps is None:
             return mixture_log_probs(logits, meters, log_pi, sources)
-        choice = choose(log_pi) if choice is None else choice
-        return mask_logits(chosen_log_probs(gen, sources, log_eps, choice), meters)
+        return mask_logits(chosen_log_probs(gen, sources, log_eps, choose(log_pi)), meters)
 
     def _outputs(self, logits: Tensor, meters: Tensor, tokens: Tensor, sources: Tensor,
                  log_pi: Tensor | None, log_eps: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -235,14 +233,20 @@ class TransformerVAE(nn.Module):
         last = (mu2[:, -1].view(B, N - window, -1), logvar2[:, -1].view(B, N - window, -1))
         return torch.cat([mu, last[0]], dim=1), torch.cat([logvar, last[1]], dim=1)
 
-    def _mixer(self, z: Tensor, i: int, sources: list[Tensor], meters: Tensor,
-               sampler: Sampler) -> Callable[[Tensor], Tensor] | None:
-        """For decoding bar i of z (B, N', Z) alone: masked logits (B, 1, S, V) -> the step
-        log-probabilities of the copy path, given the decoded `sources` (each (B, 1, S))."""
-        if self.pointer is None or not sources:
+    def _all_pointers(self, z: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """`pointer_weights` of z (B, N, Z) for decoding, where every bar is real."""
+        return self.pointer_weights(z, torch.ones(z.shape[:2], dtype=torch.bool,
+                                                  device=z.device))
+
+    def _mixer(self, pointers: tuple[Tensor | None, Tensor | None], i: int,
+               sources: list[Tensor], meters: Tensor, sampler: Sampler
+               ) -> Callable[[Tensor], Tensor] | None:
+        """For decoding bar i alone, given `_all_pointers` of its latents: masked logits
+        (B, 1, S, V) -> the step log-probabilities of the copy path, given the decoded
+        `sources` (each (B, 1, S))."""
+        log_pi, log_eps = pointers
+        if log_pi is None or not sources:
             return None
-        real = torch.ones(z.shape[:2], dtype=torch.bool, device=z.device)
-        log_pi, log_eps = self.pointer_weights(z, real)
         row = log_pi[:, i : i + 1, : 1 + len(sources)]  # (B, 1, 1 + i)
         src = torch.cat(sources, dim=1)  # (B, i, S)
         if log_eps is None:
@@ -278,7 +282,8 @@ class TransformerVAE(nn.Module):
             prev = torch.cat([prev, prev.new_zeros(B, 1, D)], dim=1)  # last slot is unused
             zw = z[:, lo : i + 1]  # (B, W, Z)
             h = self._decode_hidden(prev, self._memory(zw), real)[:, -1:]
-            mix = self._mixer(zw, window - 1, bars[lo:i], meters[:, i : i + 1], sampler)
+            mix = self._mixer(self._all_pointers(zw), window - 1, bars[lo:i],
+                              meters[:, i : i + 1], sampler)
             bars.append(self.bar_decoder.generate(h, meters[:, i : i + 1], sampler, mix))
         return torch.cat(bars, dim=1)
 
@@ -286,6 +291,7 @@ class TransformerVAE(nn.Module):
         B, N, _ = z.shape
         D = self.config.d_model
         memory = self._memory(z)  # (B, N, D)
+        pointers = self._all_pointers(z)  # computed once for every bar
         pos = positions(N, D, z.device)  # (N, D)
         inputs = [self.start.expand(B, 1, D)]  # decoder inputs so far, each (B, 1, D)
         caches: list[dict] | None = [{} for _ in self.decoder] if use_cache else None
@@ -309,7 +315,7 @@ class TransformerVAE(nn.Module):
                     x = block(x, None, self.config.mask_decoder, memory, cross)
                 x = x[:, -1:]
             h = self.dec_norm(x)  # (B, 1, D)
-            mix = self._mixer(z, i, bars, meters[:, i : i + 1], sampler)
+            mix = self._mixer(pointers, i, bars, meters[:, i : i + 1], sampler)
             bar = self.bar_decoder.generate(h, meters[:, i : i + 1], sampler, mix)  # (B, 1, S)
             bars.append(bar)
             inputs.append(self.bar_encoder(bar, meters[:, i : i + 1]))

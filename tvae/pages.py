@@ -36,8 +36,10 @@ class Item:
 
 
 def page_melody(model: TrainedModel, item: Item) -> PageMelody:
-    kl = model.kl_bits(item.melody).round(3).tolist() if item.melody.notes else None
-    copies = model.copy_sources(item.melody) if item.melody.notes else None
+    kl, copies = None, None
+    if item.melody.notes:  # one encoding gives both
+        bits, copies = model.structure(item.melody)
+        kl = bits.round(3).tolist()
     pitches = [n.pitch for n in item.melody.notes]
     span = (pitch_name(min(pitches)), pitch_name(max(pitches))) if pitches else None
     return PageMelody(item.label, item.melody.title or item.stem,

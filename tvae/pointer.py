@@ -80,11 +80,16 @@ def mixture_log_probs(logits: Tensor, meters: Tensor, log_pi: Tensor, sources: T
     return mask_logits(log_probs, meters)
 
 
+def same_bars(tokens: Tensor) -> Tensor:
+    """(B, N, N) bool: bar k and bar j are identical. tokens (B, N, S)."""
+    return (tokens[:, :, None] == tokens[:, None, :]).all(-1)
+
+
 def copy_target(tokens: Tensor, max_offset: int) -> Tensor:
     """(B, N, N) bool: bar j (within max_offset bars back) is an exact repeat source of bar k.
     The data's own labels of which bars repeat, for the pointer's auxiliary loss."""
     N = tokens.shape[1]
-    same = (tokens[:, :, None] == tokens[:, None, :]).all(-1)  # (B, N, N)
+    same = same_bars(tokens)  # (B, N, N)
     off = offsets(N, tokens.device)
     real = (tokens != PAD).any(-1)  # (B, N)
     return same & ((off >= 1) & (off <= max_offset))[None] & real[:, :, None] & real[:, None, :]

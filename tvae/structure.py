@@ -17,13 +17,14 @@ import torch
 from torch import Tensor
 
 from tvae.config import N_SPECIAL, PAD
+from tvae.pointer import same_bars
 
 
 def first_occurrence(tokens: Tensor) -> Tensor:
     """(B, N) index of the earliest bar of the window identical to each bar (itself if none).
     tokens (B, N, S)."""
     N = tokens.shape[1]
-    same = (tokens[:, :, None] == tokens[:, None, :]).all(-1)  # (B, N, N)
+    same = same_bars(tokens)  # (B, N, N)
     earlier_or_self = torch.ones(N, N, dtype=torch.bool, device=tokens.device).tril()
     return (same & earlier_or_self).float().argmax(-1)  # first True along j
 
