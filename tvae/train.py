@@ -114,5 +114,6 @@ def _train(data_dir: Any, run_dir: Path, grid: GridConfig, model: ModelConfig, d
         trainer.fit()
         return trainer
     finally:
-        torch.set_num_threads(threads)
         ddp.teardown(dist)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
