@@ -17,8 +17,8 @@ from pathlib import Path
 
 from bench.machine import describe_machine
 from tvae.config import DataConfig
-from tvae.dataset import format_skipped, load_folder
-from tvae.windows import Windows
+from tvae.data.dataset import format_skipped, load_folder
+from tvae.data.windows import Windows
 
 
 def peak_mib(who: int) -> float:

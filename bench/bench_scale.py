@@ -116,7 +116,7 @@ def prepare_scale(manifest: Path, out: Path, workers: int) -> dict[str, Any]:
 
 def prepare_child(manifest: str, out: str, workers: str) -> None:
     """In a fresh process: prepare `manifest` into `out` and write out/timing.json."""
-    from tvae.prepare import prepare_folder
+    from tvae.data.prepare import prepare_folder
 
     started = time.perf_counter()
     prepare_folder(manifest, out, workers=int(workers), progress=False)
@@ -151,7 +151,7 @@ def startup_child(data: str, run: str, report: str) -> None:
     import torch
 
     from tvae.config import TrainConfig
-    from tvae.train import Trainer, train
+    from tvae.training.run import Trainer, train
 
     imported_at = time.time()
 

@@ -19,9 +19,9 @@ import numpy as np
 
 from bench.machine import describe_machine
 from tvae.config import DataConfig, GridConfig, TrainConfig
-from tvae.dataset import load_folder
+from tvae.data.dataset import load_folder
 from tvae.inference import bundled_model_path
-from tvae.train import Trainer
+from tvae.training.run import Trainer
 
 WARMUP = 5
 
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--p-tf", type=float, nargs="+", default=[1.0, 0.7])
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    from tvae.checkpoint import load_checkpoint
+    from tvae.model.checkpoint import load_checkpoint
 
     config = load_checkpoint(bundled_model_path())[0].config
     songs, _ = load_folder(args.corpus, GridConfig(), DataConfig(), progress=False)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How the bundled model (tvae/models/default.*) was made, from a clone, on a 2-core CPU.
+# How the bundled model (tvae/weights/default.*) was made, from a clone, on a 2-core CPU.
 # 1) export the folk corpus; 2) train the copy-path model from scratch at its final KL weight
 # (beta 0.3, warmed up over 2,000 steps), with the pointer loss on the data's exact repeats
 # through the run and a quarter of the windows given one extra repeat at a random offset;
@@ -20,5 +20,5 @@ tvae train corpus --out runs/bundled_ft --init-from runs/bundled/best.json --d-m
   --copy-edit 0.02 --repeat-augment 0.25 --epochs 100 --max-steps 3000 --batch-size 64 \
   --lr 3e-4 --warmup-steps 50 --beta-schedule constant --beta 0.3 --tf-schedule constant \
   --tf-p 1.0 --pointer-weight 0 --patience 100 --seed 1 --num-threads 2 --eval-windows 500 --quiet
-tvae export runs/bundled_ft/best.json tvae/models/default
-tvae evaluate corpus --model tvae/models/default.json --json --record  # the model card
+tvae export runs/bundled_ft/best.json tvae/weights/default
+tvae evaluate corpus --model tvae/weights/default.json --json --record  # the model card

@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 from make_broken import EXPECTED_CHANGES, make_broken
 
-from tvae.cli import main
+from tvae.cli.main import main
 from tvae.midi import read_midi
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,9 +77,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny untrained checkpoint (seeded), enough to run every inference command."""
     import torch
 
-    from tvae.checkpoint import save_checkpoint
     from tvae.config import ModelConfig
-    from tvae.model import TransformerVAE
+    from tvae.model.checkpoint import save_checkpoint
+    from tvae.model.vae import TransformerVAE
 
     torch.manual_seed(0)
     model = TransformerVAE(ModelConfig(d_model=32, d_latent=8, n_heads=2, d_ff=64, bar_hidden=32,
@@ -238,7 +238,7 @@ def model_runs(name: str, path: Path, out: Path) -> dict[str, tuple[list[str], l
     }
 
 
-# Commands that refuse a pair of readable files without naming them (tvae/cli_infer.py passes the
+# Commands that refuse a pair of readable files without naming them (tvae/cli/infer.py passes the
 # model's TvaeError on as is): these pairs are known gaps, checked in their own test below.
 UNNAMED_PAIR_ERRORS = {("meter_1_4_pickup_then_3_4.mid", "transfer"),
                        ("meter_1_4_pickup_then_3_4.mid", "interpolate")}
@@ -309,7 +309,7 @@ def pickled_models(folder: Path, tiny_model: Path) -> tuple[list[Path], Path]:
     """Model files that are pickles in disguise, and the marker file unpickling would create."""
     import torch
 
-    from tvae.checkpoint import load_checkpoint
+    from tvae.model.checkpoint import load_checkpoint
 
     marker = folder / "UNPICKLED"
     evil = pickle.dumps({"weights": _Marker(marker)})

@@ -15,7 +15,6 @@ import torch
 from safetensors.torch import save_file
 
 import tvae.files
-from tvae.checkpoint import checkpoint_paths, load_checkpoint, restore_optimizer, save_checkpoint
 from tvae.config import (
     DataConfig,
     GridConfig,
@@ -25,8 +24,14 @@ from tvae.config import (
     config_to_dict,
 )
 from tvae.errors import TvaeError
-from tvae.model import TransformerVAE
-from tvae.objective import vae_objective
+from tvae.model.checkpoint import (
+    checkpoint_paths,
+    load_checkpoint,
+    restore_optimizer,
+    save_checkpoint,
+)
+from tvae.model.vae import TransformerVAE
+from tvae.training.objective import vae_objective
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 SMALL = dict(d_model=32, d_latent=8, n_heads=2, d_ff=64, bar_hidden=32, enc_layers=1,
@@ -305,7 +310,7 @@ def test_safetensors_whose_header_length_starts_with_0x80_loads(tmp_path: Path) 
     assert data[0] == 0x80 and struct.unpack("<Q", data[:8])[0] % 256 == 0x80
     path = tmp_path / "w.safetensors"
     path.write_bytes(data)
-    from tvae.checkpoint import _read_tensors
+    from tvae.model.checkpoint import _read_tensors
 
     assert torch.equal(_read_tensors(path)["w"], torch.zeros(3))
 

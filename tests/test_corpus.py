@@ -1,4 +1,4 @@
-"""The folk corpus export: ABC -> Melody conversion (tvae.abc_tunes), splits, manifest, resuming."""
+"""The folk corpus export: ABC -> Melody (tvae.data.abc_tunes), splits, manifest, resuming."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tvae.abc_tunes import TuneSource, UnusableTuneError, clean_abc, split_abc, tune_to_melody
-from tvae.cli import main
-from tvae.corpus import (
+from tvae.cli.main import main
+from tvae.data.abc_tunes import TuneSource, UnusableTuneError, clean_abc, split_abc, tune_to_melody
+from tvae.data.corpus import (
     COLLECTIONS,
     MANIFEST_COLUMNS,
     STATE_FILE,
@@ -161,7 +161,7 @@ def test_resume_redoes_a_tune_whose_file_is_gone(tmp_path: Path) -> None:
 def test_corpus_without_music21_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from tvae.corpus import corpus_root
+    from tvae.data.corpus import corpus_root
     from tvae.errors import TvaeError
 
     monkeypatch.setitem(sys.modules, "music21", None)  # as if it were not installed

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tvae.dataset as dataset
-from tvae.augment import transpose_tokens
+import tvae.data.dataset as dataset
 from tvae.config import HOLD, N_SPECIAL, PAD, REST, DataConfig, GridConfig
-from tvae.dataset import SongArrays, load_folder
+from tvae.data.augment import transpose_tokens
+from tvae.data.dataset import SongArrays, load_folder
+from tvae.data.windows import Windows
 from tvae.melody import Melody, Note, bars_to_melody, melody_to_bars, meter_id
 from tvae.midi import read_midi, write_melody
-from tvae.windows import Windows
 
 
 def scale_song(n_bars: int, meter: tuple[int, int] = (4, 4), base: int = 60,
@@ -176,7 +176,7 @@ def test_missing_folder_and_bad_label_column(tmp_path: Path, folk_corpus: Path) 
 
 
 def test_add_repeats_copies_one_earlier_bar_of_the_same_shape() -> None:
-    from tvae.augment import add_repeats
+    from tvae.data.augment import add_repeats
 
     rng = np.random.default_rng(0)
     tokens = rng.integers(3, 40, size=(200, 6, 16))

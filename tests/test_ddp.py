@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-import tvae.distributed as ddp
+import tvae.training.distributed as ddp
 from tvae.config import PAD, DataConfig, GridConfig, ModelConfig, TrainConfig
-from tvae.dataset import load_folder
+from tvae.data.dataset import load_folder
 from tvae.errors import TvaeError
-from tvae.train import Trainer, train
+from tvae.training.run import Trainer, train
 
 TINY = ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64,
                    bar_hidden=32, dropout=0.0)

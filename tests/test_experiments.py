@@ -15,22 +15,22 @@ import numpy as np
 import pytest
 import torch
 
-from bench.experiments import EXPERIMENTS
-from bench.experiments.__main__ import main
-from bench.experiments.auxiliary import label_ids, partial_labels
-from bench.experiments.common import QUICK, Context, load_songs, train_run
-from bench.experiments.masking import bar_rows, other_pairs, repeat_pairs
-from bench.experiments.report import write_report
-from bench.experiments.sampling import melody_metrics, wasserstein_1d
-from bench.experiments.tf import inverse_sigmoid_k
+from experiments import EXPERIMENTS
+from experiments.__main__ import main
+from experiments.auxiliary import label_ids, partial_labels
+from experiments.common import QUICK, Context, load_songs, train_run
+from experiments.masking import bar_rows, other_pairs, repeat_pairs
+from experiments.report import write_report
+from experiments.sampling import melody_metrics, wasserstein_1d
+from experiments.tf import inverse_sigmoid_k
 from tvae.config import DataConfig, GridConfig
-from tvae.dataset import load_folder
+from tvae.data.dataset import load_folder
+from tvae.data.windows import Windows
 from tvae.errors import TvaeError
 from tvae.evaluate import classify_windows, predict_classes
 from tvae.inference import load_model
 from tvae.melody import bars_to_melody
-from tvae.schedules import tf_inverse_sigmoid
-from tvae.windows import Windows
+from tvae.training.schedules import tf_inverse_sigmoid
 
 
 def _args(name: str, corpus: Path, out: Path, runs: Path) -> list[str]:
@@ -63,7 +63,7 @@ def _unit(value: float | None) -> bool:
 def test_each_experiment_writes_its_files(results: Path, name: str) -> None:
     result = _result(results, name)
     assert result["name"] == name and result["settings"]["quick"] is True
-    assert result["command"].startswith(f"python -m bench.experiments {name} --quick")
+    assert result["command"].startswith(f"python -m experiments {name} --quick")
     assert "cores" in result["machine"] and result["date"].endswith("UTC")
     md = (results / f"{name}.md").read_text()
     assert md.startswith(f"# {result['title']}") and "|---|" in md and "Quick setting" in md
@@ -101,7 +101,7 @@ def test_masking_values(results: Path) -> None:
 
 
 def test_structure_values(results: Path) -> None:
-    from bench.experiments.structure import ABLATIONS, DESIGN, STOCK
+    from experiments.structure import ABLATIONS, DESIGN, STOCK
 
     rows = _result(results, "structure")["variants"]
     assert [r["label"] for r in rows] == [STOCK, DESIGN] + [a[1] for a in ABLATIONS]
@@ -158,7 +158,7 @@ def test_report_lists_missing_experiments(results: Path, tmp_path: Path) -> None
     out.mkdir()
     (out / "tf.json").write_text((results / "tf.json").read_text())
     text = write_report(out).read_text()
-    assert "## Teacher forcing" in text and "`python -m bench.experiments masking`" in text
+    assert "## Teacher forcing" in text and "`python -m experiments masking`" in text
     with pytest.raises(TvaeError, match="no results folder"):
         write_report(tmp_path / "missing")
 

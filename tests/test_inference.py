@@ -10,14 +10,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tvae.checkpoint import save_checkpoint
-from tvae.cli import main
+from tvae.cli.main import main
 from tvae.config import ModelConfig
 from tvae.errors import TvaeError
 from tvae.inference import TrainedModel, load_model, slerp
 from tvae.melody import Melody, Note
 from tvae.midi import read_melody, write_melody
-from tvae.model import TransformerVAE
+from tvae.model.checkpoint import save_checkpoint
+from tvae.model.vae import TransformerVAE
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -236,7 +236,7 @@ def test_copy_sources_follow_the_pointer(tiny_ckpt: Path, tmp_path: Path) -> Non
     out = model.transfer(_melody(5), melody)
     tokens = model.bars(out).tokens
     assert np.array_equal(tokens[2], tokens[0]) and np.array_equal(tokens[4], tokens[0])
-    from tvae.pages import transfer_items, write_results
+    from tvae.outputs import transfer_items, write_results
 
     items = transfer_items(model, _melody(5), melody, "a", "b", [0])
     page = write_results(model, tmp_path, items, "t", "t.html")[-1].read_text()

@@ -17,9 +17,9 @@ from torch import Tensor
 from tvae.config import PAD, GridConfig, ModelConfig
 from tvae.melody import METER_STEPS, METERS, melody_to_bars
 from tvae.midi import read_melody
-from tvae.model import TransformerVAE, argmax_sampler, make_sampler
-from tvae.modules import mask_logits
-from tvae.objective import vae_objective
+from tvae.model.modules import mask_logits
+from tvae.model.vae import TransformerVAE, argmax_sampler, make_sampler
+from tvae.training.objective import vae_objective
 
 GRID = GridConfig()
 DATA = Path(__file__).resolve().parent.parent / "data"

@@ -1,5 +1,5 @@
-"""The training objective (tvae.objective) on what the model returns: PAD steps ignored, free
-bits, the plain teacher-forced path, the supervised head and the pointer's auxiliary loss."""
+"""The training objective (tvae.training.objective) on what the model returns: PAD steps ignored,
+free bits, the plain teacher-forced path, the supervised head and the pointer's auxiliary loss."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from torch import Tensor
 
 from tests.test_model import DECODERS, random_bars, tiny
 from tvae.config import PAD
-from tvae.model import kl_per_bar
-from tvae.objective import pointer_nll, vae_objective
+from tvae.model.vae import kl_per_bar
+from tvae.training.objective import pointer_nll, vae_objective
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -1,5 +1,5 @@
-"""The copy path (tvae.pointer): pointer weights, exact likelihoods, that the pointer reads only
-the bar's own latent, and that a copied bar follows its source in free-running decoding (the
+"""The copy path (tvae.model.pointer): pointer weights, exact likelihoods, that the pointer reads
+only the bar's own latent, and that a copied bar follows its source in free-running decoding (the
 mechanism behind context transfer)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 from tests.test_model import random_bars, tiny
 from tvae.config import PAD
-from tvae.pointer import bar_log_lik, copy_target, pointer_log_weights
+from tvae.model.pointer import bar_log_lik, copy_target, pointer_log_weights
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

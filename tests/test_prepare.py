@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tvae.cli import main
+from tvae.cli.main import main
 from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig
-from tvae.dataset import SongArrays, load_folder
-from tvae.errors import TvaeError, TvaeWarning
-from tvae.prepare import (
+from tvae.data.dataset import SongArrays, load_folder
+from tvae.data.prepare import (
     ShardTokens,
     is_prepared,
     load_prepared,
@@ -24,8 +23,9 @@ from tvae.prepare import (
     prepare_folder,
     shard_of,
 )
-from tvae.train import train
-from tvae.windows import Windows
+from tvae.data.windows import Windows
+from tvae.errors import TvaeError, TvaeWarning
+from tvae.training.run import train
 
 
 @pytest.fixture(scope="module")
@@ -190,10 +190,10 @@ def test_evaluate_reads_a_prepared_folder_like_the_midi_folder(prepared: Path, f
                                                                tmp_path: Path) -> None:
     import torch
 
-    from tvae.checkpoint import save_checkpoint
     from tvae.config import ModelConfig
-    from tvae.evaluate import evaluate_folder
-    from tvae.model import TransformerVAE
+    from tvae.inference import evaluate_folder
+    from tvae.model.checkpoint import save_checkpoint
+    from tvae.model.vae import TransformerVAE
 
     torch.manual_seed(0)
     model = TransformerVAE(ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1,
@@ -213,7 +213,7 @@ def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
     import shutil
 
     from tvae.config import DataConfig, ModelConfig, TrainConfig
-    from tvae.train import train
+    from tvae.training.run import train
 
     data = Path(__file__).resolve().parents[1] / "data"
     folder = tmp_path / "songs"

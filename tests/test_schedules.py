@@ -9,7 +9,7 @@ import pytest
 
 from tvae.config import TrainConfig
 from tvae.errors import TvaeError
-from tvae.schedules import (
+from tvae.training.schedules import (
     BETA_SCHEDULES,
     TF_SCHEDULES,
     beta_at,
@@ -144,7 +144,7 @@ def test_tf_at_dispatch() -> None:
 
 def test_warmups_longer_than_the_run_are_shortened_to_half_of_it() -> None:
     from tvae.errors import TvaeWarning
-    from tvae.schedules import fit_warmups
+    from tvae.training.schedules import fit_warmups
 
     cfg = TrainConfig(warmup_steps=300, beta_steps=2000, tf_steps=5000)
     with pytest.warns(TvaeWarning, match="--warmup-steps 300 -> 100, --beta-steps 2000 -> 100"):

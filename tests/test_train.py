@@ -15,7 +15,7 @@ import pytest
 
 from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig
 from tvae.inference import load_model
-from tvae.train import train
+from tvae.training.run import train
 
 TINY = ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64,
                    bar_hidden=32, dropout=0.1)
@@ -84,7 +84,7 @@ def test_refuses_to_overwrite_a_run(tiny_run: Path, folk_corpus: Path) -> None:
 def test_evaluate_json_has_the_promised_keys(tiny_run: Path, folk_corpus: Path) -> None:
     from click.testing import CliRunner
 
-    from tvae.cli import main
+    from tvae.cli.main import main
 
     result = CliRunner().invoke(main, ["evaluate", str(folk_corpus), "--model",
                                        str(tiny_run / "best.json"), "--bars", "4", "--json"])
@@ -159,9 +159,9 @@ def test_init_from_starts_from_the_checkpoint_weights(tiny_run: Path, folk_corpu
                                                        tmp_path: Path) -> None:
     import torch
 
-    from tvae.checkpoint import load_checkpoint
     from tvae.errors import TvaeError
-    from tvae.train import Trainer
+    from tvae.model.checkpoint import load_checkpoint
+    from tvae.training.run import Trainer
 
     seen = {}
     original = Trainer.fit
@@ -190,7 +190,7 @@ def test_resume_extends_the_limits_and_refuses_other_changes(folk_corpus: Path,
                                                              tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from tvae.cli import main
+    from tvae.cli.main import main
 
     run = tmp_path / "run"
     train(folk_corpus, run, model=TINY, data=DataConfig(bars=4, stride=2),
@@ -210,7 +210,7 @@ def test_a_run_folder_takes_one_run_at_a_time(folk_corpus: Path, tmp_path: Path)
     import subprocess as sp
 
     from tvae.errors import TvaeError
-    from tvae.runfolder import LOCK_NAME
+    from tvae.training.runfolder import LOCK_NAME
 
     run = tmp_path / "run"
     run.mkdir()
@@ -241,7 +241,7 @@ def test_train_from_a_config_file_with_overrides(folk_corpus: Path, tmp_path: Pa
                                                  tiny_run: Path) -> None:
     from click.testing import CliRunner
 
-    from tvae.cli import main
+    from tvae.cli.main import main
 
     result = CliRunner().invoke(main, ["train", "--config", str(tiny_run / "config.json"),
                                        "--out", str(tmp_path / "again"), "--epochs", "1",
@@ -264,8 +264,8 @@ def test_max_minutes_bounds_wall_time_validation_included(folk_corpus: Path,
                                                           tmp_path: Path) -> None:
     """On a clock that moves 1 s per training step and 5 s per validation, --max-minutes 1
     stops early enough that the final validation still ends within the 60 s."""
-    from tvae.dataset import load_folder
-    from tvae.train import Trainer
+    from tvae.data.dataset import load_folder
+    from tvae.training.run import Trainer
 
     songs, _ = load_folder(folk_corpus, progress=False)
     cfg = _train_cfg(epochs=100, max_minutes=1.0, checkpoint_every=1000)
@@ -292,9 +292,9 @@ def test_max_minutes_bounds_wall_time_validation_included(folk_corpus: Path,
 
 
 def test_tiny_data_is_warned_about(folk_corpus: Path, tmp_path: Path) -> None:
-    from tvae.dataset import load_folder
+    from tvae.data.dataset import load_folder
     from tvae.errors import TvaeWarning
-    from tvae.train import Trainer
+    from tvae.training.run import Trainer
 
     songs, _ = load_folder(folk_corpus, progress=False)  # 40 tunes: one window each
     with pytest.warns(TvaeWarning, match=r"tiny data: \d+ training and \d+ validation windows"):

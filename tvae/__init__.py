@@ -30,12 +30,12 @@ _EXPORTS = {
     "ModelConfig": "tvae.config",
     "DataConfig": "tvae.config",
     "TrainConfig": "tvae.config",
-    "TransformerVAE": "tvae.model",
-    "save_checkpoint": "tvae.checkpoint",
-    "load_checkpoint": "tvae.checkpoint",
+    "TransformerVAE": "tvae.model.vae",
+    "save_checkpoint": "tvae.model.checkpoint",
+    "load_checkpoint": "tvae.model.checkpoint",
     "load_model": "tvae.inference",
     "TrainedModel": "tvae.inference",
-    "train": "tvae.train",
+    "train": "tvae.training.run",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,3 +1,3 @@
-from tvae.cli import main
+from tvae.cli.main import main
 
 main()

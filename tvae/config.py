@@ -92,7 +92,7 @@ class ModelConfig:
     mask_decoder: bool = True  # causal decoder self-attention
     mask_cross: bool = True  # decoder bar i attends to latents z_1..z_i only
     n_classes: int = 0  # classes of the optional supervised head on the mean latent (0: none)
-    copy: str = "bar"  # copy path (tvae.pointer): "bar", "step" or "none" (the paper's model)
+    copy: str = "bar"  # copy path (tvae.model.pointer): "bar", "step" or "none" (the paper's model)
     copy_offsets: int = 7  # how many bars back the copy path reaches (window - 1 is enough)
     copy_edit: float = 0.02  # "bar": chance of an edit at each step of a copy (0: learned from z)
 

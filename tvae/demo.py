@@ -13,7 +13,7 @@ from pathlib import Path
 from tvae.errors import TvaeError
 from tvae.inference import TrainedModel
 from tvae.midi import read_melody
-from tvae.pages import Item, transfer_items, write_results
+from tvae.outputs import Item, transfer_items, write_results
 from tvae.render import render_index, write_page
 
 EXAMPLES = ("mary", "jingle", "twinkle", "ode")

@@ -7,8 +7,6 @@ Shape legend: B batch, N bars, S steps per bar.
 from __future__ import annotations
 
 import math
-import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,11 +14,10 @@ import torch
 from torch import Tensor
 
 from tvae.config import PAD
-from tvae.model import TransformerVAE, kl_per_bar
-from tvae.objective import LN2
-from tvae.pointer import copy_share
+from tvae.data.windows import Windows
+from tvae.model.pointer import copy_share
+from tvae.model.vae import LN2, TransformerVAE, kl_per_bar
 from tvae.structure import paired_ratios, repeated_bars, transfer_counts, transfer_pairs
-from tvae.windows import Windows
 
 
 class _Totals:
@@ -140,35 +137,6 @@ def evaluate_windows(model: TransformerVAE, windows: Windows, batch_size: int = 
         result.update(_transfer_metrics(model, windows, n, batch_size, max_transfers, progress))
     return {k: (None if math.isnan(v) else round(v, 6)) if isinstance(v, float) else v
             for k, v in result.items()}
-
-
-def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, bars: int = 8,
-                    split: str | None = None, max_windows: int = 0, progress: bool = True
-                    ) -> dict[str, Any]:
-    """`tvae evaluate`: metrics of a checkpoint (default: the bundled model) on the non-overlapping
-    `bars`-bar windows of a MIDI folder or prepared folder; its 'test' split when it has one."""
-    from tvae.config import DataConfig
-    from tvae.dataset import format_skipped
-    from tvae.errors import TvaeError, TvaeWarning
-    from tvae.inference import load_model
-    from tvae.prepare import is_prepared, load_songs
-
-    if bars < 1:
-        raise TvaeError("--bars must be at least 1")
-    trained = load_model(model_path)
-    data = DataConfig(bars=bars, stride=bars, transpose=0)
-    songs, skipped = load_songs(midi_dir, trained.grid, data, progress=progress)
-    if skipped:  # the CLI prints it as `warning: DIR: skipped N files: ...` (counts by reason)
-        warnings.warn(f"{midi_dir}: {format_skipped(skipped)}", TvaeWarning, stacklevel=2)
-    if split is None:
-        has_split = is_prepared(midi_dir) or (Path(midi_dir) / "manifest.csv").exists()
-        split = "test" if has_split else None
-    windows = Windows(songs, split, data, trained.grid)
-    if len(windows) == 0:
-        raise TvaeError(f"no {split or ''} windows to evaluate", midi_dir)
-    result = evaluate_windows(trained.model, windows, max_windows=max_windows, progress=progress)
-    return {"model": str(trained.path), "split": split or "all", **result,
-            "skipped_files": sum(skipped.values())}
 
 
 @torch.no_grad()

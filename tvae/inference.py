@@ -14,11 +14,11 @@ import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from tvae.checkpoint import load_checkpoint
 from tvae.config import MAX_BARS, PAD, REST
 from tvae.errors import TvaeError, TvaeWarning
 from tvae.melody import (
@@ -32,13 +32,13 @@ from tvae.melody import (
     meter_steps,
     normalize_meter,
 )
-from tvae.model import kl_per_bar, make_sampler
-from tvae.objective import LN2
+from tvae.model.checkpoint import load_checkpoint
+from tvae.model.vae import LN2, kl_per_bar, make_sampler
 
 
 def bundled_model_path() -> Path:
-    """Where the package's own trained model lives (`tvae/models/default.json`)."""
-    return Path(str(resources.files("tvae") / "models" / "default.json"))
+    """Where the package's own trained model lives (`tvae/weights/default.json`)."""
+    return Path(str(resources.files("tvae") / "weights" / "default.json"))
 
 
 def load_model(path: str | Path | None = None, device: str = "cpu") -> TrainedModel:
@@ -247,3 +247,32 @@ class TrainedModel:
             out.append(self.decode(z, a.meter, a.qpm, f"{a.title} -> {b.title} ({k + 1}/{steps})",
                                    temperature=temperature, seed=seed + k))
         return out
+
+
+def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, bars: int = 8,
+                    split: str | None = None, max_windows: int = 0, progress: bool = True
+                    ) -> dict[str, Any]:
+    """`tvae evaluate`: metrics of a checkpoint (default: the bundled model) on the non-overlapping
+    `bars`-bar windows of a MIDI folder or prepared folder; its 'test' split when it has one."""
+    from tvae.config import DataConfig
+    from tvae.data.dataset import format_skipped
+    from tvae.data.prepare import is_prepared, load_songs
+    from tvae.data.windows import Windows
+    from tvae.evaluate import evaluate_windows
+
+    if bars < 1:
+        raise TvaeError("--bars must be at least 1")
+    trained = load_model(model_path)
+    data = DataConfig(bars=bars, stride=bars, transpose=0)
+    songs, skipped = load_songs(midi_dir, trained.grid, data, progress=progress)
+    if skipped:  # the CLI prints it as `warning: DIR: skipped N files: ...` (counts by reason)
+        warnings.warn(f"{midi_dir}: {format_skipped(skipped)}", TvaeWarning, stacklevel=2)
+    if split is None:
+        has_split = is_prepared(midi_dir) or (Path(midi_dir) / "manifest.csv").exists()
+        split = "test" if has_split else None
+    windows = Windows(songs, split, data, trained.grid)
+    if len(windows) == 0:
+        raise TvaeError(f"no {split or ''} windows to evaluate", midi_dir)
+    result = evaluate_windows(trained.model, windows, max_windows=max_windows, progress=progress)
+    return {"model": str(trained.path), "split": split or "all", **result,
+            "skipped_files": sum(skipped.values())}

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from tvae.config import N_SPECIAL, PAD
-from tvae.pointer import same_bars
+from tvae.model.pointer import same_bars
 
 
 def first_occurrence(tokens: Tensor) -> Tensor:

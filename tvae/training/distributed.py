@@ -34,7 +34,7 @@ from torch.overrides import TorchFunctionMode
 
 from tvae.config import PAD, TrainConfig
 from tvae.errors import TvaeError
-from tvae.objective import Loss
+from tvae.training.objective import Loss
 
 
 def mix_seed(*values: int) -> int:

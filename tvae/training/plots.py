@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from tvae.config import TrainConfig
 from tvae.files import write_bytes_atomic
-from tvae.schedules import beta_at, tf_at
+from tvae.training.schedules import beta_at, tf_at
 
 PANELS = {
     "losses.png": ("Loss (nats per bar)", [("train", "loss"), ("train", "recon"),

@@ -1,6 +1,6 @@
 """Experiment `structure`: does the copy path make the latent structure-aware?
 
-The paper's stock model against the copy-path model (tvae.pointer: a per-bar choice between
+The paper's stock model against the copy-path model (tvae.model.pointer: a per-bar choice between
 generating and copying, with the pointer's auxiliary loss on the exact repeats the data labels)
 over a sweep of the KL weight beta; then, at one beta, ablations that change one thing each: no
 pointer loss, a pointer loss that fades out by half-way, no repeat augmentation, an edit chance
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from bench.experiments.common import (
+from experiments.common import (
     Context,
     eval_windows,
     finish,

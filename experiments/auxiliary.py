@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.experiments.common import (
+from experiments.common import (
     Context,
     eval_windows,
     finish,
@@ -30,7 +30,7 @@ from bench.experiments.common import (
     train_run,
 )
 from tvae.config import TrainConfig
-from tvae.dataset import SongArrays
+from tvae.data.dataset import SongArrays
 from tvae.evaluate import evaluate_windows, predict_classes
 
 TITLE = "Auxiliary classifier: does reconstruction help with few labels?"

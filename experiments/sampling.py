@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.experiments.common import (
+from experiments.common import (
     Context,
     finish,
     fmt,
@@ -29,7 +29,7 @@ from bench.experiments.common import (
 )
 from tvae.config import GridConfig
 from tvae.convert import melody_to_muspy
-from tvae.dataset import SongArrays
+from tvae.data.dataset import SongArrays
 from tvae.errors import TvaeError
 from tvae.inference import TrainedModel, load_model
 from tvae.melody import Bars, Melody, bars_to_melody, meter_steps

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bench.experiments.common import (
+from experiments.common import (
     Context,
     batches_per_epoch,
     eval_windows,
@@ -28,7 +28,7 @@ from bench.experiments.common import (
 )
 from tvae.config import TrainConfig
 from tvae.evaluate import evaluate_windows
-from tvae.schedules import tf_at
+from tvae.training.schedules import tf_at
 
 TITLE = "Teacher forcing: reconstruction without it"
 QUESTION = ("Does a model trained with teacher forcing (p_tf = 1) still reconstruct when it "
@@ -87,7 +87,7 @@ def schedules(base: TrainConfig, steps: int, batches: int) -> list[Schedule]:
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    from tvae.plots import plot_schedule
+    from tvae.training.plots import plot_schedule
 
     songs = load_songs(ctx)
     base = ctx.train_config(FULL_STEPS, FULL_MINUTES)

@@ -1,7 +1,7 @@
 """Reproducible experiments, one command each:
 
-    python -m bench.experiments NAME [--quick] [--corpus DIR] [--out docs/experiments]
-    python -m bench.experiments report [--out docs/experiments]
+    python -m experiments NAME [--quick] [--corpus DIR] [--out docs/experiments]
+    python -m experiments report [--out docs/experiments]
 
 NAME is one of `EXPERIMENTS`. Each writes NAME.json (settings, numbers, the command, machine and
 date), NAME.md (a table and its findings) and NAME_*.png into --out; `report` gathers whatever
@@ -16,11 +16,11 @@ from types import ModuleType
 
 # name -> module; each module has run(ctx) -> result and render(result, figures) -> lines.
 EXPERIMENTS = {
-    "tf": "bench.experiments.tf",
-    "masking": "bench.experiments.masking",
-    "aux": "bench.experiments.auxiliary",
-    "sampling": "bench.experiments.sampling",
-    "structure": "bench.experiments.structure",
+    "tf": "experiments.tf",
+    "masking": "experiments.masking",
+    "aux": "experiments.auxiliary",
+    "sampling": "experiments.sampling",
+    "structure": "experiments.structure",
 }
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tvae.config import PAD
-from tvae.modules import mask_logits, valid_steps
+from tvae.model.modules import mask_logits, valid_steps
 
 TINY = 1e-12  # floor of a mixture probability before its log
 

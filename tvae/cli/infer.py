@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tvae.cli_common import handle_errors
+from tvae.cli.common import handle_errors
 from tvae.config import MAX_BARS
 from tvae.errors import TvaeError
 
@@ -68,8 +68,8 @@ DEVICE_OPTION = click.option(
 
 
 def _load(model_path: str | None):  # noqa: ANN202
+    from tvae.devices import pick_device
     from tvae.inference import load_model
-    from tvae.train import pick_device
 
     device = pick_device(click.get_current_context().meta.get("tvae_device", "cpu"))
     return load_model(model_path, device=str(device))
@@ -106,7 +106,7 @@ def transfer(a: str, b: str, out: str, bars: str, model_path: str | None,
     With the bundled model, on the folk corpus' test split, 92% of B's repeats of its first bar
     repeat A's bar in the output, and 1.1% of B's other bars become copies of it."""
     from tvae.midi import read_melody
-    from tvae.pages import transfer_items, write_results
+    from tvae.outputs import transfer_items, write_results
 
     which = _bars(bars)
     mel_a, mel_b = read_melody(a), read_melody(b)
@@ -188,7 +188,7 @@ def decode(latents: str, out: str | None, meter: str, qpm: float, model_path: st
     """Decode per-bar latents (.npy from `tvae encode`) to a melody, without teacher forcing."""
     import numpy as np
 
-    from tvae.pages import Item, write_results
+    from tvae.outputs import Item, write_results
 
     try:
         z = np.load(latents, allow_pickle=False)
@@ -213,7 +213,7 @@ def decode(latents: str, out: str | None, meter: str, qpm: float, model_path: st
 def reconstruct(midi_file: str, out: str, model_path: str | None, html: bool) -> None:
     """Encode a melody and decode it again without teacher forcing."""
     from tvae.midi import read_melody
-    from tvae.pages import Item, write_results
+    from tvae.outputs import Item, write_results
 
     melody = read_melody(midi_file)
     model = _load(model_path)
@@ -249,7 +249,7 @@ def sample(out: str, count: int, bars: int, temperature: float, top_k: int, top_
            seed: int, meter: str, model_path: str | None, html: bool) -> None:
     """Draw new melodies: z per bar from the prior, decoded step by step; with the copy path,
     each bar's latent also decides whether the bar repeats an earlier one."""
-    from tvae.pages import Item, write_results
+    from tvae.outputs import Item, write_results
 
     if count < 1 or bars < 1:
         raise TvaeError("-n and --bars must be at least 1")
@@ -280,7 +280,7 @@ def interpolate(a: str, b: str, out: str, steps: int, temperature: float, seed: 
                 model_path: str | None, html: bool) -> None:
     """Interpolate from A to B, per bar on the sphere, decoding each step free-running."""
     from tvae.midi import read_melody
-    from tvae.pages import Item, write_results
+    from tvae.outputs import Item, write_results
 
     mel_a, mel_b = read_melody(a), read_melody(b)
     model = _load(model_path)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.experiments.common import (
+from experiments.common import (
     Context,
     eval_windows,
     finish,
@@ -29,7 +29,7 @@ from bench.experiments.common import (
     train_run,
 )
 from tvae.config import PAD, REST, GridConfig
-from tvae.dataset import SongArrays
+from tvae.data.dataset import SongArrays
 from tvae.evaluate import evaluate_windows
 from tvae.inference import TrainedModel
 from tvae.melody import Melody, bars_to_melody, melody_to_bars, meter_steps

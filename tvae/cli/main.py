@@ -10,8 +10,9 @@ import json
 
 import click
 
-from tvae import cli_infer, cli_train
-from tvae.cli_common import handle_errors
+from tvae.cli import infer as cli_infer
+from tvae.cli import train as cli_train
+from tvae.cli.common import handle_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,7 +48,7 @@ def corpus(out_dir: str, limit: int | None, workers: int | None) -> None:
     Writes OUT_DIR/<collection>/<id>.mid, manifest.csv (with the train/valid/test split) and
     summary.json. A rerun resumes where the last one stopped.
     """
-    from tvae.corpus import export_corpus, format_summary
+    from tvae.data.corpus import export_corpus, format_summary
 
     click.echo(format_summary(export_corpus(out_dir, limit=limit, workers=workers)))
 

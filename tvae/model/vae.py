@@ -4,10 +4,10 @@ Encoder: local bar encoder -> causal self-attention over bars -> a posterior N(m
 per bar from heads shared by all positions. Decoder: the input for bar i is the local encoding of
 bar i-1 (a learned start vector for bar 0) plus a position encoding; causal self-attention;
 cross-attention to z_1..z_i; a local bar decoder emits the bar's steps. Each of the three masks is a
-config switch (the paper's full masking is the default). The copy path (tvae.pointer, unless
+config switch (the paper's full masking is the default). The copy path (tvae.model.pointer, unless
 `copy` is "none") lets each bar's latent choose to repeat an earlier bar instead of generating.
 The model returns distributions (log-probabilities, per-bar log-likelihood and KL); the loss is
-built from them in tvae.objective.
+built from them in tvae.training.objective.
 
 Shape legend: B batch, N bars, S steps per bar, V vocabulary, D model width, Z latent size,
 C classes of the optional supervised head.
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tvae.config import PAD, GridConfig, ModelConfig
-from tvae.modules import (
+from tvae.model.modules import (
     BarDecoderGRU,
     BarDecoderMLP,
     BarEncoderGRU,
@@ -33,7 +33,7 @@ from tvae.modules import (
     mask_logits,
     positions,
 )
-from tvae.pointer import (
+from tvae.model.pointer import (
     bar_log_lik,
     choose,
     chosen_log_probs,
@@ -47,7 +47,7 @@ Sampler = Callable[[Tensor], Tensor]  # masked logits (..., V) -> classes (...)
 @dataclass
 class VAEOutput:
     """What `TransformerVAE.forward` returns: the model's distributions, no loss. The objective
-    lives in `tvae.objective`."""
+    lives in `tvae.training.objective`."""
 
     log_probs: Tensor  # (B, N, S, V) step log-probabilities as decoded; -inf where impossible
     log_lik: Tensor  # (B, N) log-likelihood of each true bar in nats (0 for padding bars)
@@ -56,6 +56,9 @@ class VAEOutput:
     logvar: Tensor  # (B, N, Z)
     log_pi: Tensor | None = None  # (B, N, 1 + N) pointer log weights: generate, copy bar j
     class_logits: Tensor | None = None  # (B, C) the supervised head on the mean latent
+
+
+LN2 = math.log(2.0)  # nats per bit: divide a KL in nats by LN2 for bits
 
 
 def kl_per_bar(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -124,7 +127,7 @@ class TransformerVAE(nn.Module):
         self.decoder = nn.ModuleList(blocks)
         self.dec_norm = nn.LayerNorm(D)
         self.classifier = nn.Linear(Z, config.n_classes) if config.n_classes else None
-        self.pointer = None  # the copy path (tvae.pointer): generate, or copy 1..O bars back
+        self.pointer = None  # the copy path (tvae.model.pointer): generate, or copy 1..O bars back
         self.learn_edit = config.copy == "bar" and config.copy_edit == 0
         if config.copy != "none":  # with a learned edit chance, column 0 is its logit
             self.pointer = nn.Linear(Z, int(self.learn_edit) + 1 + config.copy_offsets)
@@ -325,7 +328,7 @@ class TransformerVAE(nn.Module):
     def forward(self, tokens: Tensor, meters: Tensor, *, p_tf: float = 1.0,
                 sample: bool = True) -> VAEOutput:
         """tokens (B, N, S), meters (B, N) -> the model's distributions (no loss: see
-        tvae.objective).
+        tvae.training.objective).
 
         With p_tf < 1 (scheduled sampling), a first teacher-forced pass decodes every bar in
         parallel; bar j as seen by later bars (their decoder input, and what the copy path

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from tvae.augment import add_repeats, transpose_tokens
 from tvae.config import PAD, DataConfig, GridConfig
-from tvae.dataset import SongArrays
+from tvae.data.augment import add_repeats, transpose_tokens
+from tvae.data.dataset import SongArrays
 from tvae.errors import TvaeError
 
 DEFAULT_DATA = DataConfig()

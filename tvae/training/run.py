@@ -1,5 +1,5 @@
 """`train`: a training run from a data folder to a run folder (configs, lock, resume,
-fine-tuning), around the Trainer of tvae.trainer.
+fine-tuning), around the Trainer of tvae.training.trainer.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Any
 
 import torch
 
-import tvae.distributed as ddp
-from tvae.checkpoint import legacy_model_fields, load_checkpoint
+import tvae.training.distributed as ddp
 from tvae.config import (
     DataConfig,
     GridConfig,
@@ -23,11 +22,12 @@ from tvae.config import (
     config_from_dict,
     config_to_dict,
 )
-from tvae.dataset import format_skipped
+from tvae.data.dataset import format_skipped
+from tvae.data.prepare import load_songs
 from tvae.errors import TvaeError
-from tvae.prepare import load_songs
-from tvae.runfolder import read_run_config, run_lock, save_run_config
-from tvae.trainer import RunState, Trainer, pick_device  # noqa: F401 (importable from here too)
+from tvae.model.checkpoint import legacy_model_fields, load_checkpoint
+from tvae.training.runfolder import read_run_config, run_lock, save_run_config
+from tvae.training.trainer import RunState, Trainer  # noqa: F401 (importable from here too)
 
 # The TrainConfig fields `--resume` may change: they extend (or shorten) a run's limits.
 RESUME_LIMITS = ("epochs", "max_steps", "max_minutes", "patience")

@@ -1,4 +1,4 @@
-"""MIDI folder -> cached song arrays (the N-bar training windows are in tvae.windows).
+"""MIDI folder -> cached song arrays (the N-bar training windows are in tvae.data.windows).
 
 `load_folder` reads every MIDI file of a folder once (in a process pool), encodes each melody
 as bars of step classes and caches the arrays as one .npz keyed by the folder's file list, so
@@ -101,7 +101,7 @@ class SongArrays:
 
 def _read_song(args: tuple[str, str, GridConfig]) -> dict[str, Any]:
     """Read and encode one file; {'error': reason} if it cannot be read."""
-    from tvae.corpus import melody_hash
+    from tvae.data.corpus import melody_hash
     from tvae.melody import melody_to_bars
     from tvae.midi import read_midi
 
@@ -284,7 +284,7 @@ def _labels(listing: _Listing, paths: list[str], label_column: str | None) -> li
 def _splits(listing: _Listing, paths: list[str], hashes: np.ndarray,
             data: DataConfig) -> np.ndarray:
     """(n_songs,) splits: the manifest's, or decided by each melody's content hash."""
-    from tvae.corpus import split_of
+    from tvae.data.corpus import split_of
 
     if listing.manifest is not None:
         names = [listing.manifest[p]["split"] for p in paths]

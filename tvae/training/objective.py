@@ -6,7 +6,6 @@ Shape legend: B batch, N bars, S steps per bar, V vocabulary.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -14,10 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tvae.config import PAD
-from tvae.model import VAEOutput
-from tvae.pointer import copy_target
-
-LN2 = math.log(2.0)  # nats per bit
+from tvae.model.pointer import copy_target
+from tvae.model.vae import LN2, VAEOutput
 
 
 @dataclass

@@ -34,8 +34,8 @@ import numpy as np
 
 from tvae import __version__
 from tvae.config import DataConfig, GridConfig, config_to_dict
-from tvae.corpus import split_of
-from tvae.dataset import SongArrays, _list_folder, _Listing, _splits, iter_read, load_folder
+from tvae.data.corpus import split_of
+from tvae.data.dataset import SongArrays, _list_folder, _Listing, _splits, iter_read, load_folder
 from tvae.errors import TvaeError, TvaeWarning
 
 MARKER = "prepared.json"

@@ -1,4 +1,4 @@
-"""`python -m bench.experiments report`: docs/experiments.md from whatever results exist.
+"""`python -m experiments report`: docs/experiments.md from whatever results exist.
 
 Each NAME.json in the results folder is rendered again by its experiment's `render`, with figure
 paths relative to the report; experiments without results are listed with the command that
@@ -10,19 +10,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.experiments import EXPERIMENTS, experiment
-from bench.experiments.common import section
+from experiments import EXPERIMENTS, experiment
+from experiments.common import section
 from tvae.errors import TvaeError
 
 INTRO = """# Experiments
 
-Each experiment is one command, `python -m bench.experiments NAME [--quick] [--corpus DIR]
+Each experiment is one command, `python -m experiments NAME [--quick] [--corpus DIR]
 [--out docs/experiments]`, run from the repository root on the exported folk corpus
 (`tvae corpus corpus`). It trains its models (into `runs/experiments/`; a rerun reuses finished
 runs), evaluates them and writes `docs/experiments/NAME.json`, `NAME.md` and `NAME_*.png`. The full
 setting is sized for a 2-core CPU (at most about 25 minutes each, one torch thread, so two
 experiments can share the machine); `--quick` checks the pipeline in seconds and is what the
-tests run. This page is rebuilt by `python -m bench.experiments report`.
+tests run. This page is rebuilt by `python -m experiments report`.
 """
 
 
@@ -44,7 +44,7 @@ def write_report(out: Path) -> Path:
             raise TvaeError(f"cannot read result: {exc}", path) from None
         lines += section(result, experiment(name).render, figures=f"{out.name}/", level=2)
     if missing:
-        lines += ["## Not run yet", ""] + [f"- `{name}`: `python -m bench.experiments {name}`"
+        lines += ["## Not run yet", ""] + [f"- `{name}`: `python -m experiments {name}`"
                                            for name in missing] + [""]
     report = out.parent / f"{out.name}.md"
     report.write_text("\n".join(lines).rstrip("\n") + "\n")

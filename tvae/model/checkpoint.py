@@ -33,7 +33,7 @@ from tvae.config import (
 )
 from tvae.errors import TvaeError
 from tvae.files import ensure_folder, write_bytes_atomic
-from tvae.model import TransformerVAE
+from tvae.model.vae import TransformerVAE
 
 FORMAT = "tvae-checkpoint"
 FORMAT_VERSION = 1

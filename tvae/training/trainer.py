@@ -1,11 +1,11 @@
 """The Trainer: one run's model, optimizer, data windows and run folder; one step, the epoch
 loop, validation, checkpoints and metrics. Knows nothing of the model's internals beyond
-`forward` returning a `VAEOutput`, from which tvae.objective builds the loss.
+`forward` returning a `VAEOutput`, from which tvae.training.objective builds the loss.
 
 Every step is seeded from (seed, step) and every epoch's order from (seed, epoch), so a run
 resumed from a checkpoint continues exactly as if it had never stopped (on CPU).
 
-On CUDA, and with several processes (tvae.distributed), steps take the sync-free path: the
+On CUDA, and with several processes (tvae.training.distributed), steps take the sync-free path: the
 update of a non-finite step is skipped on the device and the host counts skipped steps every
 `log_every` steps (every step on the CPU) instead of inspecting each loss.
 """
@@ -23,23 +23,24 @@ from typing import Any
 import numpy as np
 import torch
 
-import tvae.distributed as ddp
-from tvae.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
+import tvae.training.distributed as ddp
 from tvae.config import (
     DataConfig,
     GridConfig,
     ModelConfig,
     TrainConfig,
 )
-from tvae.dataset import SongArrays
+from tvae.data.dataset import SongArrays
+from tvae.data.windows import Windows
+from tvae.devices import pick_device
 from tvae.errors import TvaeError, TvaeWarning
 from tvae.evaluate import evaluate_windows
-from tvae.metrics_log import MetricsLog
-from tvae.model import TransformerVAE
-from tvae.objective import LN2, vae_objective
-from tvae.plots import plot_metrics
-from tvae.schedules import beta_at, fit_warmups, lr_at, pointer_at, tf_at
-from tvae.windows import Windows
+from tvae.model.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
+from tvae.model.vae import LN2, TransformerVAE
+from tvae.training.metrics_log import MetricsLog
+from tvae.training.objective import vae_objective
+from tvae.training.plots import plot_metrics
+from tvae.training.schedules import beta_at, fit_warmups, lr_at, pointer_at, tf_at
 
 # per-step stats summed between log rows
 SUMMED = ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n", "pointer")
@@ -57,14 +58,6 @@ class RunState:
     skipped: int = 0  # steps skipped for a non-finite loss
     seconds: float = 0.0  # wall time of the run so far: steps, validation and checkpoints
     finished: bool = False
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TvaeError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 def _warn_if_tiny(train_windows: int, valid_windows: int) -> None:

@@ -2,7 +2,7 @@
 
 music21's wheel ships about 12,900 folk tunes in ABC (`essenFolksong`, `oneills1850`,
 `ryansMammoth`, `airdsAirs`, `miscFolk`). `export_corpus` splits each ABC file into tunes at its
-`X:` headers, turns every tune into a `Melody` in a process pool (`tvae.abc_tunes`: music21,
+`X:` headers, turns every tune into a `Melody` in a process pool (`tvae.data.abc_tunes`: music21,
 written notes, repeats not expanded) and writes it with `tvae.midi.write_melody`
 to OUT_DIR/<collection>/<id>.mid. Every written file is read back with `tvae.midi.read_midi`
 and must give the same melody without warnings. Unusable tunes are skipped and counted by reason.
@@ -25,7 +25,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tvae.abc_tunes import TuneSource, UnusableTuneError, header_field, split_abc, tune_to_melody
+from tvae.data.abc_tunes import (
+    TuneSource,
+    UnusableTuneError,
+    header_field,
+    split_abc,
+    tune_to_melody,
+)
 from tvae.errors import TvaeError
 from tvae.melody import Melody
 

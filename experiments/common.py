@@ -24,10 +24,10 @@ import numpy as np
 
 from bench.machine import describe_machine
 from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig, config_to_dict
-from tvae.dataset import SongArrays, load_folder
+from tvae.data.dataset import SongArrays, load_folder
+from tvae.data.windows import Windows
 from tvae.errors import TvaeError
 from tvae.inference import TrainedModel, load_model
-from tvae.windows import Windows
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -153,7 +153,7 @@ def train_run(ctx: Context, songs: SongArrays, name: str, model: ModelConfig, tr
     `extra` holds settings outside the configs (such as the labelled share) that make the run
     what it is; a folder holding a run with other settings is refused, never overwritten.
     """
-    from tvae.train import Trainer
+    from tvae.training.run import Trainer
 
     data = data or ctx.scale.data
     run_dir = ctx.runs / name
@@ -179,7 +179,7 @@ def train_run(ctx: Context, songs: SongArrays, name: str, model: ModelConfig, tr
 
 def valid_curve(run: str | Path, key: str) -> tuple[list[int], list[float]]:
     """(steps, values) of a run's validation rows for metric `key` (metrics.csv)."""
-    from tvae.plots import read_metrics
+    from tvae.training.plots import read_metrics
 
     steps, values = [], []
     for row in read_metrics(Path(run) / "metrics.csv"):

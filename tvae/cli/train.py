@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from tvae.cli_common import handle_errors
-from tvae.cli_options import build_config, config_options
+from tvae.cli.common import handle_errors
+from tvae.cli.options import build_config, config_options
 from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig
 from tvae.errors import TvaeError
 
@@ -46,8 +46,8 @@ def prepare(midi_dir: str, out_dir: str, shard: str, workers: int | None, quiet:
     Writes OUT_DIR/shard-I-of-N/ (tokens.npy, offsets.npy, meters.npy, pickups.npy, qpms.npy,
     manifest.csv, skipped.csv, prepared.json); `tvae train OUT_DIR` trains on every shard in it.
     """
-    from tvae.dataset import format_skipped
-    from tvae.prepare import parse_shard, prepare_folder
+    from tvae.data.dataset import format_skipped
+    from tvae.data.prepare import parse_shard, prepare_folder
 
     info = prepare_folder(midi_dir, out_dir, grid=build_config(GridConfig, options),
                           data=build_config(DataConfig, options), shard=parse_shard(shard),
@@ -61,8 +61,8 @@ def _config_file(path: str | None) -> tuple[dict[type, object], tuple[str, ...]]
     its data folders; nothing when `path` is None."""
     if path is None:
         return {}, ()
-    from tvae.checkpoint import legacy_model_fields
     from tvae.config import config_from_dict
+    from tvae.model.checkpoint import legacy_model_fields
 
     try:
         saved = json.loads(Path(path).read_text())
@@ -113,11 +113,11 @@ def train(midi_dir: tuple[str, ...], config_path: str | None, out: str, resume: 
     """Train a Transformer VAE on a folder of MIDI files (or an exported corpus), or on the
     folders `tvae prepare` wrote (shard folders, or the folder holding them)."""
     if nproc is not None:
-        from tvae.distributed import launch
+        from tvae.training.distributed import launch
 
         sys.exit(launch(nproc, _without_option(sys.argv[1:], "--nproc")))
-    from tvae.train import pick_device
-    from tvae.train import train as run_training
+    from tvae.devices import pick_device
+    from tvae.training.run import train as run_training
 
     if config_path and resume:
         raise TvaeError("--resume continues a run from its own config.json; drop --config")
@@ -159,12 +159,12 @@ def evaluate(midi_dir: str, model_path: str | None, bars: int, split: str | None
              max_windows: int, as_json: bool, record: bool) -> None:
     """Accuracy (teacher-forced and free-running), KL bits of repeated vs new bars and the
     paired ratio, context transfer (does B follow a new bar 1?), and ELBO bits per bar."""
-    from tvae.evaluate import evaluate_folder
+    from tvae.inference import evaluate_folder
 
     result = evaluate_folder(midi_dir, model_path, bars, split, max_windows,
                              progress=not as_json)
     if record:
-        from tvae.checkpoint import record_evaluation
+        from tvae.model.checkpoint import record_evaluation
 
         record_evaluation(result["model"], result, f"{Path(midi_dir).name} ({result['split']})")
     if as_json:
@@ -184,7 +184,7 @@ def evaluate(midi_dir: str, model_path: str | None, bars: int, split: str | None
 @handle_errors
 def plot_schedule_cmd(out: str, steps: int, batches_per_epoch: int, **options: object) -> None:
     """Draw the teacher-forcing (p_tf) and KL-weight (beta) schedules over training."""
-    from tvae.plots import plot_schedule
+    from tvae.training.plots import plot_schedule
 
     cfg = build_config(TrainConfig, options)
     path = plot_schedule({cfg.tf_schedule: cfg}, steps, batches_per_epoch, out)
@@ -199,7 +199,7 @@ def plot_schedule_cmd(out: str, steps: int, batches_per_epoch: int, **options: o
 @handle_errors
 def export(checkpoint: str, out: str, full: bool) -> None:
     """Write an inference-only copy of CHECKPOINT to OUT (.json + .safetensors)."""
-    from tvae.checkpoint import export_checkpoint
+    from tvae.model.checkpoint import export_checkpoint
 
     path = export_checkpoint(checkpoint, out, half=not full)
     size = path.with_suffix(".safetensors").stat().st_size

@@ -1,4 +1,4 @@
-"""Command line: `python -m bench.experiments NAME|report [options]` (see the package doc)."""
+"""Command line: `python -m experiments NAME|report [options]` (see the package doc)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.experiments import EXPERIMENTS, experiment
+from experiments import EXPERIMENTS, experiment
 from tvae.errors import TvaeError
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.experiments",
-                                description=sys.modules["bench.experiments"].__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments",
+                                description=sys.modules["experiments"].__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=[*EXPERIMENTS, "report"],
                    help="the experiment to run, or 'report' to assemble docs/experiments.md")
@@ -42,19 +42,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.name == "report":
-            from bench.experiments.report import write_report
+            from experiments.report import write_report
 
             print(write_report(args.out))
             return 0
         import torch
 
-        from bench.experiments.common import Context
+        from experiments.common import Context
 
         torch.set_num_threads(max(1, args.threads))
         ctx = Context(name=args.name, quick=args.quick, corpus=args.corpus, out=args.out,
                       runs=args.runs / ("quick" if args.quick else "full") / args.name,
                       split=args.split, model=args.model, threads=max(1, args.threads),
-                      command=["python", "-m", "bench.experiments", *argv])
+                      command=["python", "-m", "experiments", *argv])
         experiment(args.name).run(ctx)
     except TvaeError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""The `tvae` command line: a click group whose commands import downward only."""

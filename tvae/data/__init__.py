@@ -1,0 +1,1 @@
+"""Data: songs from MIDI folders, training windows, prepared shards, the folk corpus."""

@@ -1,0 +1,1 @@
+"""Training: the objective (beta, free bits, loss weights), the step, schedules, logs."""
