@@ -28,19 +28,17 @@ from experiments.common import (
     train_run,
 )
 from tvae.config import GridConfig
-from tvae.convert import melody_to_muspy
 from tvae.data.dataset import SongArrays
 from tvae.errors import TvaeError
 from tvae.inference import TrainedModel, load_model
-from tvae.melody import Bars, Melody, bars_to_melody, meter_steps
+from tvae.melody import Bars, Melody, bars_to_melody
+from tvae.music_metrics import METRICS, collect, wasserstein_1d
 
 TITLE = "Sampling: the prior's melodies against the test set"
 QUESTION = ("How close are melodies sampled from the prior (z ~ N(0, I) for every bar, decoded "
             "free-running with a temperature, top-k or top-p) to the test set's melodies, "
             "measured by muspy's pitch range, pitch-class entropy, scale consistency, groove "
             "consistency and empty-beat rate?")
-METRICS = ("pitch_range", "pitch_class_entropy", "scale_consistency", "groove_consistency",
-           "empty_beat_rate")
 SONGS = {True: 4, False: 400}  # test songs (and samples per setting): quick, full
 BARS = {True: 4, False: 8}  # bars of each excerpt and sample
 
@@ -59,34 +57,6 @@ SETTINGS = {
             Setting("T=1", 1.0), Setting("T=1, top-p 0.9", 1.0, 0, 0.9),
             Setting("T=1, top-k 8", 1.0, 8), Setting("T=1.2", 1.2)],
 }
-
-
-def wasserstein_1d(a: np.ndarray, b: np.ndarray) -> float:
-    """W1 between the empirical distributions of samples a and b: the integral of
-    |F_a(x) - F_b(x)| over x, the F being their step CDFs."""
-    a, b = np.sort(np.asarray(a, float)), np.sort(np.asarray(b, float))
-    if not len(a) or not len(b):
-        return math.nan
-    xs = np.sort(np.concatenate([a, b]))  # every step of either CDF
-    fa = np.searchsorted(a, xs[:-1], side="right") / len(a)  # F_a on each interval
-    fb = np.searchsorted(b, xs[:-1], side="right") / len(b)
-    return float(np.sum(np.abs(fa - fb) * np.diff(xs)))
-
-
-def melody_metrics(melody: Melody) -> dict[str, float]:
-    """The five muspy metrics of a melody; NaN where undefined (no notes, a single bar)."""
-    import muspy
-
-    if not melody.notes:
-        return dict.fromkeys(METRICS, math.nan)
-    music = melody_to_muspy(melody, align_downbeats=True)
-    return {
-        "pitch_range": float(muspy.pitch_range(music)),
-        "pitch_class_entropy": float(muspy.pitch_class_entropy(music)),
-        "scale_consistency": float(muspy.scale_consistency(music)),
-        "groove_consistency": float(muspy.groove_consistency(music, meter_steps(melody.meter))),
-        "empty_beat_rate": float(muspy.empty_beat_rate(music)),
-    }
 
 
 def excerpts_of(songs: SongArrays, split: str, n: int, bars: int) -> list[Melody]:
@@ -122,22 +92,13 @@ def _stats(values: list[float], reference: list[float] | None) -> dict[str, Any]
     return row
 
 
-def _collect(melodies: list[Melody]) -> dict[str, list[float]]:
-    values: dict[str, list[float]] = {m: [] for m in METRICS}
-    for melody in melodies:
-        for key, value in melody_metrics(melody).items():
-            if not math.isnan(value):
-                values[key].append(value)
-    return values
-
-
 def run(ctx: Context) -> dict[str, Any]:
     songs = load_songs(ctx)
     trained, model_name = _model(ctx, songs)
     excerpts = excerpts_of(songs, ctx.split, SONGS[ctx.quick], BARS[ctx.quick])
     if not excerpts:
         raise TvaeError(f"the corpus has no '{ctx.split}' songs (--split)", ctx.corpus)
-    test = _collect(excerpts)
+    test = collect(excerpts)
     sources: dict[str, Any] = {"test": {k: _stats(v, None) for k, v in test.items()}}
     sample_values = {}
     for s in SETTINGS[ctx.quick]:
@@ -145,7 +106,7 @@ def run(ctx: Context) -> dict[str, Any]:
         samples = [trained.sample(n_bars=excerpt.n_bars, temperature=s.temperature, seed=k,
                                   meter=excerpt.meter, top_k=s.top_k, top_p=s.top_p)
                    for k, excerpt in enumerate(excerpts)]
-        sample_values[s.label] = _collect(samples)
+        sample_values[s.label] = collect(samples)
         sources[s.label] = {k: _stats(v, test[k]) for k, v in sample_values[s.label].items()}
         sources[s.label]["empty"] = sum(not m.notes for m in samples)
     result = {"settings": settings(ctx, None, model=model_name, songs=len(excerpts),

@@ -21,7 +21,6 @@ from experiments.auxiliary import label_ids, partial_labels
 from experiments.common import QUICK, Context, load_songs, train_run
 from experiments.masking import bar_rows, other_pairs, repeat_pairs
 from experiments.report import write_report
-from experiments.sampling import melody_metrics, wasserstein_1d
 from experiments.tf import inverse_sigmoid_k
 from tvae.config import DataConfig, GridConfig
 from tvae.data.dataset import load_folder
@@ -59,7 +58,9 @@ def _unit(value: float | None) -> bool:
     return value is None or 0.0 <= value <= 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
+@pytest.mark.slow
 def test_each_experiment_writes_its_files(results: Path, name: str) -> None:
     result = _result(results, name)
     assert result["name"] == name and result["settings"]["quick"] is True
@@ -74,6 +75,7 @@ def test_each_experiment_writes_its_files(results: Path, name: str) -> None:
         assert f"]({figure})" in md
 
 
+@pytest.mark.slow
 def test_tf_values(results: Path) -> None:
     runs = {r["key"]: r for r in _result(results, "tf")["runs"]}
     assert len(runs) == 8
@@ -87,6 +89,7 @@ def test_tf_values(results: Path) -> None:
         assert r["curve"]["steps"] and all(_unit(a) for a in r["curve"]["free_accuracy"])
 
 
+@pytest.mark.slow
 def test_masking_values(results: Path) -> None:
     result = _result(results, "masking")
     variants = {v["key"]: v for v in result["variants"]}
@@ -100,6 +103,7 @@ def test_masking_values(results: Path) -> None:
             assert all(_unit(share) for share in t[name].values())
 
 
+@pytest.mark.slow
 def test_structure_values(results: Path) -> None:
     from experiments.structure import ABLATIONS, DESIGN, STOCK
 
@@ -114,6 +118,7 @@ def test_structure_values(results: Path) -> None:
         assert (r["copy_share_repeated"] is None) == (r["label"] == STOCK)
 
 
+@pytest.mark.slow
 def test_aux_values(results: Path) -> None:
     result = _result(results, "aux")
     runs, summary = result["runs"], result["summary"]
@@ -129,6 +134,7 @@ def test_aux_values(results: Path) -> None:
         assert row["accuracy_std"] >= 0 and row["seeds"] == 2
 
 
+@pytest.mark.slow
 def test_sampling_values(results: Path) -> None:
     sources = _result(results, "sampling")["sources"]
     assert list(sources)[0] == "test" and len(sources) == 3
@@ -143,6 +149,7 @@ def test_sampling_values(results: Path) -> None:
             assert 0 <= metrics["empty"] <= 4
 
 
+@pytest.mark.slow
 def test_report_gathers_every_result(results: Path) -> None:
     report = write_report(results)
     text = report.read_text()
@@ -153,6 +160,7 @@ def test_report_gathers_every_result(results: Path) -> None:
     assert len(links) == 6 and all((report.parent / link).is_file() for link in links)
 
 
+@pytest.mark.slow
 def test_report_lists_missing_experiments(results: Path, tmp_path: Path) -> None:
     out = tmp_path / "experiments"
     out.mkdir()
@@ -163,6 +171,7 @@ def test_report_lists_missing_experiments(results: Path, tmp_path: Path) -> None
         write_report(tmp_path / "missing")
 
 
+@pytest.mark.slow
 def test_classifier_helpers_agree_with_aux(results: Path, folk_corpus: Path) -> None:
     runs = results.parent / "runs" / "quick"
     first = _result(results, "aux")["runs"][0]
@@ -177,6 +186,7 @@ def test_classifier_helpers_agree_with_aux(results: Path, folk_corpus: Path) -> 
         predict_classes(load_model(runs / "masking" / "full" / "last.json").model, windows)
 
 
+@pytest.mark.slow
 def test_rerun_reuses_runs_and_refuses_other_settings(results: Path, folk_corpus: Path) -> None:
     runs = results.parent / "runs"
     metrics = runs / "quick" / "sampling" / "tiny" / "metrics.csv"
@@ -220,29 +230,6 @@ def test_partial_labels_keep_a_share_of_train_songs(folk_corpus: Path) -> None:
     assert all(a == b for a, b, t in zip(subset.labels, songs.labels, train, strict=True)
                if not t)
     assert partial_labels(songs, 0.25, seed=3).labels == subset.labels
-
-
-def test_wasserstein_1d() -> None:
-    assert wasserstein_1d(np.array([0.0]), np.array([1.0])) == pytest.approx(1.0)
-    assert wasserstein_1d(np.array([0.0, 1.0]), np.array([0.0])) == pytest.approx(0.5)
-    assert wasserstein_1d(np.array([3.0, 1.0, 2.0]), np.array([2.0, 1.0, 3.0])) == 0.0
-    stats = pytest.importorskip("scipy.stats")
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=37), rng.exponential(size=23)
-    assert wasserstein_1d(a, b) == pytest.approx(stats.wasserstein_distance(a, b))
-
-
-def test_melody_metrics_on_a_scale() -> None:
-    from tvae.melody import Melody, Note
-
-    scale = Melody(tuple(Note(4 * k, p, 4) for k, p in enumerate([60, 62, 64, 65, 67, 69, 71,
-                                                                   72])))
-    metrics = melody_metrics(scale)
-    assert metrics["pitch_range"] == 12 and metrics["scale_consistency"] == 1.0
-    # Two equal 4/4 bars of quarter notes; muspy counts the empty measure where the last note
-    # ends as a third, so one of the two neighbour pairs differs in its 4 onsets out of 16.
-    assert metrics["empty_beat_rate"] == 0.0 and metrics["groove_consistency"] == 1 - 4 / 32
-    assert all(math.isnan(v) for v in melody_metrics(Melody(())).values())
 
 
 def test_inverse_sigmoid_k_puts_the_midpoint_where_asked() -> None:

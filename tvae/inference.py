@@ -250,10 +250,14 @@ class TrainedModel:
 
 
 def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, bars: int = 8,
-                    split: str | None = None, max_windows: int = 0, progress: bool = True
-                    ) -> dict[str, Any]:
+                    split: str | None = None, max_windows: int = 0, progress: bool = True,
+                    metrics: int = 0) -> dict[str, Any]:
     """`tvae evaluate`: metrics of a checkpoint (default: the bundled model) on the non-overlapping
-    `bars`-bar windows of a MIDI folder or prepared folder; its 'test' split when it has one."""
+    `bars`-bar windows of a MIDI folder or prepared folder; its 'test' split when it has one.
+
+    With `metrics` > 0, also `music_metrics`: muspy's metrics of the first `bars` bars of up to
+    that many songs (a seeded choice), of their free-running reconstructions and of as many
+    greedy samples from the prior (same meter and length), each with its W1 to the data."""
     from tvae.config import DataConfig
     from tvae.data.dataset import format_skipped
     from tvae.data.prepare import is_prepared, load_songs
@@ -274,5 +278,28 @@ def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, 
     if len(windows) == 0:
         raise TvaeError(f"no {split or ''} windows to evaluate", midi_dir)
     result = evaluate_windows(trained.model, windows, max_windows=max_windows, progress=progress)
-    return {"model": str(trained.path), "split": split or "all", **result,
-            "skipped_files": sum(skipped.values())}
+    out = {"model": str(trained.path), "split": split or "all", **result,
+           "skipped_files": sum(skipped.values())}
+    if metrics > 0:
+        chosen = np.unique(windows.song)
+        chosen = np.random.default_rng(0).permutation(chosen)[:metrics]
+        out["music_metrics"] = music_metrics_of(trained, [songs.song(int(i)) for i in chosen],
+                                                bars)
+    return out
+
+
+def music_metrics_of(trained: TrainedModel, songs: Sequence[Bars], bars: int
+                     ) -> dict[str, dict[str, dict[str, Any]]]:
+    """muspy's metrics (`tvae.music_metrics`) of each song's first `bars` bars ("data"), of
+    their free-running reconstructions and of greedy prior samples of the same meter and
+    length ("samples"), the last two with their W1 distance to the data."""
+    from tvae.music_metrics import collect, summarize
+
+    excerpts = [bars_to_melody(Bars(s.tokens[:bars], s.meter, s.qpm, s.pickup, s.title),
+                               trained.grid) for s in songs]
+    excerpts = [m for m in excerpts if m.notes]
+    data = collect(excerpts)
+    recon = collect([trained.reconstruct(m) for m in excerpts])
+    samples = collect([trained.sample(m.n_bars, 0.0, k, m.meter) for k, m in enumerate(excerpts)])
+    return {"data": summarize(data), "reconstruction": summarize(recon, data),
+            "samples": summarize(samples, data)}

@@ -244,9 +244,11 @@ def reconstruct(midi_file: str, out: str, model_path: str | None, html: bool) ->
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)
 @DEVICE_OPTION
 @click.option("--html", is_flag=True, help="Also write a page with the samples.")
+@click.option("--metrics", is_flag=True, help="Also print muspy's musical metrics of the samples "
+              "and write them, per sample and summarized, to OUT/metrics.json.")
 @handle_errors
 def sample(out: str, count: int, bars: int, temperature: float, top_k: int, top_p: float,
-           seed: int, meter: str, model_path: str | None, html: bool) -> None:
+           seed: int, meter: str, model_path: str | None, html: bool, metrics: bool) -> None:
     """Draw new melodies: z per bar from the prior, decoded step by step; with the copy path,
     each bar's latent also decides whether the bar repeats an earlier one."""
     from tvae.outputs import Item, write_results
@@ -259,6 +261,24 @@ def sample(out: str, count: int, bars: int, temperature: float, top_k: int, top_
                                top_p=top_p), f"seed {seed + i}, temperature {temperature:g}")
              for i in range(count)]
     _report(write_results(model, out, items, "Samples", "samples.html" if html else None))
+    if metrics:
+        _sample_metrics(items, Path(out))
+
+
+def _sample_metrics(items: list, out: Path) -> None:
+    import json
+
+    from tvae.files import write_bytes_atomic
+    from tvae.music_metrics import collect, format_table, melody_metrics, summarize
+
+    summary = summarize(collect([item.melody for item in items]))
+    per_sample = {item.stem: {k: (None if math.isnan(v) else round(v, 6))
+                              for k, v in melody_metrics(item.melody).items()} for item in items}
+    path = out / "metrics.json"
+    text = json.dumps({"samples": per_sample, "summary": summary}, indent=2) + "\n"
+    write_bytes_atomic(text.encode(), path)
+    click.echo(format_table({"samples": summary}))
+    click.echo(f"wrote {path}")
 
 
 @click.command()

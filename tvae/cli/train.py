@@ -151,18 +151,22 @@ def train(midi_dir: tuple[str, ...], config_path: str | None, out: str, resume: 
 @click.option("--split", default=None, help="Manifest split to use (default: 'test' when the "
               "folder has a manifest, else every file).")
 @click.option("--max-windows", type=int, default=0, help="Evaluate at most this many windows.")
+@click.option("--metrics", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also compare muspy's musical metrics (pitch range, pitch-class entropy, "
+              "scale and groove consistency, empty-beat rate) of this many songs' first --bars "
+              "bars, their reconstructions and as many prior samples (0: off).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--record", is_flag=True, help="Also store the main numbers in the checkpoint's "
               "JSON as its model card (pages then quote them).")
 @handle_errors
 def evaluate(midi_dir: str, model_path: str | None, bars: int, split: str | None,
-             max_windows: int, as_json: bool, record: bool) -> None:
+             max_windows: int, metrics: int, as_json: bool, record: bool) -> None:
     """Accuracy (teacher-forced and free-running), KL bits of repeated vs new bars and the
     paired ratio, context transfer (does B follow a new bar 1?), and ELBO bits per bar."""
     from tvae.inference import evaluate_folder
 
     result = evaluate_folder(midi_dir, model_path, bars, split, max_windows,
-                             progress=not as_json)
+                             progress=not as_json, metrics=metrics)
     if record:
         from tvae.model.checkpoint import record_evaluation
 
@@ -170,8 +174,14 @@ def evaluate(midi_dir: str, model_path: str | None, bars: int, split: str | None
     if as_json:
         click.echo(json.dumps(result))
         return
+    music = result.pop("music_metrics", None)
     for key, value in result.items():
         click.echo(f"{key:20s} {value}")
+    if music is not None:
+        from tvae.music_metrics import format_table
+
+        click.echo("\nmusic metrics (mean ± std; W1: distance to the data's distribution)")
+        click.echo(format_table(music))
 
 
 @click.command("plot-schedule")
