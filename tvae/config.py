@@ -227,8 +227,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         validate_fields(self)
-        for name in ("tf_schedule", "beta_schedule"):
-            _choice(self, name)
+        if self.tf_schedule not in TF_SCHEDULES:
+            raise TvaeError(f"unknown teacher-forcing schedule {self.tf_schedule!r} "
+                            f"(--tf-schedule: one of {', '.join(TF_SCHEDULES)})")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise TvaeError(f"unknown beta schedule {self.beta_schedule!r} "
+                            f"(--beta-schedule: one of {', '.join(BETA_SCHEDULES)})")
 
 
 @dataclass(frozen=True)
