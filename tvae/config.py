@@ -293,7 +293,7 @@ def read_regular_file(path: str | Path, limit: int, what: str) -> bytes:
         except OSError as exc:
             raise TvaeError(f"cannot read {what} ({exc.strerror or exc})", path) from None
     if len(data) > limit:
-        raise TvaeError(f"{what} is larger than {limit} bytes", path)
+        raise TvaeError(f"{what} larger than {limit} bytes", path)
     return data
 
 
@@ -323,14 +323,14 @@ def open_regular_file(path: str | Path, limit: int, what: str) -> typing.BinaryI
 
 def _check_regular(info: os.stat_result, limit: int, what: str, path: str | Path) -> None:
     if stat.S_ISDIR(info.st_mode):
-        raise TvaeError(f"{what} is a folder, not a file", path)
+        raise TvaeError(f"{what}: a folder, not a file", path)
     if not stat.S_ISREG(info.st_mode):
         kind = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else
                 "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
                 "not a file")
-        raise TvaeError(f"{what} is not a regular file ({kind})", path)
+        raise TvaeError(f"{what}: not a regular file ({kind})", path)
     if info.st_size > limit:
-        raise TvaeError(f"{what} is too large ({info.st_size} bytes; at most {limit})", path)
+        raise TvaeError(f"{what} too large ({info.st_size} bytes; at most {limit})", path)
 
 
 def parse_json(raw: bytes, what: str, path: str | Path) -> Any:
@@ -339,12 +339,12 @@ def parse_json(raw: bytes, what: str, path: str | Path) -> Any:
     try:
         data = json.loads(raw)
     except RecursionError:
-        raise TvaeError(f"{what} is nested too deeply (at most {MAX_JSON_DEPTH} levels)",
+        raise TvaeError(f"{what} nested too deeply (at most {MAX_JSON_DEPTH} levels)",
                         path) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise TvaeError(f"{what} is not valid JSON ({exc})", path) from None
     if json_depth(data) > MAX_JSON_DEPTH:
-        raise TvaeError(f"{what} is nested too deeply (at most {MAX_JSON_DEPTH} levels)", path)
+        raise TvaeError(f"{what} nested too deeply (at most {MAX_JSON_DEPTH} levels)", path)
     return data
 
 
