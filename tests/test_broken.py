@@ -379,3 +379,79 @@ def test_a_folder_given_as_a_midi_file_gives_one_line(tmp_path: Path) -> None:
     got = invoke(["inspect", tmp_path])
     assert got.code == 2 and len(got.err.splitlines()) == 1, got.err
     assert got.err.startswith("error: ") and str(tmp_path) in got.err
+
+
+# -- hostile checkpoints and grid options (issue #13, F5-F7) -----------------------------------
+def hostile_models(folder: Path, tiny_model: Path) -> dict[str, Path]:
+    """Checkpoint pairs that once ate the machine's memory or hung: their JSON paths."""
+    models = {}
+    for name in ("dev_zero", "fifo", "layers_1e9", "d_model_4096", "nested", "json_folder"):
+        stem = folder / name
+        shutil.copy(tiny_model.with_suffix(".safetensors"), stem.with_suffix(".safetensors"))
+        meta = json.loads(tiny_model.read_text())
+        if name == "layers_1e9":
+            meta["model"]["enc_layers"] = 10**9
+        if name == "d_model_4096":
+            meta["model"]["d_model"] = 4096
+        stem.with_suffix(".json").write_text(json.dumps(meta))
+        models[name] = stem.with_suffix(".json")
+    models["dev_zero"].with_suffix(".safetensors").unlink()
+    models["dev_zero"].with_suffix(".safetensors").symlink_to("/dev/zero")
+    models["fifo"].with_suffix(".safetensors").unlink()
+    os.mkfifo(models["fifo"].with_suffix(".safetensors"))
+    models["nested"].write_text('{"format": "tvae-checkpoint", "x": ' + "[" * 100_000)
+    models["json_folder"].unlink()
+    models["json_folder"].mkdir()
+    models["json_folder"] = models["json_folder"].with_suffix("")  # named by its stem
+    return models
+
+
+@pytest.mark.parametrize("name", ["dev_zero", "fifo", "layers_1e9", "d_model_4096"])
+def test_hostile_checkpoints_are_refused_quickly_in_little_memory(tiny_model: Path,
+                                                                  tmp_path: Path,
+                                                                  name: str) -> None:
+    """A real process: one error line naming the file, in well under TIMEOUT_S and MAX_RSS_MB
+    (they used to take 23 GB, hang, or allocate 1.3-1.9 GB before refusal)."""
+    if name == "dev_zero" and not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero here")
+    model = hostile_models(tmp_path, tiny_model)[name]
+    got, rss_mb = run_process(["sample", "-n", "1", "-o", tmp_path / "out", "--model", model])
+    assert contract_problem(got, "error", model, model.with_suffix(".safetensors")) is None, got
+    assert rss_mb < MAX_RSS_MB, f"{name}: {rss_mb:.0f} MB"
+    assert not (tmp_path / "out").exists()
+
+
+def test_hostile_checkpoint_json_gives_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    models = hostile_models(tmp_path, tiny_model)
+    for name in ("nested", "json_folder", "layers_1e9", "d_model_4096"):
+        model = models[name]
+        got = invoke(["sample", "-n", "1", "-o", tmp_path / "out", "--model", model])
+        assert contract_problem(got, "error", model, model.with_suffix(".json"),
+                                model.with_suffix(".safetensors")) is None, (name, got)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("options", "flag"), [
+    (["--min-pitch", "0", "--max-pitch", "300"], "--max-pitch"),
+    (["--steps-per-bar", "100000"], "--steps-per-bar"),
+    (["--min-pitch", "90", "--max-pitch", "60"], "--min-pitch"),
+    (["--d-model", "100000"], "--d-model"),
+    (["--enc-layers", "1000000000"], "--enc-layers"),
+    (["--bars", "1000000"], "--bars"),
+    (["--beta", "nan"], "--beta"),
+])
+@pytest.mark.parametrize("command", ["train", "prepare"])
+def test_bad_grid_and_size_options_exit_2_before_data_is_read(tmp_path: Path, command: str,
+                                                              options: list[str],
+                                                              flag: str) -> None:
+    """The configs check their ranges, so the CLI names the option, before it reads MIDI_DIR
+    (missing here: reading it first would give another error) or writes anything."""
+    if command == "prepare" and flag in ("--d-model", "--enc-layers", "--bars", "--beta"):
+        pytest.skip("not an option of prepare")
+    missing = tmp_path / "no_such_folder"
+    got = invoke([command, missing, *(["-o"] if command == "train" else []), tmp_path / "out",
+                  *options])
+    assert got.crash is None and got.code == 2, got
+    lines = got.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and flag in lines[0], got.err
+    assert str(missing) not in lines[0] and not (tmp_path / "out").exists()

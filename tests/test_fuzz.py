@@ -195,3 +195,84 @@ def test_program_change_mid_melody_keeps_every_note(scratch: Path) -> None:
     path.write_bytes(smf([track(change + note_events(notes))]))
     back, report = read_midi(path)
     assert len(back.notes) == len(melody.notes) or report.warnings
+
+
+# -- checkpoints (issue #13, F6): any value in any config field ---------------------------------
+JSON_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-2**70, 2**70), st.sampled_from([0, 1, -1, 10**9]),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(),
+                                                         max_size=2))
+SECTIONS = ("grid", "model", "data", "train")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from tvae.config import DataConfig, ModelConfig, TrainConfig
+    from tvae.model.checkpoint import save_checkpoint
+    from tvae.model.vae import TransformerVAE
+
+    torch.manual_seed(0)
+    model = TransformerVAE(ModelConfig(d_model=16, d_latent=4, n_heads=2, d_ff=16, bar_hidden=16,
+                                       enc_layers=1, dec_layers=1, trained_bars=4))
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", model, data=DataConfig(),
+                           train=TrainConfig())
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.sampled_from(SECTIONS), st.integers(0, 40), JSON_VALUES),
+                      min_size=1, max_size=3),
+       whole=st.one_of(st.none(), st.tuples(st.sampled_from(SECTIONS), JSON_VALUES)))
+def test_any_config_value_loads_or_is_one_tvae_error(tiny_checkpoint: Path, tmp_path: Path,
+                                                     edits: list[tuple[str, int, object]],
+                                                     whole: tuple[str, object] | None) -> None:
+    """Each edit sets one field of a section to a value of any JSON type (or a whole section):
+    loading either gives a model whose configs hold valid values, or one TvaeError naming the
+    JSON; never another exception."""
+    from tvae.model.checkpoint import load_checkpoint
+
+    meta_ = json.loads(tiny_checkpoint.read_text())
+    for section, index, value in edits:
+        fields = sorted(meta_[section])
+        meta_[section][fields[index % len(fields)]] = value
+    if whole is not None:
+        meta_[whole[0]] = whole[1]
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(meta_))
+    path.with_suffix(".safetensors").write_bytes(tiny_checkpoint.with_suffix(".safetensors")
+                                                 .read_bytes())
+    try:
+        model, _, _ = load_checkpoint(path)
+    except TvaeError as exc:
+        assert exc.path == str(path) and "\n" not in str(exc)
+        return
+    config = model.config
+    assert config.d_model == 16 and 0 <= config.dropout < 1 and math.isfinite(config.copy_edit)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(cuts=st.lists(st.tuples(st.integers(0, 400), st.binary(min_size=1, max_size=8)),
+                     min_size=1, max_size=4))
+def test_damaged_safetensors_headers_raise_only_tvae_errors(tiny_checkpoint: Path,
+                                                            tmp_path: Path,
+                                                            cuts: list[tuple[int, bytes]]
+                                                            ) -> None:
+    """Bytes overwritten in the first 400 bytes (header length and JSON header) of the weights:
+    a TvaeError naming a file of the pair (or, when the bytes were unchanged, a loaded model);
+    never another exception."""
+    from tvae.model.checkpoint import load_checkpoint
+
+    raw = bytearray(tiny_checkpoint.with_suffix(".safetensors").read_bytes())
+    for at, data in cuts:
+        raw[at:at + len(data)] = data
+    path = tmp_path / "damaged.json"
+    path.write_bytes(tiny_checkpoint.read_bytes())
+    path.with_suffix(".safetensors").write_bytes(bytes(raw))
+    try:
+        load_checkpoint(path)
+    except TvaeError as exc:
+        assert exc.path in (str(path), str(path.with_suffix(".safetensors")))

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,8 @@ def test_metrics_log_schedules_and_validation(tiny_run: Path) -> None:
 
 def test_checkpoint_rebuilds_model_and_state(tiny_run: Path) -> None:
     model = load_model(tiny_run / "last.json")
-    assert model.model.config == TINY
+    assert model.model.config == replace(TINY, trained_bars=4)  # training records its window
+    assert model.window == 4
     meta = json.loads((tiny_run / "last.json").read_text())
     assert meta["state"]["finished"] is True
     assert meta["state"]["epoch"] == 2

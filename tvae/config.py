@@ -1,17 +1,22 @@
 """Configuration dataclasses, one per concern, each saved as JSON inside every checkpoint.
 
 `GridConfig` fixes the melody grid and vocabulary; `ModelConfig`, `DataConfig` and `TrainConfig`
-describe the network, the training windows and the optimisation. Loading validates field names
-and types, so a checkpoint made for another version fails with a clear message.
+describe the network, the training windows and the optimisation. Each field is declared with
+`setting(default, help, lo, hi)`: its meaning (the CLI's help text) and its allowed range. Every
+config checks its fields' types and ranges when built, so a bad option, a hand-edited JSON or a
+hostile checkpoint is refused with one line naming the field, before anything is allocated.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import types
+import math
+import numbers
+import os
+import stat
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,15 +30,94 @@ REST = 1  # silence
 HOLD = 2  # the previous note sounds on
 N_SPECIAL = 3
 MAX_BARS = 4096  # longest melody read, decoded or sampled, in bars (bounds time and memory)
+MAX_STEPS_PER_BAR = 96  # finest grid: 4/4 at 1/96 notes (bounds the vocabulary's tensors)
+MAX_PITCH = 127  # the MIDI pitch range is 0..127
+MAX_LAYERS = 64  # Transformer layers per stack
+MAX_WIDTH = 16384  # d_model, d_ff, bar_hidden
+MAX_COPY_OFFSETS = 255  # the copy path reaches at most this many bars back
+COPY_MODES = ("bar", "step", "none")  # per-bar choice, per-step mixture, no copy path
+BAR_CODERS = ("mlp", "gru")
+TF_SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid", "logistic")
+BETA_SCHEDULES = ("constant", "linear", "cyclical")
+# Fields whose value is one of a fixed set: the CLI offers them as choices, checked up front.
+CHOICES = {"copy": COPY_MODES, "bar_encoder": BAR_CODERS, "bar_decoder": BAR_CODERS,
+           "tf_schedule": TF_SCHEDULES, "beta_schedule": BETA_SCHEDULES}
+MAX_JSON_BYTES = 16 * 2**20  # a checkpoint's or run's JSON (configs, state, optimizer groups)
+MAX_JSON_DEPTH = 32  # nesting of JSON objects and arrays (tvae writes at most 4)
+
+
+def setting(default: Any, help: str, lo: float | None = None, hi: float | None = None, *,
+            above: bool = False, cli: bool = True) -> Any:
+    """A config field: its default, its meaning (the CLI's help text) and its range: `lo` to
+    `hi` inclusive (`above`: strictly above `lo`). `cli` False: no command-line option."""
+    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "above": above,
+                                            "cli": cli})
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _type_problem(value: Any, annotation: Any) -> str | None:
+    """Why `value` is not of the field type `annotation` (int, float, bool, str), or None."""
+    if annotation in ("int", int):
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        return None if ok else "a whole number"
+    if annotation in ("float", float):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            return "a number"
+        return None if math.isfinite(value) else "a finite number"
+    if annotation in ("bool", bool):
+        return None if isinstance(value, bool) else "true or false"
+    if annotation in ("str", str):
+        return None if isinstance(value, str) else "a string"
+    return None
+
+
+def validate_fields(config: Any) -> None:
+    """Check each field of a config dataclass against its type and its `setting` range."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        label = f"{f.name} ({flag_of(f.name)})" if f.metadata.get("cli", True) else f.name
+        problem = _type_problem(value, f.type)
+        if problem:
+            raise TvaeError(f"{label} must be {problem}, got {value!r}")
+        lo, hi, above = f.metadata.get("lo"), f.metadata.get("hi"), f.metadata.get("above")
+        low_ok = lo is None or (value > lo if above else value >= lo)
+        if low_ok and (hi is None or value <= hi):
+            continue
+        if hi is None:
+            bound = "positive" if above and lo == 0 else f"{'>' if above else '>='} {lo}"
+        elif above:
+            bound = f"above {lo} and at most {hi}"
+        else:
+            bound = f"between {lo} and {hi}"
+        raise TvaeError(f"{label} must be {bound}, got {value!r}")
+
+
+def _choice(config: Any, name: str) -> None:
+    value = getattr(config, name)
+    if value not in CHOICES[name]:
+        raise TvaeError(f"{name} ({flag_of(name)}) must be one of {', '.join(CHOICES[name])}, "
+                        f"got {value!r}")
 
 
 @dataclass(frozen=True)
 class GridConfig:
     """The melody grid: sixteenth-note steps, one class per step."""
 
-    min_pitch: int = 48  # lowest onset pitch in the vocabulary (MIDI number, C3)
-    max_pitch: int = 96  # highest onset pitch in the vocabulary (MIDI number, C7)
-    steps_per_bar: int = 16  # model bar size in sixteenths; shorter meters are PAD-padded
+    min_pitch: int = setting(48, "lowest onset pitch in the vocabulary (MIDI number, C3)",
+                             0, MAX_PITCH)
+    max_pitch: int = setting(96, "highest onset pitch in the vocabulary (MIDI number, C7)",
+                             0, MAX_PITCH)
+    steps_per_bar: int = setting(16, "model bar size in sixteenths; shorter meters are "
+                                 "PAD-padded", 1, MAX_STEPS_PER_BAR)
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+        if self.min_pitch > self.max_pitch:
+            raise TvaeError(f"min_pitch (--min-pitch) {self.min_pitch} is above max_pitch "
+                            f"(--max-pitch) {self.max_pitch}: the pitch range is empty")
 
     @property
     def n_pitches(self) -> int:
@@ -50,171 +134,232 @@ class GridConfig:
         return cls - N_SPECIAL + self.min_pitch
 
 
-def _positive(config: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if not value > 0:
-            raise TvaeError(f"{name} (--{name.replace('_', '-')}) must be positive, got {value}")
-
-
-def _non_negative(config: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if value < 0:
-            raise TvaeError(f"{name} (--{name.replace('_', '-')}) must be >= 0, got {value}")
-
-
-MAX_COPY_OFFSETS = 255  # the copy path reaches at most this many bars back
-COPY_MODES = ("bar", "step", "none")  # per-bar choice, per-step mixture, no copy path
-BAR_CODERS = ("mlp", "gru")
-TF_SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid", "logistic")
-BETA_SCHEDULES = ("constant", "linear", "cyclical")
-# Fields whose value is one of a fixed set: the CLI offers them as choices, checked up front.
-CHOICES = {"copy": COPY_MODES, "bar_encoder": BAR_CODERS, "bar_decoder": BAR_CODERS,
-           "tf_schedule": TF_SCHEDULES, "beta_schedule": BETA_SCHEDULES}
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """The network: local bar encoder/decoder around a Transformer VAE over bars."""
 
-    d_model: int = 256  # width of bar vectors and of the attention layers
-    d_latent: int = 64  # size Z of each bar's latent
-    n_heads: int = 4  # attention heads
-    enc_layers: int = 2  # Transformer encoder layers (self-attention over bars)
-    dec_layers: int = 2  # Transformer decoder layers (self- and cross-attention)
-    d_ff: int = 512  # hidden width of each layer's feed-forward block
-    dropout: float = 0.1  # dropout inside the Transformer layers
-    bar_encoder: str = "mlp"  # local bar encoder: "mlp" (the paper) or "gru" (bidirectional)
-    bar_decoder: str = "mlp"  # local bar decoder: "mlp" (whole bar at once) or "gru" (step by step)
-    bar_hidden: int = 512  # hidden width of the local bar encoder/decoder
-    mask_encoder: bool = True  # causal encoder self-attention: bar i sees bars <= i
-    mask_decoder: bool = True  # causal decoder self-attention
-    mask_cross: bool = True  # decoder bar i attends to latents z_1..z_i only
-    n_classes: int = 0  # classes of the optional supervised head on the mean latent (0: none)
-    copy: str = "bar"  # copy path (tvae.model.pointer): "bar", "step" or "none" (the paper's model)
-    copy_offsets: int = 7  # how many bars back the copy path reaches (window - 1 is enough)
-    copy_edit: float = 0.02  # "bar": chance of an edit at each step of a copy (0: learned from z)
+    d_model: int = setting(256, "width of bar vectors and of the attention layers", 1, MAX_WIDTH)
+    d_latent: int = setting(64, "size Z of each bar's latent", 1, 4096)
+    n_heads: int = setting(4, "attention heads", 1, 256)
+    enc_layers: int = setting(2, "Transformer encoder layers (self-attention over bars)",
+                              0, MAX_LAYERS)
+    dec_layers: int = setting(2, "Transformer decoder layers (self- and cross-attention)",
+                              0, MAX_LAYERS)
+    d_ff: int = setting(512, "hidden width of each layer's feed-forward block", 1, MAX_WIDTH)
+    dropout: float = setting(0.1, "dropout inside the Transformer layers")
+    bar_encoder: str = setting("mlp", 'local bar encoder: "mlp" (the paper) or "gru" '
+                               "(bidirectional)")
+    bar_decoder: str = setting("mlp", 'local bar decoder: "mlp" (whole bar at once) or "gru" '
+                               "(step by step)")
+    bar_hidden: int = setting(512, "hidden width of the local bar encoder/decoder", 1, MAX_WIDTH)
+    mask_encoder: bool = setting(True, "causal encoder self-attention: bar i sees bars <= i")
+    mask_decoder: bool = setting(True, "causal decoder self-attention")
+    mask_cross: bool = setting(True, "decoder bar i attends to latents z_1..z_i only")
+    n_classes: int = setting(0, "classes of the optional supervised head on the mean latent "
+                             "(0: none)", 0, 65536)
+    copy: str = setting("bar", 'copy path (tvae.model.pointer): "bar", "step" or "none" (the '
+                        "paper's model)")
+    copy_offsets: int = setting(7, "how many bars back the copy path reaches (window - 1 is "
+                                "enough)", 0, MAX_COPY_OFFSETS)
+    copy_edit: float = setting(0.02, '"bar": chance of an edit at each step of a copy (0: '
+                               "learned from z)")
+    trained_bars: int = setting(0, "bars per window the model was trained on, set by training "
+                                "from the data config (0: not recorded); longer songs are read "
+                                "and decoded window by window", 0, MAX_BARS, cli=False)
 
     def __post_init__(self) -> None:
-        _positive(self, "d_model", "d_latent", "n_heads", "d_ff", "bar_hidden")
-        _non_negative(self, "enc_layers", "dec_layers", "n_classes", "copy_offsets")
-        if self.copy_offsets > MAX_COPY_OFFSETS:
-            raise TvaeError(f"copy_offsets (--copy-offsets) must be at most {MAX_COPY_OFFSETS}, "
-                            f"got {self.copy_offsets}")
+        validate_fields(self)
         if not 0.0 <= self.copy_edit < 0.5:
-            raise TvaeError(f"copy_edit must be in [0, 0.5), got {self.copy_edit}")
+            raise TvaeError(f"copy_edit (--copy-edit) must be in [0, 0.5), got {self.copy_edit}")
         if not 0.0 <= self.dropout < 1.0:
-            raise TvaeError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise TvaeError(f"dropout (--dropout) must be in [0, 1), got {self.dropout}")
         if self.d_model % self.n_heads:
-            raise TvaeError("d_model must be a multiple of n_heads")
-        if self.bar_encoder not in BAR_CODERS or self.bar_decoder not in BAR_CODERS:
-            raise TvaeError("bar_encoder and bar_decoder must be 'mlp' or 'gru'")
-        if self.copy not in COPY_MODES:
-            raise TvaeError(f"copy (--copy) must be one of {', '.join(COPY_MODES)}, got "
-                            f"{self.copy!r}")
+            raise TvaeError(f"d_model (--d-model) {self.d_model} must be a multiple of n_heads "
+                            f"(--n-heads) {self.n_heads}")
+        for name in ("bar_encoder", "bar_decoder", "copy"):
+            _choice(self, name)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, schedules and run control."""
 
-    batch_size: int = 64  # windows per step
-    lr: float = 1e-3  # peak AdamW learning rate
-    weight_decay: float = 0.01  # AdamW weight decay
-    warmup_steps: int = 300  # linear learning-rate warm-up, in steps
-    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
-    epochs: int = 20  # passes over the training windows
-    max_steps: int = 0  # stop after this many steps (0: no limit)
-    max_minutes: float = 0.0  # wall-time limit, validation and checkpoints included (0: none)
-    grad_clip: float = 1.0  # gradient-norm clipping
-    beta_schedule: str = "linear"  # KL weight: "constant", "linear" (warm-up) or "cyclical"
-    beta: float = 0.1  # KL weight after warm-up (or at each cycle's top)
-    beta_steps: int = 2000  # warm-up length or cycle length, in steps
-    free_bits: float = 0.0  # KL per bar below this many bits is not penalised
-    tf_schedule: str = "constant"  # p_tf: constant, linear, exponential, inverse_sigmoid, logistic
-    tf_p: float = 1.0  # p_tf of the constant schedule
-    tf_min: float = 0.0  # lowest p_tf of decaying schedules
-    tf_max: float = 1.0  # highest p_tf of decaying schedules
-    tf_steps: int = 5000  # linear: steps from tf_max to tf_min
-    tf_k: float = 0.9995  # exponential: p = k**step; inverse sigmoid: k/(k+exp(step/k))
-    tf_gamma: float = 0.5  # logistic (Drossos et al. 2019): beta = -gamma * step / N_b
-    recon_weight: float = 1.0  # lambda: weight of the reconstruction loss
-    class_weight: float = 1.0  # weight of the supervised head's loss (when the model has one)
-    pointer_weight: float = 0.0  # weight of the copy pointer's auxiliary loss on exact repeats
-    pointer_steps: int = 0  # the pointer loss holds for this many steps, then fades out by 2x
-    patience: int = 5  # early stopping: epochs without a better validation loss
-    log_every: int = 20  # steps between progress and metrics updates
-    checkpoint_every: int = 200  # steps between checkpoints inside an epoch (for --resume)
-    max_bad_steps: int = 20  # consecutive non-finite losses before training stops
-    eval_windows: int = 2000  # validation windows evaluated per epoch (0: all)
-    seed: int = 0  # seeds data order, augmentation, dropout and sampling
-    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1"...
-    num_threads: int = 0  # torch CPU threads (0: torch's default)
+    batch_size: int = setting(64, "windows per step", 1, 2**20)
+    lr: float = setting(1e-3, "peak AdamW learning rate", 0.0, above=True)
+    weight_decay: float = setting(0.01, "AdamW weight decay", 0.0)
+    warmup_steps: int = setting(300, "linear learning-rate warm-up, in steps", 0)
+    min_lr_ratio: float = setting(0.1, "cosine decay ends at lr * min_lr_ratio", 0.0, 1.0)
+    epochs: int = setting(20, "passes over the training windows", 1)
+    max_steps: int = setting(0, "stop after this many steps (0: no limit)", 0)
+    max_minutes: float = setting(0.0, "wall-time limit, validation and checkpoints included "
+                                 "(0: none)", 0.0)
+    grad_clip: float = setting(1.0, "gradient-norm clipping", 0.0, above=True)
+    beta_schedule: str = setting("linear", 'KL weight: "constant", "linear" (warm-up) or '
+                                 '"cyclical"')
+    beta: float = setting(0.1, "KL weight after warm-up (or at each cycle's top)", 0.0)
+    beta_steps: int = setting(2000, "warm-up length or cycle length, in steps", 1)
+    free_bits: float = setting(0.0, "KL per bar below this many bits is not penalised", 0.0)
+    tf_schedule: str = setting("constant", "p_tf: constant, linear, exponential, "
+                               "inverse_sigmoid, logistic")
+    tf_p: float = setting(1.0, "p_tf of the constant schedule", 0.0, 1.0)
+    tf_min: float = setting(0.0, "lowest p_tf of decaying schedules", 0.0, 1.0)
+    tf_max: float = setting(1.0, "highest p_tf of decaying schedules", 0.0, 1.0)
+    tf_steps: int = setting(5000, "linear: steps from tf_max to tf_min", 1)
+    tf_k: float = setting(0.9995, "exponential: p = k**step; inverse sigmoid: k/(k+exp(step/k))",
+                          0.0, above=True)
+    tf_gamma: float = setting(0.5, "logistic (Drossos et al. 2019): beta = -gamma * step / N_b")
+    recon_weight: float = setting(1.0, "lambda: weight of the reconstruction loss", 0.0)
+    class_weight: float = setting(1.0, "weight of the supervised head's loss (when the model has "
+                                  "one)", 0.0)
+    pointer_weight: float = setting(0.0, "weight of the copy pointer's auxiliary loss on exact "
+                                    "repeats", 0.0)
+    pointer_steps: int = setting(0, "the pointer loss holds for this many steps, then fades out "
+                                 "by 2x", 0)
+    patience: int = setting(5, "early stopping: epochs without a better validation loss", 0)
+    log_every: int = setting(20, "steps between progress and metrics updates", 1)
+    checkpoint_every: int = setting(200, "steps between checkpoints inside an epoch (for "
+                                    "--resume)", 1)
+    max_bad_steps: int = setting(20, "consecutive non-finite losses before training stops", 1)
+    eval_windows: int = setting(2000, "validation windows evaluated per epoch (0: all)", 0)
+    seed: int = setting(0, "seeds data order, augmentation, dropout and sampling", 0, 2**63 - 1)
+    device: str = setting("auto", '"auto" (CUDA when present), "cpu", "cuda", "cuda:1"...')
+    num_threads: int = setting(0, "torch CPU threads (0: torch's default)", 0, 4096)
 
     def __post_init__(self) -> None:
-        _positive(self, "batch_size", "lr", "epochs", "grad_clip", "log_every",
-                  "checkpoint_every", "max_bad_steps", "beta_steps", "tf_steps", "tf_k")
-        _non_negative(self, "weight_decay", "warmup_steps", "max_steps", "max_minutes", "beta",
-                      "free_bits", "patience", "eval_windows", "num_threads", "recon_weight",
-                      "class_weight", "pointer_weight", "pointer_steps")
+        validate_fields(self)
         if self.tf_schedule not in TF_SCHEDULES:
             raise TvaeError(f"unknown teacher-forcing schedule {self.tf_schedule!r} "
                             f"(--tf-schedule: one of {', '.join(TF_SCHEDULES)})")
         if self.beta_schedule not in BETA_SCHEDULES:
             raise TvaeError(f"unknown beta schedule {self.beta_schedule!r} "
                             f"(--beta-schedule: one of {', '.join(BETA_SCHEDULES)})")
-        for name in ("tf_p", "tf_min", "tf_max", "min_lr_ratio"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise TvaeError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
-def _check_type(name: str, value: Any, annotation: Any) -> None:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        for arm in typing.get_args(annotation):
-            try:
-                _check_type(name, value, arm)
-                return
-            except TvaeError:
-                pass
-        raise TvaeError(f"config field '{name}' has an invalid value {value!r}")
-    if annotation is type(None):
-        ok = value is None
-    elif annotation is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif annotation is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif origin in (list, tuple):
-        ok = isinstance(value, (list, tuple))
-    elif isinstance(annotation, type):
-        ok = isinstance(value, annotation)
-    else:
-        ok = True
-    if not ok:
-        raise TvaeError(f"config field '{name}' should be {annotation}, got {value!r}")
+@dataclass(frozen=True)
+class DataConfig:
+    """Training windows cut from songs."""
+
+    bars: int = setting(8, "bars per training window", 1, MAX_BARS)
+    stride: int = setting(2, "bars between the starts of consecutive windows of a song", 1,
+                          MAX_BARS)
+    transpose: int = setting(5, "pitch-shift augmentation: random shift in [-transpose, "
+                             "transpose]", 0, MAX_PITCH)
+    valid_fraction: float = setting(0.05, "share of songs for validation when the folder has no "
+                                    "manifest", 0.0, 1.0)
+    test_fraction: float = setting(0.05, "share of songs for test when the folder has no "
+                                   "manifest", 0.0, 1.0)
+    min_bars: int = setting(2, "songs shorter than this are skipped", 1, MAX_BARS)
+    repeat_augment: float = setting(0.0, "share of training windows given one extra exact repeat "
+                                    "of an earlier bar at a random offset: the copy pointer "
+                                    "meets every offset, not just common ones", 0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise TvaeError("valid_fraction + test_fraction (--valid-fraction, --test-fraction) "
+                            "must be below 1")
 
 
+# -- JSON -----------------------------------------------------------------------------------------
 def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Build dataclass `cls` from a JSON dict, refusing unknown fields and wrong types."""
+    """Build dataclass `cls` from a JSON dict, refusing unknown fields, wrong types and values
+    out of range (each field as its `setting` declares)."""
     if not isinstance(data, dict):
         raise TvaeError(f"{cls.__name__} must be a JSON object")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
     if unknown:
-        raise TvaeError(f"{cls.__name__} has unknown fields {unknown}")
+        raise TvaeError(f"{cls.__name__} has unknown fields {unknown}"[:300])
     hints = typing.get_type_hints(cls)
-    kwargs = {}
     for name, value in data.items():
-        _check_type(name, value, hints[name])
-        if isinstance(value, list):
-            value = tuple(value) if typing.get_origin(hints[name]) is tuple else value
-        kwargs[name] = value
-    return cls(**kwargs)
+        problem = _type_problem(value, hints[name])
+        if problem:
+            shown = repr(value)[:40]
+            raise TvaeError(f"config field '{name}' should be {problem}, got {shown}")
+    return cls(**data)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+def read_regular_file(path: str | Path, limit: int, what: str) -> bytes:
+    """The bytes of `path`, refusing before reading anything that is not a regular file once
+    symlinks are resolved (a folder, /dev/zero, a FIFO: never opened in a blocking way) or that
+    holds more than `limit` bytes."""
+    with open_regular_file(path, limit, what) as file:
+        try:
+            data = file.read(limit + 1)
+        except OSError as exc:
+            raise TvaeError(f"cannot read {what} ({exc.strerror or exc})", path) from None
+    if len(data) > limit:
+        raise TvaeError(f"{what} larger than {limit} bytes", path)
+    return data
+
+
+def open_regular_file(path: str | Path, limit: int, what: str) -> typing.BinaryIO:
+    """`path` opened for reading, after checking (os.stat, then fstat on the open file) that it
+    is a regular file of at most `limit` bytes; opened non-blocking, so a FIFO never hangs."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise TvaeError(f"{what} not found", path) from None
+    except (OSError, ValueError) as exc:
+        raise TvaeError(f"cannot read {what} ({getattr(exc, 'strerror', None) or exc})",
+                        path) from None
+    _check_regular(info, limit, what, path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        file = os.fdopen(os.open(path, flags), "rb")
+    except OSError as exc:
+        raise TvaeError(f"cannot read {what} ({exc.strerror or exc})", path) from None
+    try:
+        _check_regular(os.fstat(file.fileno()), limit, what, path)  # replaced meanwhile?
+    except TvaeError:
+        file.close()
+        raise
+    return file
+
+
+def _check_regular(info: os.stat_result, limit: int, what: str, path: str | Path) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise TvaeError(f"{what}: a folder, not a file", path)
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else
+                "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
+                "not a file")
+        raise TvaeError(f"{what}: not a regular file ({kind})", path)
+    if info.st_size > limit:
+        raise TvaeError(f"{what} too large ({info.st_size} bytes; at most {limit})", path)
+
+
+def parse_json(raw: bytes, what: str, path: str | Path) -> Any:
+    """JSON from bytes, refusing invalid text and nesting deeper than MAX_JSON_DEPTH (a
+    100,000-deep file is a clear error, not a RecursionError)."""
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise TvaeError(f"{what} nested too deeply (at most {MAX_JSON_DEPTH} levels)",
+                        path) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TvaeError(f"{what} is not valid JSON ({exc})", path) from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise TvaeError(f"{what} nested too deeply (at most {MAX_JSON_DEPTH} levels)", path)
+    return data
+
+
+def json_depth(data: Any) -> int:
+    """How deeply objects and arrays nest in parsed JSON (a scalar: 0), without recursion."""
+    deepest, todo = 0, [(data, 1)]
+    while todo:
+        item, depth = todo.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                return depth
+            todo.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def save_config_json(config: Any, path: str | Path) -> None:
@@ -222,30 +367,8 @@ def save_config_json(config: Any, path: str | Path) -> None:
 
 
 def load_config_json(cls: type[T], path: str | Path) -> T:
+    data = parse_json(read_regular_file(path, MAX_JSON_BYTES, "config"), "config", path)
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise TvaeError(f"cannot read config: {exc}", path) from None
-    return config_from_dict(cls, data)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Training windows cut from songs."""
-
-    bars: int = 8  # bars per training window
-    stride: int = 2  # bars between the starts of consecutive windows of a song
-    transpose: int = 5  # pitch-shift augmentation: random shift in [-transpose, transpose]
-    valid_fraction: float = 0.05  # share of songs for validation when the folder has no manifest
-    test_fraction: float = 0.05  # share of songs for test when the folder has no manifest
-    min_bars: int = 2  # songs shorter than this are skipped
-    repeat_augment: float = 0.0  # share of training windows given one extra exact repeat of an
-    # earlier bar at a random offset: the copy pointer meets every offset, not just common ones
-
-    def __post_init__(self) -> None:
-        _positive(self, "bars", "stride", "min_bars")
-        _non_negative(self, "transpose", "valid_fraction", "test_fraction")
-        if not 0.0 <= self.repeat_augment <= 1.0:
-            raise TvaeError(f"repeat_augment must be in [0, 1], got {self.repeat_augment}")
-        if self.valid_fraction + self.test_fraction >= 1.0:
-            raise TvaeError("valid_fraction + test_fraction must be below 1")
+        return config_from_dict(cls, data)
+    except TvaeError as exc:
+        raise TvaeError(exc.reason, path) from None

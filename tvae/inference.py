@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tvae.config import MAX_BARS, PAD, REST
+from tvae.config import MAX_BARS, PAD, REST, DataConfig
 from tvae.errors import TvaeError, TvaeWarning
 from tvae.melody import (
     Bars,
@@ -34,6 +34,8 @@ from tvae.melody import (
 )
 from tvae.model.checkpoint import load_checkpoint
 from tvae.model.vae import LN2, kl_per_bar, make_sampler
+
+UNKNOWN_WINDOW = DataConfig().bars  # assumed training window of checkpoints that name none
 
 
 def bundled_model_path() -> Path:
@@ -69,8 +71,10 @@ class TrainedModel:
         self.model, self.meta, self.path = model.eval(), meta, path
         self.grid = model.grid
         self.device = next(model.parameters()).device
-        # Songs longer than the training window are read and decoded window by window.
-        self.window = int((meta.get("data") or {}).get("bars", 0))
+        # Songs longer than the training window are read and decoded window by window; the
+        # loader takes the window of checkpoints that predate `trained_bars` from their data.
+        self.window = model.config.trained_bars
+        self._warned_window = False
 
     def describe(self) -> str:
         """One line naming this model, for pages: its checkpoint and what kind of model it is."""
@@ -96,6 +100,18 @@ class TrainedModel:
             parts.append(f"transfer follows B's repeats of bar 1 in "
                          f"{number('transfer_follow_rate'):.0%} of cases")
         return line + (f"; on {card.get('data')}: " + ", ".join(parts) if parts else "")
+
+    def _window_for(self, n_bars: int) -> int:
+        """The window to read or decode `n_bars` bars with. A checkpoint that does not record
+        its training window is read in one window: past the default training window
+        (DataConfig.bars) that meets positions it may never have seen, so this warns (once)."""
+        if not self.window and n_bars > UNKNOWN_WINDOW and not self._warned_window:
+            self._warned_window = True
+            warnings.warn(f"{self.path.name} does not record the window length it was trained "
+                          f"on (trained_bars); its {n_bars} bars are read and decoded in one "
+                          f"window, past the default {UNKNOWN_WINDOW}-bar training window, at "
+                          "positions it may never have seen", TvaeWarning, stacklevel=4)
+        return self.window
 
     # -- conversions ----------------------------------------------------------------------
     def bars(self, melody: Melody) -> Bars:
@@ -127,13 +143,15 @@ class TrainedModel:
     @torch.no_grad()
     def encode(self, melody: Melody) -> np.ndarray:
         """Posterior means, one latent per bar: (N, Z)."""
-        mu, _ = self.model.encode_windowed(*self._tensors(melody), self.window)
+        tokens, meters = self._tensors(melody)
+        mu, _ = self.model.encode_windowed(tokens, meters, self._window_for(tokens.shape[1]))
         return mu[0].cpu().numpy()
 
     @torch.no_grad()
     def posterior(self, melody: Melody) -> tuple[np.ndarray, np.ndarray]:
         """Each bar's posterior: means and standard deviations, (N, Z) each."""
-        mu, logvar = self.model.encode_windowed(*self._tensors(melody), self.window)
+        tokens, meters = self._tensors(melody)
+        mu, logvar = self.model.encode_windowed(tokens, meters, self._window_for(tokens.shape[1]))
         return mu[0].cpu().numpy(), (0.5 * logvar[0]).exp().cpu().numpy()
 
     def encode_many(self, melodies: Sequence[Melody]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -196,7 +214,8 @@ class TrainedModel:
         if seed is not None:
             gen = torch.Generator(device=self.device).manual_seed(seed)
         sampler = make_sampler(temperature, top_k, top_p, gen)
-        tokens = self.model.free_run(zt, meters, sampler, window=self.window)[0]  # (N, S)
+        window = self._window_for(len(z))
+        tokens = self.model.free_run(zt, meters, sampler, window=window)[0]  # (N, S)
         return self._melody(tokens, meter, qpm, title, pickup)
 
     def reconstruct(self, melody: Melody) -> Melody:

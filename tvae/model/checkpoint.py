@@ -10,18 +10,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from tvae import __version__
 from tvae.config import (
     HOLD,
+    MAX_JSON_BYTES,
     PAD,
     REST,
     DataConfig,
@@ -30,14 +30,23 @@ from tvae.config import (
     TrainConfig,
     config_from_dict,
     config_to_dict,
+    parse_json,
+    read_regular_file,
 )
 from tvae.errors import TvaeError
 from tvae.files import ensure_folder, write_bytes_atomic
 from tvae.model.vae import TransformerVAE
+from tvae.model.weights_file import (
+    PICKLE_MAGIC,
+    check_fit,
+    read_header,
+    read_tensors,
+    read_weights,
+)
 
 FORMAT = "tvae-checkpoint"
 FORMAT_VERSION = 1
-PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+ and torch.save's zip archive
+MAX_PARAMETERS = 300_000_000  # largest model a checkpoint may describe (1.2 GB in float32)
 
 
 def vocabulary(grid: GridConfig) -> dict[str, int]:
@@ -106,52 +115,83 @@ def _write_pair(weights: bytes, meta: dict[str, Any], json_path: Path, weights_p
 
 
 def _read_meta(json_path: Path) -> dict[str, Any]:
-    if not json_path.exists():
+    if not json_path.exists() and not json_path.is_symlink():
         raise TvaeError("checkpoint config not found (expected NAME.json beside NAME.safetensors)",
                         json_path)
-    raw = json_path.read_bytes()
+    raw = read_regular_file(json_path, MAX_JSON_BYTES, "checkpoint config")
     if raw.startswith(PICKLE_MAGIC):
         raise TvaeError("this is a pickle/torch.save file; tvae only loads safetensors + JSON "
                         "checkpoints and never unpickles", json_path)
-    try:
-        meta = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TvaeError(f"checkpoint config is not valid JSON ({exc})", json_path) from None
+    meta = parse_json(raw, "checkpoint config", json_path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise TvaeError("not a tvae checkpoint (missing format marker)", json_path)
     if meta.get("format_version") != FORMAT_VERSION:
-        raise TvaeError(f"checkpoint format version {meta.get('format_version')} is not "
-                        f"supported (this tvae reads {FORMAT_VERSION})", json_path)
+        raise TvaeError(f"checkpoint format version {str(meta.get('format_version'))[:20]} is "
+                        f"not supported (this tvae reads {FORMAT_VERSION})", json_path)
     return meta
 
 
 def _read_tensors(weights_path: Path) -> dict[str, torch.Tensor]:
-    return _read_weights(weights_path)[0]
+    """Every tensor of a safetensors file (its header checked first)."""
+    return read_tensors(weights_path)
 
 
-def _read_weights(weights_path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """The tensors of a safetensors file and the file's sha256."""
-    if not weights_path.exists():
-        raise TvaeError("checkpoint weights not found", weights_path)
-    raw = weights_path.read_bytes()
-    # A safetensors file starts with its header's length (8 bytes, little-endian) and then the
-    # header's "{": that length may well begin with the byte 0x80, so it is never taken for a
-    # pickle (loading never unpickles in any case).
-    if raw.startswith(PICKLE_MAGIC) and raw[8:9] != b"{":
-        raise TvaeError("this is a pickle/torch.save file; tvae only loads safetensors weights "
-                        "and never unpickles", weights_path)
-    try:
-        return load_safetensors(raw), hashlib.sha256(raw).hexdigest()
-    except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
-        reason = " ".join(str(exc).split())[:160]
-        raise TvaeError(f"checkpoint weights are damaged ({reason})", weights_path) from None
-
-
-def legacy_model_fields(model: Any) -> Any:
-    """Checkpoints written before the copy path existed are stock models: `copy` "none"."""
-    if isinstance(model, dict) and "copy" not in model:
-        return {**model, "copy": "none"}
+def legacy_model_fields(model: Any, data: DataConfig | None = None) -> Any:
+    """Fill in model fields that older checkpoints lack: written before the copy path existed,
+    a model is a stock one (`copy` "none"); without `trained_bars` (or with 0, not recorded),
+    the window length is its data config's `bars`."""
+    if not isinstance(model, dict):
+        return model
+    if "copy" not in model:
+        model = {**model, "copy": "none"}
+    if data is not None and model.get("trained_bars", 0) == 0:
+        model = {**model, "trained_bars": data.bars}
     return model
+
+
+def _configs(meta: dict[str, Any], json_path: Path) -> tuple[GridConfig, ModelConfig]:
+    """The grid and model configs of a checkpoint's JSON, every field type- and range-checked,
+    the data and training configs and the other sections checked too."""
+    for key, kind in (("labels", list), ("state", dict), ("optimizer_groups", list)):
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise TvaeError(f"checkpoint config has an invalid '{key}' section", json_path)
+    labels = meta.get("labels") or []
+    if not all(isinstance(label, str) for label in labels):
+        raise TvaeError("checkpoint config has labels that are not strings", json_path)
+    section = "grid"
+    try:
+        grid = config_from_dict(GridConfig, meta["grid"])
+        section = "data"
+        data = None if meta.get("data") is None else config_from_dict(DataConfig, meta["data"])
+        section = "train"
+        if meta.get("train") is not None:
+            config_from_dict(TrainConfig, meta["train"])
+        section = "model"
+        config = config_from_dict(ModelConfig, legacy_model_fields(meta["model"], data))
+    except KeyError as exc:
+        raise TvaeError(f"checkpoint config lacks {exc}", json_path) from None
+    except TvaeError as exc:
+        what = "cannot build a model" if section in ("grid", "model") else "is refused"
+        raise TvaeError(f"checkpoint config has an invalid value in '{section}', so it {what} "
+                        f"({exc.reason})", json_path) from None
+    if meta.get("vocabulary") != vocabulary(grid):
+        raise TvaeError("checkpoint vocabulary does not match its grid (made for another "
+                        "vocabulary or edited)", json_path)
+    return grid, config
+
+
+def expected_shapes(config: ModelConfig, grid: GridConfig, path: Path | None = None
+                    ) -> dict[str, tuple[int, ...]]:
+    """Each parameter's shape for these configs, from the model built on the meta device
+    (nothing allocated: the configs' ranges bound its layers and widths), refusing models of
+    more than MAX_PARAMETERS parameters."""
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in TransformerVAE(config, grid).state_dict().items()}
+    count = sum(math.prod(shape) for shape in shapes.values())
+    if count > MAX_PARAMETERS:
+        raise TvaeError(f"checkpoint config describes a model of {count:,} parameters; tvae "
+                        f"loads at most {MAX_PARAMETERS:,}", path)
+    return shapes
 
 
 def _matching_meta(meta: dict[str, Any], digest: str, json_path: Path
@@ -174,46 +214,34 @@ def _matching_meta(meta: dict[str, Any], digest: str, json_path: Path
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
                     ) -> tuple[TransformerVAE, dict[str, Any], dict[str, torch.Tensor]]:
-    """Rebuild the model from a checkpoint. Returns (model, meta, optimizer tensors)."""
+    """Rebuild the model from a checkpoint. Returns (model, meta, optimizer tensors).
+
+    Nothing of a hostile pair's size is allocated before it is refused: both files must be
+    regular files within size caps, the JSON's configs are type- and range-checked, the
+    parameter count they imply is capped, and the weights' header (dtypes, shapes, byte ranges)
+    must fit those shapes before any tensor is read or the model is built."""
     json_path, weights_path = checkpoint_paths(path)
     if Path(path).suffix not in ("", ".json", ".safetensors") and Path(path).is_file():
         _read_meta(Path(path))  # e.g. a .pt file: refused with a clear message
     meta = _read_meta(json_path)
-    tensors, digest = _read_weights(weights_path) if json_path.exists() else ({}, "")
-    meta, paired = _matching_meta(meta, digest, json_path)
-    try:
-        grid = config_from_dict(GridConfig, meta["grid"])
-        config = config_from_dict(ModelConfig, legacy_model_fields(meta["model"]))
-    except KeyError as exc:
-        raise TvaeError(f"checkpoint config lacks {exc}", json_path) from None
-    except TvaeError as exc:
-        raise TvaeError(f"checkpoint config has an invalid value, so it cannot build a model "
-                        f"({exc.reason})",
-                        json_path) from None
-    except (ValueError, ZeroDivisionError) as exc:  # e.g. n_heads 0
-        raise TvaeError(f"checkpoint config has an invalid value ({exc})", json_path) from None
-    if meta.get("vocabulary") != vocabulary(grid):
-        raise TvaeError("checkpoint vocabulary does not match its grid (made for another "
-                        "vocabulary or edited)", json_path)
-    try:
-        model = TransformerVAE(config, grid)
-    except (ValueError, RuntimeError) as exc:  # negative sizes, dropout outside [0, 1]...
-        reason = " ".join(str(exc).split())[:160]
-        raise TvaeError(f"checkpoint config cannot build a model ({reason})", json_path) from None
-    weights = {k: v for k, v in tensors.items() if not k.startswith("optim/")}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    extra = sorted(set(weights) - set(expected))
-    wrong = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
-    if missing or extra or wrong:
-        raise TvaeError(f"checkpoint weights do not fit its config (missing {missing[:3]}, "
-                        f"unexpected {extra[:3]}, wrong shape {wrong[:3]})", weights_path)
+    header = read_header(weights_path)
+    grid, config = _configs(meta, json_path)
+    check_fit(header, expected_shapes(config, grid, json_path), weights_path)
+    tensors, digest = read_weights(weights_path, header)
+    taken, paired = _matching_meta(meta, digest, json_path)
     if not paired:  # the right shapes, but not the weights this JSON was written with
         raise TvaeError(f"checkpoint pair does not match: the weights are not the ones "
                         f"{json_path.name} was written with (written by another save, or "
                         "edited)", weights_path)
-    if any(not torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()):
+    if taken is not meta:  # the staged JSON of an interrupted save: its configs, checked
+        meta = taken
+        grid, config = _configs(meta, json_path)
+        check_fit(header, expected_shapes(config, grid, json_path), weights_path)
+    weights = {k: v for k, v in tensors.items() if not k.startswith("optim/")}
+    if any(not torch.isfinite(v).all() for v in weights.values()):
         raise TvaeError("checkpoint weights contain NaN or infinite values", weights_path)
+    model = TransformerVAE(config, grid)
+    expected = model.state_dict()
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
     optim = {k[len("optim/"):]: v for k, v in tensors.items() if k.startswith("optim/")}
     return model.to(device).eval(), meta, optim

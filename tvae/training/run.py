@@ -35,7 +35,8 @@ RESUME_LIMITS = ("epochs", "max_steps", "max_minutes", "patience")
 
 def _init_weights(trainer: Trainer, path: str | Path) -> None:
     source, _, _ = load_checkpoint(path, trainer.device)
-    if source.config != trainer.model.config or source.grid != trainer.grid:
+    if (replace(source.config, trained_bars=0) != replace(trainer.model.config, trained_bars=0)
+            or source.grid != trainer.grid):  # the window length may change
         raise TvaeError("--init-from needs a checkpoint of the same model and grid config "
                         f"(it has {source.config})", path)
     trainer.model.load_state_dict(source.state_dict())

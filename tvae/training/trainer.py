@@ -94,6 +94,7 @@ class Trainer:
         self.labels, self.song_labels = _label_ids(songs)
         if self.labels and model_cfg.n_classes != len(self.labels):
             model_cfg = ModelConfig(**{**asdict(model_cfg), "n_classes": len(self.labels)})
+        model_cfg = ModelConfig(**{**asdict(model_cfg), "trained_bars": data_cfg.bars})
         self.train_windows = Windows(songs, "train", data_cfg, grid)
         self.valid_windows = Windows(songs, "valid", data_cfg, grid)
         if len(self.train_windows) == 0:
