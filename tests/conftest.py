@@ -29,3 +29,37 @@ def torch_one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to unpickle during the test fails it."""
+    import pickle
+
+    import torch
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tvae tried to unpickle")
+
+    class RefusingUnpickler(pickle.Unpickler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            refuse()
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", RefusingUnpickler)
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(torch.serialization, "load", refuse)
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    """A saved tiny checkpoint; returns its JSON path."""
+    from checkpoint_helpers import tiny
+
+    from tvae.config import DataConfig, TrainConfig
+    from tvae.model.checkpoint import save_checkpoint
+
+    return save_checkpoint(tmp_path / "model", tiny(), data=DataConfig(bars=4),
+                           train=TrainConfig(lr=3e-4), state={"step": 7, "epoch": 1},
+                           labels=["a", "b"])

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import io
 import json
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from checkpoint_helpers import SMALL, batch, refuses, tiny
 from safetensors.torch import save_file
 
 import tvae.files
@@ -34,45 +34,6 @@ from tvae.model.vae import TransformerVAE
 from tvae.training.objective import vae_objective
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-SMALL = dict(d_model=32, d_latent=8, n_heads=2, d_ff=64, bar_hidden=32, enc_layers=1,
-             dec_layers=1)
-
-
-@pytest.fixture
-def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any attempt to unpickle during the test fails it."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("tvae tried to unpickle")
-
-    class RefusingUnpickler(pickle.Unpickler):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            refuse()
-
-    monkeypatch.setattr(pickle, "loads", refuse)
-    monkeypatch.setattr(pickle, "load", refuse)
-    monkeypatch.setattr(pickle, "Unpickler", RefusingUnpickler)
-    monkeypatch.setattr(torch, "load", refuse)
-    monkeypatch.setattr(torch.serialization, "load", refuse)
-
-
-def tiny(seed: int = 0, **overrides: Any) -> TransformerVAE:
-    torch.manual_seed(seed)
-    return TransformerVAE(ModelConfig(**{**SMALL, **overrides}), GridConfig()).eval()
-
-
-def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(1, GridConfig().vocab_size, (2, 3, 16), generator=gen)
-    return tokens, torch.zeros(2, 3, dtype=torch.long)
-
-
-@pytest.fixture
-def saved(tmp_path: Path) -> Path:
-    """A saved tiny checkpoint; returns its JSON path."""
-    return save_checkpoint(tmp_path / "model", tiny(), data=DataConfig(bars=4),
-                           train=TrainConfig(lr=3e-4), state={"step": 7, "epoch": 1},
-                           labels=["a", "b"])
 
 
 # -- round trips --------------------------------------------------------------------------------
@@ -185,16 +146,6 @@ def test_optimizer_state_round_trips(tmp_path: Path, no_unpickling: None) -> Non
 
 
 # -- refusals -----------------------------------------------------------------------------------
-def refuses(path: Path, *words: str) -> TvaeError:
-    with pytest.raises(TvaeError) as info:
-        load_checkpoint(path)
-    err = info.value
-    assert err.path is not None and "\n" not in str(err)
-    for word in words:
-        assert word in err.reason, err.reason
-    return err
-
-
 @pytest.mark.parametrize("legacy", [False, True])
 def test_refuses_a_pickle_passed_as_model(tmp_path: Path, no_unpickling: None,
                                           legacy: bool) -> None:
@@ -338,188 +289,6 @@ def test_saving_cleans_up_temporary_files_of_killed_saves(tmp_path: Path) -> Non
     (tmp_path / ".m.safetensors.abc123.tmp").write_bytes(b"half a file")
     save_checkpoint(tmp_path / "m", tiny())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]
-
-
-# -- hostile files (issue #13, F5/F6) -----------------------------------------------------------
-@pytest.fixture
-def no_real_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Building a model for real fails the test; building it on the meta device (shapes only,
-    nothing allocated) is allowed."""
-    import tvae.model.checkpoint as ckpt
-
-    real = ckpt.TransformerVAE
-
-    def guarded(*args: Any, **kwargs: Any) -> TransformerVAE:
-        assert torch.empty(0).device.type == "meta", "a model was built before refusal"
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(ckpt, "TransformerVAE", guarded)
-
-
-def refuses_within(path: Path, seconds: float, *words: str) -> TvaeError:
-    """`refuses`, run in a thread that must finish in time (a blocking read would hang)."""
-    import threading
-
-    outcome: dict[str, Any] = {}
-
-    def attempt() -> None:
-        try:
-            load_checkpoint(path)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=attempt, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"loading {path} still runs after {seconds} s"
-    err = outcome.get("error")
-    assert isinstance(err, TvaeError), repr(err)
-    assert err.path is not None and "\n" not in str(err)
-    for word in words:
-        assert word in err.reason, err.reason
-    return err
-
-
-@pytest.mark.parametrize("target", ["/dev/zero", "/dev/urandom", "fifo", "folder"])
-@pytest.mark.parametrize("which", ["json", "safetensors"])
-def test_refuses_files_that_are_not_regular_before_reading(saved: Path, no_real_model: None,
-                                                           target: str, which: str) -> None:
-    """A symlink to /dev/zero used to read until MemoryError, /dev/urandom forever, a FIFO
-    blocked and a folder gave a traceback: each is refused from os.stat, nothing read."""
-    import os
-
-    victim = saved.with_suffix(f".{which}")
-    victim.unlink()
-    if target == "fifo":
-        os.mkfifo(victim)
-    elif target == "folder":
-        victim.mkdir()
-    else:
-        if not Path(target).exists():
-            pytest.skip(f"no {target} here")
-        victim.symlink_to(target)
-    kind = {"fifo": "FIFO", "folder": "folder"}.get(target, "device")
-    err = refuses_within(saved.with_suffix(""), 10.0, kind)  # NAME: NAME.json may be a folder
-    assert err.path == str(victim)
-
-
-def test_refuses_oversized_files_from_their_size(saved: Path, no_real_model: None) -> None:
-    """Sparse files (no disk or memory used) over the caps are refused before reading."""
-    import os
-
-    from tvae.config import MAX_JSON_BYTES
-    from tvae.model.weights_file import MAX_WEIGHTS_BYTES
-
-    weights = saved.with_suffix(".safetensors")
-    original = weights.read_bytes()
-    os.truncate(weights, MAX_WEIGHTS_BYTES + 1)
-    refuses_within(saved, 10.0, "too large")
-    weights.write_bytes(original)
-    os.truncate(saved, MAX_JSON_BYTES + 1)
-    refuses_within(saved, 10.0, "too large")
-
-
-@pytest.mark.parametrize("depth", [40, 100_000])
-def test_refuses_deeply_nested_json(saved: Path, depth: int) -> None:
-    meta = json.loads(saved.read_text())
-    saved.write_text(json.dumps({**meta, "state": None})[:-1] + ', "x": '
-                     + "[" * depth + "]" * depth + "}")
-    refuses(saved, "nested too deeply")
-
-
-HOSTILE_FIELDS: dict[str, tuple[Callable[[dict], None], str]] = {
-    "a billion encoder layers": (lambda m: m["model"].update(enc_layers=10**9), "enc_layers"),
-    "d_model 1e400": (lambda m: m["model"].update(d_model=float("inf")), "whole number"),
-    "float d_model": (lambda m: m["model"].update(d_model=32.0), "d_model"),
-    "width 4096": (lambda m: m["model"].update(d_model=4096),
-                   "do not fit"),
-    "over the parameter cap": (lambda m: m["model"].update(
-        d_model=8192, d_ff=16384, bar_hidden=8192, enc_layers=32, dec_layers=32), "parameters"),
-    "NaN dropout": (lambda m: m["model"].update(dropout=float("nan")), "dropout"),
-    "data a string": (lambda m: m.update(data="abc"), "'data'"),
-    "data a list": (lambda m: m.update(data=[1, 2]), "'data'"),
-    "data.bars a string": (lambda m: m["data"].update(bars="abc"), "bars"),
-    "data.bars NaN": (lambda m: m["data"].update(bars=float("nan")), "bars"),
-    "data.bars zero": (lambda m: m["data"].update(bars=0), "bars"),
-    "train NaN beta": (lambda m: m["train"].update(beta=float("nan")), "beta"),
-    "grid pitch 300": (lambda m: (m["grid"].update(max_pitch=300),
-                                  m["vocabulary"].update(max_pitch=300, size=256)), "max_pitch"),
-    "grid 100000 steps": (lambda m: m["grid"].update(steps_per_bar=100_000), "steps_per_bar"),
-    "grid inverted": (lambda m: m["grid"].update(min_pitch=90, max_pitch=60), "above"),
-    "trained_bars negative": (lambda m: m["model"].update(trained_bars=-1), "trained_bars"),
-    "labels not strings": (lambda m: m.update(labels=[1, 2]), "labels"),
-    "state a list": (lambda m: m.update(state=[1]), "'state'"),
-}
-
-
-@pytest.mark.parametrize("name", sorted(HOSTILE_FIELDS))
-def test_refuses_hostile_config_fields_before_building(saved: Path, no_real_model: None,
-                                                       name: str) -> None:
-    tamper, words = HOSTILE_FIELDS[name]
-    meta = json.loads(saved.read_text())
-    tamper(meta)
-    saved.write_text(json.dumps(meta))  # NaN and Infinity as Python's json writes them
-    refuses_within(saved, 30.0, words)
-
-
-def _header_file(path: Path, header: dict[str, Any], data: bytes = b"") -> None:
-    import struct
-
-    raw = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
-
-
-def test_refuses_hostile_safetensors_headers(saved: Path, no_real_model: None) -> None:
-    """Declared shapes and byte ranges are checked against the file before anything is read."""
-    weights = saved.with_suffix(".safetensors")
-    huge = {"w": {"dtype": "F32", "shape": [2**20, 2**20], "data_offsets": [0, 4 * 2**40]}}
-    _header_file(weights, huge, b"\0" * 16)
-    refuses_within(saved, 10.0, "damaged", "describes")
-    lying = {"w": {"dtype": "F32", "shape": [2**20, 2**20], "data_offsets": [0, 16]}}
-    _header_file(weights, lying, b"\0" * 16)
-    refuses_within(saved, 10.0, "damaged", "does not match its shape")
-    weights.write_bytes((2**60).to_bytes(8, "little") + b"{}")
-    refuses_within(saved, 10.0, "damaged", "header length")
-    _header_file(weights, {"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 0]}})
-    refuses_within(saved, 10.0, "damaged", "invalid shape")
-    overlap = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-               "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}
-    _header_file(weights, overlap, b"\0" * 12)
-    refuses_within(saved, 10.0, "damaged", "overlap")
-
-
-@pytest.mark.parametrize("dtype", ["float8_e4m3fn", "int64", "float64"])
-def test_refuses_weights_of_other_dtypes(tmp_path: Path, no_real_model: None,
-                                         dtype: str) -> None:
-    if not hasattr(torch, dtype):
-        pytest.skip(f"this torch has no {dtype}")
-    json_path = save_checkpoint(tmp_path / "ck", tiny())
-    tensors = {k: v.to(getattr(torch, dtype)).contiguous() for k, v in tiny().state_dict().items()}
-    save_file(tensors, str(json_path.with_suffix(".safetensors")))
-    refuses_within(json_path, 10.0, "float32, float16 and bfloat16 only")
-
-
-def test_refuses_oversized_optimizer_state(tmp_path: Path, no_real_model: None) -> None:
-    json_path = save_checkpoint(tmp_path / "ck", tiny())
-    tensors = {k: v.contiguous() for k, v in tiny().state_dict().items()}
-    tensors["optim/0/exp_avg"] = torch.zeros(1000, 1000)  # larger than any parameter
-    save_file(tensors, str(json_path.with_suffix(".safetensors")))
-    refuses_within(json_path, 10.0, "optimizer state")
-
-
-def test_float16_and_bfloat16_weights_load_as_float32(tmp_path: Path) -> None:
-    model = tiny()
-    for dtype in (torch.float16, torch.bfloat16):
-        json_path = save_checkpoint(tmp_path / "ck", model)
-        tensors = {k: v.to(dtype).contiguous() for k, v in model.state_dict().items()}
-        save_file(tensors, str(json_path.with_suffix(".safetensors")))
-        meta = json.loads(json_path.read_text())
-        meta.pop("weights_sha256")  # as checkpoints written before weights were hashed
-        json_path.write_text(json.dumps(meta))
-        loaded, _, _ = load_checkpoint(json_path)
-        for key, value in loaded.state_dict().items():
-            assert value.dtype == torch.float32
-            assert torch.equal(value, tensors[key].float())
 
 
 # -- the trained window (issue #11) -------------------------------------------------------------

@@ -360,15 +360,3 @@ def json_depth(data: Any) -> int:
                 return depth
             todo.extend((child, depth + 1) for child in children)
     return deepest
-
-
-def save_config_json(config: Any, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
-
-
-def load_config_json(cls: type[T], path: str | Path) -> T:
-    data = parse_json(read_regular_file(path, MAX_JSON_BYTES, "config"), "config", path)
-    try:
-        return config_from_dict(cls, data)
-    except TvaeError as exc:
-        raise TvaeError(exc.reason, path) from None

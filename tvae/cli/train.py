@@ -61,13 +61,10 @@ def _config_file(path: str | None) -> tuple[dict[type, object], tuple[str, ...]]
     its data folders; nothing when `path` is None."""
     if path is None:
         return {}, ()
-    from tvae.config import config_from_dict
+    from tvae.config import MAX_JSON_BYTES, config_from_dict, parse_json, read_regular_file
     from tvae.model.checkpoint import legacy_model_fields
 
-    try:
-        saved = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise TvaeError(f"cannot read the config ({exc})", path) from None
+    saved = parse_json(read_regular_file(path, MAX_JSON_BYTES, "config"), "config", path)
     if not isinstance(saved, dict):
         raise TvaeError("the config must be a JSON object", path)
     sections = {"grid": GridConfig, "model": ModelConfig, "data": DataConfig, "train": TrainConfig}
