@@ -17,14 +17,23 @@ def _umask() -> int:
     return mask
 
 
-def ensure_folder(path: str | Path) -> None:
-    """Make the folder `path` goes into, or say in one line why it cannot be made."""
-    folder = Path(path).parent
+def check_folder(folder: str | Path, path: str | Path | None = None) -> None:
+    """Refuse, in one line naming `path` (default: `folder`), a folder that cannot exist
+    because a file stands where it or a folder above it should be. Creates nothing, so
+    commands call it before any work."""
+    folder = Path(folder)
     for above in (folder, *folder.parents):
         if above.exists():
             if not above.is_dir():
-                raise TvaeWriteError(f"cannot write here: {above} is a file, not a folder", path)
+                raise TvaeWriteError(f"cannot write here: {above} is a file, not a folder",
+                                     folder if path is None else path)
             break
+
+
+def ensure_folder(path: str | Path) -> None:
+    """Make the folder `path` goes into, or say in one line why it cannot be made."""
+    folder = Path(path).parent
+    check_folder(folder, path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
