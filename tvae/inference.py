@@ -36,6 +36,7 @@ from tvae.model.checkpoint import load_checkpoint
 from tvae.model.vae import LN2, kl_per_bar, make_sampler
 
 ENCODE_CHUNK = 256  # windows a windowed model encodes in one batch (bounds memory, not results)
+COPY_CHUNK = 512  # bars whose copy sources are found in one batch (bounds memory, not results)
 
 
 def bundled_model_path() -> Path:
@@ -213,16 +214,26 @@ class TrainedModel:
 
     @torch.no_grad()
     def copies_of(self, z: np.ndarray, threshold: float = 0.5) -> list[int | None]:
-        """`copy_sources` from latents (N, Z), e.g. the ones a transfer decodes."""
-        zt = torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.device)[None]
-        log_pi = self.model.log_pointer(zt, torch.ones(zt.shape[:2], dtype=torch.bool,
-                                                       device=self.device))
-        if log_pi is None:
-            return [None] * zt.shape[1]
-        pi = log_pi[0].exp()  # (N, 1 + N)
-        best = pi[:, 1:].max(-1)  # over the source bars
-        return [int(j) if float(w) >= threshold else None
-                for j, w in zip(best.indices.tolist(), best.values.tolist(), strict=True)]
+        """`copy_sources` from latents (N, Z), e.g. the ones a transfer decodes.
+
+        Bar k's pointer weights depend on z_k and on which of the `copy_offsets` bars before it
+        exist, so the bars are taken COPY_CHUNK at a time, each chunk with the bars it can point
+        back to: the same answer as all at once, without an (N, N) matrix (0.5 GB at 4,096 bars).
+        """
+        z = np.asarray(z, dtype=np.float32)
+        back = max(int(self.model.config.copy_offsets), 1)
+        out: list[int | None] = []
+        for lo in range(0, len(z), COPY_CHUNK):
+            first = max(lo - back, 0)  # the chunk's bars [lo, hi) and the bars they reach
+            zt = torch.as_tensor(z[first:lo + COPY_CHUNK], device=self.device)[None]  # (1, M, Z)
+            log_pi = self.model.log_pointer(zt, torch.ones(zt.shape[:2], dtype=torch.bool,
+                                                           device=self.device))
+            if log_pi is None:
+                return [None] * len(z)
+            best = log_pi[0, lo - first:].exp()[:, 1:].max(-1)  # over the source bars
+            out += [first + int(j) if float(w) >= threshold else None
+                    for j, w in zip(best.indices.tolist(), best.values.tolist(), strict=True)]
+        return out
 
     @torch.no_grad()
     def decode(self, z: np.ndarray, meter: Meter = (4, 4), qpm: float = 120.0, title: str = "",
