@@ -499,3 +499,18 @@ def test_demo_into_a_file_is_one_line(tiny_ckpt: Path, tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["demo", str(blocker), "--model", str(tiny_ckpt)])
     assert r.exit_code == 2 and r.stderr == f"error: {blocker}: cannot write here: {blocker} " \
         "is a file, not a folder\n", r.stderr
+
+
+def test_readme_guarantees_state_the_limits_in_the_code() -> None:
+    """The README's limits table quotes the values the code enforces."""
+    from tvae.cli.infer import MAX_SAMPLES
+    from tvae.config import MAX_BARS
+    from tvae.inference import COPY_CHUNK, ENCODE_CHUNK
+    from tvae.midi import MAX_FILE_BYTES, MAX_LISTED_TRACKS, MAX_MERGED_PARTS
+
+    text = (DATA.parent / "README.md").read_text()
+    section = text[text.index("## Guarantees"):text.index("## The Python API")]
+    for value in (f"{MAX_BARS:,}", f"{MAX_FILE_BYTES // 2**20} MB", f"at most {MAX_MERGED_PARTS}",
+                  f"| {MAX_LISTED_TRACKS} |", f"{MAX_SAMPLES:,}", f"{ENCODE_CHUNK} windows",
+                  f"{COPY_CHUNK} bars", "2^31 - 1"):
+        assert value in section, value
