@@ -3,8 +3,8 @@
     python -m bench.bench_long [--bars 512 4096] [--threads 1]
 
 Each run is a fresh `python -m tvae` process; prints its wall time and peak resident memory.
-The input is the smallest file that long: one note in the first bar and one in the last (70
-bytes), so the cost is the model's, not the reader's. Issue #13 measured 31 s and 1.4 GB for
+The input is about the smallest file that long: one note in the first bar and one in the last
+(47 bytes), so the cost is the model's, not the reader's. Issue #13 measured 31 s and 1.4 GB for
 4,091 bars before encoding and the copy sources were chunked.
 """
 
