@@ -388,4 +388,3 @@ def test_ctrl_c_before_any_work_exits_130(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(tvae.midi, "read_melody", interrupted)
     result = CliRunner().invoke(main, ["reconstruct", str(DATA / "mary.mid")])
     assert result.exit_code == 130 and "Traceback" not in result.output
-
