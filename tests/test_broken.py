@@ -486,3 +486,27 @@ def test_a_254_byte_file_name_is_one_line(tiny_model: Path, tmp_path: Path) -> N
         assert contract_problem(got, "error", out) is None, got
         assert "File name too long" in got.err, got.err
         assert written_problem(out) is None
+
+
+@pytest.mark.parametrize("command", list(writing_runs(Path(), Path(), Path())))
+def test_an_output_name_too_long_is_one_line(command: str, tiny_model: Path,
+                                             tmp_path: Path) -> None:
+    """A 300-byte folder name (over the file system's 255): asking whether it exists raises,
+    which gave tracebacks everywhere an output path was checked."""
+    latents = tmp_path / "z.npy"
+    np.save(latents, LATENTS)
+    for out in (tmp_path / ("d" * 300), tmp_path / ("d" * 300) / "deeper"):
+        got = invoke(writing_runs(out, tiny_model, latents)[command])
+        assert contract_problem(got, "error", out) is None, got
+        assert "File name too long" in got.err, got.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["z.npy"]
+
+
+def test_a_model_name_too_long_is_one_line(tmp_path: Path) -> None:
+    model = tmp_path / ("m" * 300)
+    for args in (["reconstruct", MARY, "-o", tmp_path / "out", "--model", model],
+                 ["export", model, tmp_path / "small.json"]):
+        got = invoke(args)
+        assert contract_problem(got, "error", model) is None, got
+        assert "File name too long" in got.err, got.err
+    assert not list(tmp_path.iterdir())

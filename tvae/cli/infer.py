@@ -12,7 +12,7 @@ import click
 from tvae.cli.common import handle_errors
 from tvae.config import MAX_BARS
 from tvae.errors import TvaeError
-from tvae.files import check_folder
+from tvae.files import check_folder, is_folder
 
 MODEL_HELP = "Checkpoint (NAME.json or a run folder). Default: the model bundled with tvae."
 
@@ -155,7 +155,7 @@ def encode(midi_files: tuple[str, ...], out: str | None, sigma: bool,
     from tvae.midi import read_melody
 
     melodies = [read_melody(path) for path in midi_files]  # every file is read before writing
-    folder = Path(out) if out and (len(midi_files) > 1 or Path(out).is_dir()) else None
+    folder = Path(out) if out and (len(midi_files) > 1 or is_folder(out)) else None
     if folder is not None:  # a file where the folder should be: refused before any work
         check_folder(folder)
     model = _load(model_path)
@@ -194,7 +194,7 @@ def decode(latents: str, out: str | None, meter: str, qpm: float, model_path: st
     model = _load(model_path)
     z = load_latents(latents, model.model.config.d_latent)  # shape checked before reading
     path = Path(out or Path(latents).with_suffix(".mid").name)
-    if path.is_dir():  # -o FOLDER: the MIDI goes inside it
+    if is_folder(path):  # -o FOLDER: the MIDI goes inside it
         path = path / Path(latents).with_suffix(".mid").name
     check_folder(path.parent)
     melody = model.decode(z, _meter(meter), qpm, title=path.stem)

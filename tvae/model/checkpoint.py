@@ -32,7 +32,7 @@ from tvae.config import (
     config_to_dict,
 )
 from tvae.errors import TvaeError
-from tvae.files import ensure_folder, write_bytes_atomic
+from tvae.files import ensure_folder, is_folder, write_bytes_atomic
 from tvae.model.vae import TransformerVAE
 
 FORMAT = "tvae-checkpoint"
@@ -48,7 +48,7 @@ def vocabulary(grid: GridConfig) -> dict[str, int]:
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     """(json, safetensors) paths for a checkpoint named by its stem, either file, or a run dir."""
     path = Path(path)
-    if path.is_dir():
+    if is_folder(path):  # False, not an OSError, for a name too long
         for name in ("best", "last"):
             if (path / f"{name}.json").exists():
                 return path / f"{name}.json", path / f"{name}.safetensors"
@@ -106,10 +106,14 @@ def _write_pair(weights: bytes, meta: dict[str, Any], json_path: Path, weights_p
 
 
 def _read_meta(json_path: Path) -> dict[str, Any]:
-    if not json_path.exists():
+    try:
+        raw = json_path.read_bytes()
+    except FileNotFoundError:
         raise TvaeError("checkpoint config not found (expected NAME.json beside NAME.safetensors)",
-                        json_path)
-    raw = json_path.read_bytes()
+                        json_path) from None
+    except OSError as exc:  # a name too long, a folder, no permission
+        raise TvaeError(f"cannot read the checkpoint config ({exc.strerror or exc})",
+                        json_path) from None
     if raw.startswith(PICKLE_MAGIC):
         raise TvaeError("this is a pickle/torch.save file; tvae only loads safetensors + JSON "
                         "checkpoints and never unpickles", json_path)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from tvae.errors import TvaeError
-from tvae.files import write_bytes_atomic
+from tvae.files import is_folder, write_bytes_atomic
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 ASSETS_DIR = "assets"  # folder next to each page that holds the player's scripts
@@ -293,7 +293,7 @@ def write_page(
     if assets not in ("copy", "none"):
         raise TvaeError(f'assets must be "copy" or "none", got {assets!r}')
     path = Path(path)
-    if path.is_dir():
+    if is_folder(path):
         raise TvaeError("is a directory; give a file name such as page.html", path)
     try:
         if assets == "copy":
