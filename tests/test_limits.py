@@ -168,3 +168,12 @@ def test_readme_guarantees_state_the_limits_in_the_code() -> None:
                   f"| {MAX_LISTED_TRACKS} |", f"{MAX_SAMPLES:,}", f"{ENCODE_CHUNK} windows",
                   f"{COPY_CHUNK} bars", "2^31 - 1"):
         assert value in section, value
+
+
+def test_demo_examples_name_too_long_is_one_line(tiny_ckpt: Path, tmp_path: Path) -> None:
+    examples = tmp_path / ("e" * 300)
+    r = CliRunner().invoke(main, ["demo", str(tmp_path / "site"), "--examples", str(examples),
+                                  "--model", str(tiny_ckpt)])
+    assert r.exit_code == 2 and r.stderr.startswith(f"error: {examples}: missing example"), (
+        r.stderr)
+    assert r.stderr.count("\n") == 1 and not (tmp_path / "site").exists()

@@ -28,6 +28,14 @@ def examples_folder() -> Path:
     return Path(str(resources.files("tvae") / "examples"))
 
 
+def _is_file(path: Path) -> bool:
+    """Whether `path` is a file; False (not an OSError) for a name too long."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def build_demo(out_dir: str | Path, examples: str | Path | None, model: TrainedModel,
                say: Callable[[str], None] = lambda message: None) -> Path:
     """Write the site into `out_dir` (examples: default the package's); returns its index.
@@ -35,7 +43,7 @@ def build_demo(out_dir: str | Path, examples: str | Path | None, model: TrainedM
     out_dir = Path(out_dir)
     check_folder(out_dir)  # a file in the way is refused before any work
     examples = examples_folder() if examples is None else Path(examples)
-    missing = [f"{n}.mid" for n in EXAMPLES if not (examples / f"{n}.mid").is_file()]
+    missing = [f"{n}.mid" for n in EXAMPLES if not _is_file(examples / f"{n}.mid")]
     if missing:
         raise TvaeError(f"missing example melodies {missing} (see --examples)", examples)
     songs = {name: read_melody(examples / f"{name}.mid") for name in EXAMPLES}
