@@ -156,8 +156,8 @@ def encode(midi_files: tuple[str, ...], out: str | None, sigma: bool,
 
     melodies = [read_melody(path) for path in midi_files]  # every file is read before writing
     folder = Path(out) if out and (len(midi_files) > 1 or is_folder(out)) else None
-    if folder is not None:  # a file where the folder should be: refused before any work
-        check_folder(folder)
+    # A file where the folder should be is refused before any work.
+    check_folder(folder if folder is not None else Path(out or "x.npy").parent)
     model = _load(model_path)
     for midi_file, melody in zip(midi_files, melodies, strict=True):
         mu, std = model.posterior(melody)
