@@ -276,3 +276,24 @@ def test_damaged_safetensors_headers_raise_only_tvae_errors(tiny_checkpoint: Pat
         load_checkpoint(path)
     except TvaeError as exc:
         assert exc.path in (str(path), str(path.with_suffix(".safetensors")))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(melody=melodies(), cuts=st.lists(st.integers(0, 400), max_size=12),
+       tpq=st.sampled_from([24, 480]))
+def test_a_melody_split_into_parts_reads_back_exactly(scratch: Path, melody: Melody,
+                                                      cuts: list[int], tpq: int) -> None:
+    """Issue #13 F4: a line split at random notes into tracks of one name (as symusic splits
+    one at program changes) is merged back, note for note, in one pass."""
+    step = tpq // 4
+    notes = [(n.start * step, n.duration * step, n.pitch) for n in melody.notes]
+    bounds = sorted({0, len(notes), *(c % (len(notes) + 1) for c in cuts)})
+    num, den = melody.meter
+    conductor = [(0, meter(num, den)), (0, tempo(round(60_000_000 / melody.qpm)))]
+    parts = [track([(0, name(b"line"))] + note_events(notes[lo:hi]))
+             for lo, hi in zip(bounds, bounds[1:], strict=False) if hi > lo]
+    path = scratch / "parts.mid"
+    path.write_bytes(smf([track(conductor)] + parts, division=tpq))
+    back, report = read_midi(path)
+    assert back.notes == melody.notes
+    assert report.changes.get("merged_parts", 0) == len(parts) - 1

@@ -23,14 +23,6 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = TransformerVAE(ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1,
-                                       dec_layers=1, d_ff=64, bar_hidden=32))
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", model)
-
-
-@pytest.fixture(scope="module")
 def tiny(tiny_ckpt: Path) -> TrainedModel:
     return load_model(tiny_ckpt)
 

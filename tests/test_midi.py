@@ -292,3 +292,104 @@ def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o644
+
+
+# --- issue #13: many tracks (F4) and times a MIDI reader cannot hold (F12) ----------------------
+
+
+def _greedy_merge(score: symusic.Score, index: int) -> int:
+    """The merge before issue #13, as a reference: each same-name part in turn, kept when the
+    merged notes stay monophonic (one pass over all merged notes per part: quadratic)."""
+    import numpy as np
+
+    from tvae.midi import _is_monophonic, _track_name
+
+    tracks = list(score.tracks)
+    arr = tracks[index].notes.numpy()
+    merged = 0
+    for i, other in enumerate(tracks):
+        if i == index or other.is_drum or other.note_num() == 0 or (
+                _track_name(other) != _track_name(tracks[index])):
+            continue
+        extra = other.notes.numpy()
+        both = {k: np.concatenate([arr[k], extra[k]]) for k in ("time", "duration", "pitch")}
+        start = both["time"].astype(np.int64)
+        if _is_monophonic(start, start + both["duration"]):
+            arr, merged = both, merged + 1
+    return merged
+
+
+def _many_parts(n: int, overlapping: bool) -> symusic.Score:
+    """One melody split into `n` one-note tracks of one name (as symusic splits a line at
+    program changes); with `overlapping`, every part's note also sounds over the next two."""
+    score = symusic.Score(TPQ)
+    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    for i in range(n):
+        duration = 3 * STEP if overlapping else STEP
+        score.tracks.append(track([(i * STEP, duration, 60 + i % 12)], name="line"))
+    return score
+
+
+def _counting_notes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record how many notes each monophony check of `tvae.midi` looks at."""
+    import tvae.midi as midi
+
+    seen: list[int] = []
+    check = midi._is_monophonic
+
+    def counted(starts, ends):  # noqa: ANN001, ANN202
+        seen.append(len(starts))
+        return check(starts, ends)
+
+    monkeypatch.setattr(midi, "_is_monophonic", counted)
+    return seen
+
+
+def test_merging_many_parts_is_linear(monkeypatch: pytest.MonkeyPatch) -> None:
+    """5,000 one-note parts of one melody: all merged, as the old greedy merge did, and the
+    monophony checks look at a number of notes linear in the notes (12.5 million before)."""
+    from tvae.midi import read_score
+
+    score = _many_parts(5000, overlapping=False)
+    reference = _greedy_merge(score, 0)
+    seen = _counting_notes(monkeypatch)
+    melody, report = read_score(score, "parts.mid")
+    assert report.track == 0 and report.changes["merged_parts"] == 4999 == reference
+    assert [n.start for n in melody.notes] == list(range(5000))
+    assert sum(seen) <= 3 * 5000, sum(seen)
+
+
+def test_overlapping_parts_are_tried_at_most_max_merged_parts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts that overlap each other: tried one by one like the old merge, but at most
+    MAX_MERGED_PARTS of them, with a warning naming how many were not tried."""
+    from tvae.midi import MAX_MERGED_PARTS, read_score
+
+    score = _many_parts(20, overlapping=True)  # under the cap: exactly the old result
+    melody, report = read_score(score, "few.mid")
+    assert report.changes.get("merged_parts", 0) == _greedy_merge(score, report.track)
+    assert "parts_not_merged" not in report.changes
+
+    score = _many_parts(5000, overlapping=True)
+    seen = _counting_notes(monkeypatch)
+    melody, report = read_score(score, "many.mid")
+    assert report.changes["parts_not_merged"] == 4999 - MAX_MERGED_PARTS
+    assert any(f"at most {MAX_MERGED_PARTS}" in w for w in report.warnings)
+    assert sum(seen) <= 5 * 5000 + (MAX_MERGED_PARTS + 1) ** 2, sum(seen)
+
+
+def test_a_note_after_tick_2_31_is_dropped_with_a_warning(tmp_path: Path) -> None:
+    """symusic holds times in 32 bits: a note after tick 2^31 - 1 reads back at a negative
+    time. It is dropped, and the warning names the file."""
+    from make_broken import TPQ as BROKEN_TPQ
+    from make_broken import song, tune
+
+    path = tmp_path / "far.mid"
+    path.write_bytes(song(tune() + [(2**31 + 100, BROKEN_TPQ, 60)]))
+    with pytest.warns(TvaeWarning) as caught:
+        melody = read_melody(path)
+    assert len(melody.notes) == len(tune())
+    messages = [str(w.message) for w in caught]
+    assert any(m.startswith(f"{path}: dropped 1 notes after tick 2^31 - 1") for m in messages), (
+        messages)
+    assert read_midi(path)[1].changes == {"past_max_tick": 1}

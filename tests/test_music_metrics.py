@@ -9,15 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from tvae.cli.main import main
-from tvae.config import ModelConfig
 from tvae.melody import Melody, Note
 from tvae.midi import write_melody
-from tvae.model.checkpoint import save_checkpoint
-from tvae.model.vae import TransformerVAE
 from tvae.music_metrics import (
     METRICS,
     collect,
@@ -80,14 +76,6 @@ def test_summaries_and_table() -> None:
     text = format_table({"data": summarize(ref), "model": got})
     assert "12.000 ± 1.000 (W1 1.000)" in text and text.splitlines()[0].split()[1:] == [
         "data", "model"]
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = TransformerVAE(ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1,
-                                       dec_layers=1, d_ff=64, bar_hidden=32))
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", model)
 
 
 def test_sample_metrics_are_printed_and_written(tiny_ckpt: Path, tmp_path: Path) -> None:

@@ -177,3 +177,32 @@ def test_writing_where_a_file_blocks_the_folder_is_one_clear_error(tmp_path: Pat
         write_bytes_atomic(b"data", tmp_path / "afile" / "deeper" / "out.mid")
     assert info.value.path == str(tmp_path / "afile" / "deeper" / "out.mid")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing half-written
+
+
+def test_a_full_disk_while_copying_assets_leaves_no_page(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #13 F2: the disk fills up on the second script. The error names that file, and
+    no page is left without its scripts (pages were written first, then their assets)."""
+    import errno
+    import os
+
+    import tvae.files
+
+    replace = os.replace
+
+    def full_disk(src: str, dst: str) -> None:
+        if Path(dst).name == SCRIPTS[1]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        replace(src, dst)
+
+    monkeypatch.setattr(tvae.files.os, "replace", full_disk)
+    page = tmp_path / "site" / "page.html"
+    with pytest.raises(TvaeError, match="No space left on device") as info:
+        write_page(page, render_page("Page", _melodies()))
+    assert info.value.path == str(tmp_path / "site" / "assets" / SCRIPTS[1])
+    assert not page.exists()
+    assert not [p for p in (tmp_path / "site").rglob("*") if p.name.endswith(".tmp")]
+    monkeypatch.setattr(tvae.files.os, "replace", replace)  # space again: the page works
+    write_page(page, render_page("Page", _melodies()))
+    for name in SCRIPTS:
+        assert (page.parent / "assets" / name).read_bytes() == (STATIC_DIR / name).read_bytes()

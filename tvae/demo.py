@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from tvae.errors import TvaeError
+from tvae.files import check_folder
 from tvae.inference import TrainedModel
 from tvae.midi import read_melody
 from tvae.outputs import Item, transfer_items, write_results
@@ -27,13 +28,22 @@ def examples_folder() -> Path:
     return Path(str(resources.files("tvae") / "examples"))
 
 
+def _is_file(path: Path) -> bool:
+    """Whether `path` is a file; False (not an OSError) for a name too long."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def build_demo(out_dir: str | Path, examples: str | Path | None, model: TrainedModel,
                say: Callable[[str], None] = lambda message: None) -> Path:
     """Write the site into `out_dir` (examples: default the package's); returns its index.
     `say` hears one line per page as it is written (the CLI prints them)."""
     out_dir = Path(out_dir)
+    check_folder(out_dir)  # a file in the way is refused before any work
     examples = examples_folder() if examples is None else Path(examples)
-    missing = [f"{n}.mid" for n in EXAMPLES if not (examples / f"{n}.mid").is_file()]
+    missing = [f"{n}.mid" for n in EXAMPLES if not _is_file(examples / f"{n}.mid")]
     if missing:
         raise TvaeError(f"missing example melodies {missing} (see --examples)", examples)
     songs = {name: read_melody(examples / f"{name}.mid") for name in EXAMPLES}

@@ -17,14 +17,35 @@ def _umask() -> int:
     return mask
 
 
+def check_folder(folder: str | Path, path: str | Path | None = None) -> None:
+    """Refuse, in one line naming `path` (default: `folder`), a folder that cannot exist
+    because a file stands where it or a folder above it should be. Creates nothing, so
+    commands call it before any work."""
+    folder = Path(folder)
+    path = folder if path is None else path
+    for above in (folder, *folder.parents):
+        try:
+            exists, is_dir = above.exists(), above.is_dir()
+        except OSError as exc:  # a name too long, a loop of links...
+            raise TvaeWriteError(f"cannot write here ({exc.strerror or exc})", path) from None
+        if exists:
+            if not is_dir:
+                raise TvaeWriteError(f"cannot write here: {above} is a file, not a folder", path)
+            break
+
+
+def is_folder(path: str | Path) -> bool:
+    """Whether `path` is an existing folder; False (not an exception) for a name too long."""
+    try:
+        return Path(path).is_dir()
+    except OSError:
+        return False
+
+
 def ensure_folder(path: str | Path) -> None:
     """Make the folder `path` goes into, or say in one line why it cannot be made."""
     folder = Path(path).parent
-    for above in (folder, *folder.parents):
-        if above.exists():
-            if not above.is_dir():
-                raise TvaeWriteError(f"cannot write here: {above} is a file, not a folder", path)
-            break
+    check_folder(folder, path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

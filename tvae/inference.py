@@ -36,6 +36,8 @@ from tvae.model.checkpoint import load_checkpoint
 from tvae.model.vae import LN2, kl_per_bar, make_sampler
 
 UNKNOWN_WINDOW = DataConfig().bars  # assumed training window of checkpoints that name none
+ENCODE_CHUNK = 256  # windows a windowed model encodes in one batch (bounds memory, not results)
+COPY_CHUNK = 512  # bars whose copy sources are found in one batch (bounds memory, not results)
 
 
 def bundled_model_path() -> Path:
@@ -62,6 +64,36 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     if omega < 1e-6:
         return (1 - t) * a + t * b
     return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
+
+
+def load_latents(path: str | Path, d_latent: int | None = None, max_bars: int = MAX_BARS
+                 ) -> np.ndarray:
+    """Per-bar latents (N, Z) from a `.npy` file written by `tvae encode`. The header's shape
+    and type are checked before any data is read, so a file claiming millions of bars is
+    refused at once (at most `max_bars` bars, and `d_latent` values a bar when given) instead
+    of being loaded and then decoded."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(handle)
+            if dtype.kind not in "fiu" or len(shape) != 2:
+                raise TvaeError(f"latents must be a 2-D array of numbers (bars, Z); this one "
+                                f"has shape {shape} and type {dtype}", path)
+            if shape[0] > max_bars:
+                raise TvaeError(f"{shape[0]} bars of latents; tvae decodes at most {max_bars}",
+                                path)
+            if d_latent is not None and shape[1] != d_latent:
+                raise TvaeError(f"latents must have shape (bars, {d_latent}), got {shape}", path)
+            handle.seek(0)
+            return np.load(handle, allow_pickle=False)
+    except TvaeError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        reason = " ".join(str(getattr(exc, "strerror", None) or exc).split())[:160]
+        raise TvaeError(f"not a latents .npy file ({reason})", path) from None
 
 
 class TrainedModel:
@@ -139,19 +171,35 @@ class TrainedModel:
             pickup = 0
         return bars_to_melody(Bars(arr, meter, qpm, pickup, title), self.grid)
 
+    @torch.no_grad()
+    def _encode_chunked(self, melody: Melody) -> tuple[torch.Tensor, torch.Tensor]:
+        """`encode_windowed` of a melody, ENCODE_CHUNK windows at a time: the same posteriors
+        (1, N, Z) twice, with memory bounded however long the song (one batch of N windows
+        took 1.4 GB at 4,096 bars). Bar i >= W reads the W bars ending at i, so a chunk of bars
+        [lo, hi) needs the bars from lo - W + 1 and keeps its outputs from index W - 1 on."""
+        tokens, meters = self._tensors(melody)  # (1, N, S), (1, N)
+        n, w, c = tokens.shape[1], self._window_for(tokens.shape[1]), ENCODE_CHUNK
+        if w <= 0 or n <= w + c:
+            return self.model.encode_windowed(tokens, meters, w)
+        parts = [self.model.encode_windowed(tokens[:, :w + c], meters[:, :w + c], w)]
+        for lo in range(w + c, n, c):
+            hi = min(lo + c, n)
+            mu, logvar = self.model.encode_windowed(tokens[:, lo - w + 1:hi],
+                                                    meters[:, lo - w + 1:hi], w)
+            parts.append((mu[:, w - 1:], logvar[:, w - 1:]))  # (1, hi - lo, Z) each
+        return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+
     # -- the API --------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, melody: Melody) -> np.ndarray:
         """Posterior means, one latent per bar: (N, Z)."""
-        tokens, meters = self._tensors(melody)
-        mu, _ = self.model.encode_windowed(tokens, meters, self._window_for(tokens.shape[1]))
+        mu, _ = self._encode_chunked(melody)
         return mu[0].cpu().numpy()
 
     @torch.no_grad()
     def posterior(self, melody: Melody) -> tuple[np.ndarray, np.ndarray]:
         """Each bar's posterior: means and standard deviations, (N, Z) each."""
-        tokens, meters = self._tensors(melody)
-        mu, logvar = self.model.encode_windowed(tokens, meters, self._window_for(tokens.shape[1]))
+        mu, logvar = self._encode_chunked(melody)
         return mu[0].cpu().numpy(), (0.5 * logvar[0]).exp().cpu().numpy()
 
     def encode_many(self, melodies: Sequence[Melody]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -181,16 +229,26 @@ class TrainedModel:
 
     @torch.no_grad()
     def copies_of(self, z: np.ndarray, threshold: float = 0.5) -> list[int | None]:
-        """`copy_sources` from latents (N, Z), e.g. the ones a transfer decodes."""
-        zt = torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.device)[None]
-        log_pi = self.model.log_pointer(zt, torch.ones(zt.shape[:2], dtype=torch.bool,
-                                                       device=self.device))
-        if log_pi is None:
-            return [None] * zt.shape[1]
-        pi = log_pi[0].exp()  # (N, 1 + N)
-        best = pi[:, 1:].max(-1)  # over the source bars
-        return [int(j) if float(w) >= threshold else None
-                for j, w in zip(best.indices.tolist(), best.values.tolist(), strict=True)]
+        """`copy_sources` from latents (N, Z), e.g. the ones a transfer decodes.
+
+        Bar k's pointer weights depend on z_k and on which of the `copy_offsets` bars before it
+        exist, so the bars are taken COPY_CHUNK at a time, each chunk with the bars it can point
+        back to: the same answer as all at once, without an (N, N) matrix (0.5 GB at 4,096 bars).
+        """
+        z = np.asarray(z, dtype=np.float32)
+        back = max(int(self.model.config.copy_offsets), 1)
+        out: list[int | None] = []
+        for lo in range(0, len(z), COPY_CHUNK):
+            first = max(lo - back, 0)  # the chunk's bars [lo, hi) and the bars they reach
+            zt = torch.as_tensor(z[first:lo + COPY_CHUNK], device=self.device)[None]  # (1, M, Z)
+            log_pi = self.model.log_pointer(zt, torch.ones(zt.shape[:2], dtype=torch.bool,
+                                                           device=self.device))
+            if log_pi is None:
+                return [None] * len(z)
+            best = log_pi[0, lo - first:].exp()[:, 1:].max(-1)  # over the source bars
+            out += [first + int(j) if float(w) >= threshold else None
+                    for j, w in zip(best.indices.tolist(), best.values.tolist(), strict=True)]
+        return out
 
     @torch.no_grad()
     def decode(self, z: np.ndarray, meter: Meter = (4, 4), qpm: float = 120.0, title: str = "",

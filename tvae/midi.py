@@ -24,6 +24,7 @@ from tvae.melody import Melody, Note, fit_pitch_range, meter_steps, normalize_me
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # larger files are refused before parsing
 POLYPHONY_TOLERANCE = 0.05  # share of overlapping onsets a "monophonic" track may have
+MAX_MERGED_PARTS = 64  # same-name tracks tried one by one as parts of the melody, at most
 WRITE_TPQ = 480  # ticks per quarter note of written files
 VELOCITY = 90
 
@@ -142,20 +143,37 @@ def _choose_track(score: symusic.Score, track: int | None, path: Path) -> int:
 
 def _track_notes(score: symusic.Score, index: int, report: ReadReport) -> dict[str, np.ndarray]:
     """The chosen track's notes, merged with the parts symusic split off it at program changes
-    (melodic tracks of the same name whose notes interleave without overlapping)."""
+    (melodic tracks of the same name whose notes interleave without overlapping).
+
+    Linear in the notes when all the parts together with the track are monophonic (the usual
+    case: one line split at instrument changes). Otherwise each part is tried in turn and kept
+    when it adds no overlaps; that costs a pass over the merged notes per part, so at most
+    MAX_MERGED_PARTS parts are tried (a file with 65,535 one-note tracks took 39 s before)."""
     tracks = list(score.tracks)
     name = _track_name(tracks[index])
     arr = tracks[index].notes.numpy()
-    merged = 0
-    for i, other in enumerate(tracks):
-        if i == index or other.is_drum or other.note_num() == 0 or _track_name(other) != name:
-            continue
-        extra = other.notes.numpy()
-        both = {k: np.concatenate([arr[k], extra[k]]) for k in ("time", "duration", "pitch",
-                                                                 "velocity")}
-        start = both["time"].astype(np.int64)
-        if _is_monophonic(start, start + both["duration"]):
-            arr, merged = both, merged + 1
+    parts = [other.notes.numpy() for i, other in enumerate(tracks)
+             if i != index and not other.is_drum and other.note_num() > 0
+             and _track_name(other) == name]
+    if not parts:
+        return arr
+    keys = ("time", "duration", "pitch", "velocity")
+    every = {k: np.concatenate([arr[k]] + [part[k] for part in parts]) for k in keys}
+    start = every["time"].astype(np.int64)
+    if _is_monophonic(start, start + every["duration"]):
+        merged = len(parts)
+        arr = every
+    else:
+        merged = 0
+        for part in parts[:MAX_MERGED_PARTS]:
+            both = {k: np.concatenate([arr[k], part[k]]) for k in keys}
+            start = both["time"].astype(np.int64)
+            if _is_monophonic(start, start + both["duration"]):
+                arr, merged = both, merged + 1
+        skipped = len(parts) - MAX_MERGED_PARTS
+        report.warn("parts_not_merged", max(skipped, 0),
+                    f"{skipped} more tracks named '{name}' were not tried as parts of the melody "
+                    f"(tvae tries at most {MAX_MERGED_PARTS} when they overlap)")
     report.warn("merged_parts", merged, f"merged {merged} more parts of track '{name}' that "
                 "instrument changes split off")
     return arr
@@ -233,6 +251,10 @@ def _notes_on_grid(arr: dict, tpq: int, shift_ticks: int, report: ReadReport) ->
     keep = (dur > 0) & (start >= 0)
     report.warn("zero_length", int(np.count_nonzero(dur <= 0)),
                 f"dropped {np.count_nonzero(dur <= 0)} zero-length notes")
+    # symusic holds ticks in 32 bits: a note after tick 2^31 - 1 comes back at a negative time.
+    past = int(np.count_nonzero((dur > 0) & (start < 0)))
+    report.warn("past_max_tick", past, f"dropped {past} notes after tick 2^31 - 1 (the latest "
+                "time tvae's MIDI reader can hold)")
     start, dur, pitch = start[keep], dur[keep], pitch[keep]
     off_grid = int(np.count_nonzero((start * 4) % tpq))
     s = (start * 8 + tpq) // (2 * tpq)  # round to the nearest sixteenth

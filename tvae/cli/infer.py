@@ -12,6 +12,7 @@ import click
 from tvae.cli.common import handle_errors
 from tvae.config import MAX_BARS
 from tvae.errors import TvaeError
+from tvae.files import check_folder, is_folder
 
 MODEL_HELP = "Checkpoint (NAME.json or a run folder). Default: the model bundled with tvae."
 
@@ -109,6 +110,7 @@ def transfer(a: str, b: str, out: str, bars: str, model_path: str | None,
     from tvae.outputs import transfer_items, write_results
 
     which = _bars(bars)
+    check_folder(out)
     mel_a, mel_b = read_melody(a), read_melody(b)
     model = _load(model_path)
     a_stem, b_stem = Path(a).stem, Path(b).stem
@@ -153,15 +155,15 @@ def encode(midi_files: tuple[str, ...], out: str | None, sigma: bool,
     from tvae.midi import read_melody
 
     melodies = [read_melody(path) for path in midi_files]  # every file is read before writing
+    folder = Path(out) if out and (len(midi_files) > 1 or is_folder(out)) else None
+    # A file where the folder should be is refused before any work.
+    check_folder(folder if folder is not None else Path(out or "x.npy").parent)
     model = _load(model_path)
-    folder = Path(out) if out and (len(midi_files) > 1 or Path(out).is_dir()) else None
     for midi_file, melody in zip(midi_files, melodies, strict=True):
         mu, std = model.posterior(melody)
         stem = Path(midi_file).stem
         path = (folder / f"{stem}.npy") if folder else Path(out or f"{stem}.npy")
-        if folder:
-            folder.mkdir(parents=True, exist_ok=True)
-        _save_npy(mu, path)
+        _save_npy(mu, path)  # makes the folder, or says in one line why it cannot
         click.echo(f"wrote {path}: {mu.shape[0]} bars x {mu.shape[1]} latent dims")
         if sigma:
             _save_npy(std, path.with_name(f"{path.stem}_sigma.npy"))
@@ -186,16 +188,15 @@ def encode(midi_files: tuple[str, ...], out: str | None, sigma: bool,
 def decode(latents: str, out: str | None, meter: str, qpm: float, model_path: str | None,
            html: bool) -> None:
     """Decode per-bar latents (.npy from `tvae encode`) to a melody, without teacher forcing."""
-    import numpy as np
-
+    from tvae.inference import load_latents
     from tvae.outputs import Item, write_results
 
-    try:
-        z = np.load(latents, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise TvaeError(f"not a latents .npy file ({exc})", latents) from None
     model = _load(model_path)
+    z = load_latents(latents, model.model.config.d_latent)  # shape checked before reading
     path = Path(out or Path(latents).with_suffix(".mid").name)
+    if is_folder(path):  # -o FOLDER: the MIDI goes inside it
+        path = path / Path(latents).with_suffix(".mid").name
+    check_folder(path.parent)
     melody = model.decode(z, _meter(meter), qpm, title=path.stem)
     item = Item("Decoded", path.stem, melody, f"Decoded from {Path(latents).name}.")
     _report(write_results(model, path.parent, [item], f"{path.stem}: decoded",
@@ -215,6 +216,7 @@ def reconstruct(midi_file: str, out: str, model_path: str | None, html: bool) ->
     from tvae.midi import read_melody
     from tvae.outputs import Item, write_results
 
+    check_folder(out)
     melody = read_melody(midi_file)
     model = _load(model_path)
     stem = Path(midi_file).stem
@@ -255,6 +257,7 @@ def sample(out: str, count: int, bars: int, temperature: float, top_k: int, top_
 
     if count < 1 or bars < 1:
         raise TvaeError("-n and --bars must be at least 1")
+    check_folder(out)
     model = _load(model_path)
     items = [Item(f"Sample {i + 1}", f"sample_{seed + i}",
                   model.sample(bars, temperature, seed + i, _meter(meter), top_k=top_k,
@@ -302,6 +305,7 @@ def interpolate(a: str, b: str, out: str, steps: int, temperature: float, seed: 
     from tvae.midi import read_melody
     from tvae.outputs import Item, write_results
 
+    check_folder(out)
     mel_a, mel_b = read_melody(a), read_melody(b)
     model = _load(model_path)
     a_stem, b_stem = Path(a).stem, Path(b).stem
@@ -314,7 +318,7 @@ def interpolate(a: str, b: str, out: str, steps: int, temperature: float, seed: 
 
 
 @click.command()
-@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.argument("out_dir", type=click.Path())
 @click.option("--examples", default=None,
               help="Folder with mary.mid, jingle.mid, twinkle.mid and ode.mid (default: the "
               "copies shipped in the package, so the demo works from any folder).")

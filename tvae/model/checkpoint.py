@@ -34,7 +34,7 @@ from tvae.config import (
     read_regular_file,
 )
 from tvae.errors import TvaeError
-from tvae.files import ensure_folder, write_bytes_atomic
+from tvae.files import ensure_folder, is_folder, write_bytes_atomic
 from tvae.model.vae import TransformerVAE
 from tvae.model.weights_file import (
     PICKLE_MAGIC,
@@ -57,7 +57,7 @@ def vocabulary(grid: GridConfig) -> dict[str, int]:
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     """(json, safetensors) paths for a checkpoint named by its stem, either file, or a run dir."""
     path = Path(path)
-    if path.is_dir():
+    if is_folder(path):  # False, not an OSError, for a name too long
         for name in ("best", "last"):
             if (path / f"{name}.json").exists():
                 return path / f"{name}.json", path / f"{name}.safetensors"
@@ -115,7 +115,11 @@ def _write_pair(weights: bytes, meta: dict[str, Any], json_path: Path, weights_p
 
 
 def _read_meta(json_path: Path) -> dict[str, Any]:
-    if not json_path.exists() and not json_path.is_symlink():
+    try:
+        missing = not json_path.exists() and not json_path.is_symlink()
+    except OSError:  # a name too long: read_regular_file names the reason
+        missing = False
+    if missing:
         raise TvaeError("checkpoint config not found (expected NAME.json beside NAME.safetensors)",
                         json_path)
     raw = read_regular_file(json_path, MAX_JSON_BYTES, "checkpoint config")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from tvae.errors import TvaeError
-from tvae.files import write_bytes_atomic
+from tvae.files import is_folder, write_bytes_atomic
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 ASSETS_DIR = "assets"  # folder next to each page that holds the player's scripts
@@ -284,17 +284,23 @@ def copy_assets(page_dir: str | Path) -> list[Path]:
 def write_page(
     path: str | Path, html: str, assets: Literal["copy", "none"] = "copy"
 ) -> Path:
-    """Write `html` to `path` atomically and, with assets="copy", the assets beside it."""
+    """Write `html` to `path` atomically and, with assets="copy", the assets beside it.
+
+    The assets go first and the page last, so a failure (a full disk, no permission) never
+    leaves a new page without its player scripts: either the page is complete and playable, or
+    it was not written (an older page of that name is left as it was)."""
 
     if assets not in ("copy", "none"):
         raise TvaeError(f'assets must be "copy" or "none", got {assets!r}')
     path = Path(path)
-    if path.is_dir():
+    if is_folder(path):
         raise TvaeError("is a directory; give a file name such as page.html", path)
     try:
-        write_bytes_atomic(html.encode("utf-8"), path)
         if assets == "copy":
             copy_assets(path.parent)
+        write_bytes_atomic(html.encode("utf-8"), path)
+    except TvaeError:
+        raise  # already one line naming the file that could not be written
     except OSError as exc:
         raise TvaeError(f"cannot write page: {exc.strerror or exc}", path) from None
     return path
