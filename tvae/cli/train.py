@@ -133,8 +133,9 @@ def train(midi_dir: tuple[str, ...], config_path: str | None, out: str, resume: 
         limits = {k: v for k, v in options.items() if v is not None}
     trainer = run_training(
         midi_dir[0] if len(midi_dir) == 1 else list(midi_dir), out,
-        grid=configs[GridConfig], model=configs[ModelConfig], data=configs[DataConfig],
-        train=configs[TrainConfig], label_column=label_column, resume=resume,
+        grid_config=configs[GridConfig], model_config=configs[ModelConfig],
+        data_config=configs[DataConfig], train_config=configs[TrainConfig],
+        label_column=label_column, resume=resume,
         init_from=init_from,
         command=["tvae", *sys.argv[1:]], progress=not quiet, compile_model=compile_model,
         limits=limits)
