@@ -123,7 +123,7 @@ def train(midi_dir: tuple[str, ...], config_path: str | None, out: str, resume: 
         raise TvaeError("--resume continues a run from its own config.json; drop --config")
     bases, data_dirs = _config_file(config_path)
     midi_dir = midi_dir or data_dirs
-    if not midi_dir:
+    if not midi_dir and not resume:  # --resume reads it from the run's config.json
         raise TvaeError("give MIDI_DIR (a folder of MIDI files), or --config with a data folder")
     configs = {cls: build_config(cls, options, bases.get(cls))
                for cls in (GridConfig, ModelConfig, DataConfig, TrainConfig)}
@@ -132,7 +132,7 @@ def train(midi_dir: tuple[str, ...], config_path: str | None, out: str, resume: 
     if resume:  # only the run's limits may change; anything else is refused in train()
         limits = {k: v for k, v in options.items() if v is not None}
     trainer = run_training(
-        midi_dir[0] if len(midi_dir) == 1 else list(midi_dir), out,
+        midi_dir[0] if len(midi_dir) == 1 else list(midi_dir), out,  # (ignored with --resume)
         grid_config=configs[GridConfig], model_config=configs[ModelConfig],
         data_config=configs[DataConfig], train_config=configs[TrainConfig],
         label_column=label_column, resume=resume,

@@ -84,8 +84,8 @@ class Configs:
 
 
 def _resumed(run_dir: Path, limits: dict[str, Any] | None) -> tuple[Configs, dict[str, Any]]:
-    """The configs of the run in `run_dir` (with `limits` applied and saved) and its
-    config.json; a damaged config.json is a TvaeError naming it."""
+    """The configs of the run in `run_dir` (with `limits` applied) and its config.json (to be
+    saved once the checkpoint has loaded); a damaged config.json is a TvaeError naming it."""
     saved = read_run_config(run_dir)
     try:
         configs = Configs(config_from_dict(GridConfig, saved["grid"]),
@@ -102,7 +102,6 @@ def _resumed(run_dir: Path, limits: dict[str, Any] | None) -> tuple[Configs, dic
                             f"(got {', '.join('--' + u.replace('_', '-') for u in unknown)})")
         configs = replace(configs, train=replace(configs.train, **limits))
         saved["train"] = config_to_dict(configs.train)
-        save_run_config(run_dir, saved, None)
     return configs, saved
 
 
@@ -110,6 +109,7 @@ def _train(data_dir: Any, run_dir: Path, configs: Configs, label_column: str | N
            resume: bool, init_from: str | Path | None, command: list[str] | None,
            progress: bool, compile_model: bool, limits: dict[str, Any] | None) -> Trainer:
     """The body of `train`, run while holding the run folder's lock."""
+    saved: dict[str, Any] = {}
     if resume:
         configs, saved = _resumed(run_dir, limits)
         data_dir, label_column = saved["data_dir"], saved.get("label_column")
@@ -135,12 +135,14 @@ def _train(data_dir: Any, run_dir: Path, configs: Configs, label_column: str | N
             save_run_config(run_dir, saved_configs, command)
         trainer = Trainer(songs, run_dir, grid, model, data, train, progress, dist=dist,
                           compile_model=compile_model)
-        if main:
-            songs.save_split(run_dir / "split.csv")
         if resume:
-            trainer.resume()
+            trainer.resume()  # checks the checkpoint and metrics before anything is written
+            if limits and main:
+                save_run_config(run_dir, saved, None)
         elif init_from:
             _init_weights(trainer, init_from)
+        if main:
+            songs.save_split(run_dir / "split.csv")
         trainer.fit()
         return trainer
     finally:

@@ -8,6 +8,7 @@ metrics and checkpoints. Where the OS has no file locks (Windows), runs are not 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -59,10 +60,11 @@ def run_lock(run_dir: Path) -> Iterator[None]:
                 raise TvaeError(f"another training run (process {owner}) is using this run "
                                 "folder; wait for it or choose another --out", run_dir) from None
         acquired = True
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        with contextlib.suppress(OSError):  # the owner's id is for messages only (full disk)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
         yield
     finally:
         if acquired:
