@@ -22,7 +22,7 @@ from tvae.model.vae import Noise, TransformerVAE
 from tvae.training.objective import vae_objective
 from tvae.training.run import Trainer, train
 from tvae.training.schedules import beta_at, lr_at, pointer_at, tf_at
-from tvae.training.step import StepGuard, UpdateUndo
+from tvae.training.step import StepGuard, UpdateUndo, apply_update
 
 TINY = ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64,
                    bar_hidden=32, dropout=0.0)
@@ -166,18 +166,27 @@ def test_noise_depends_on_the_global_row_only() -> None:
     assert not torch.allclose(other.log_lik, whole.log_lik, atol=1e-5)  # the noise matters
 
 
+def _undone_update(optimizer: torch.optim.Optimizer, ok: torch.Tensor) -> None:
+    """The accelerator's way (step, then take back on the device), here on CPU tensors."""
+    undo = UpdateUndo()
+    undo.save(optimizer)
+    optimizer.step()
+    undo.restore_unless(optimizer, ok)
+
+
+@pytest.mark.parametrize("how", ["on the device", "on the host"])
 @pytest.mark.parametrize("fused", [False, True])
-def test_a_refused_update_changes_nothing(fused: bool) -> None:
+def test_a_refused_update_changes_nothing(fused: bool, how: str) -> None:
     param = torch.nn.Parameter(torch.ones(4))
     optimizer = torch.optim.AdamW([param], lr=0.1, fused=fused)
     for ok in (True, False):
         optimizer.zero_grad()
         (param * 2).sum().backward()
         before = (param.detach().clone(), optimizer.state[param].get("step"))
-        undo = UpdateUndo()
-        undo.save(optimizer)
-        optimizer.step()
-        undo.restore_unless(optimizer, torch.tensor(ok))
+        if how == "on the device":
+            _undone_update(optimizer, torch.tensor(ok))
+        else:
+            apply_update(optimizer, torch.tensor(ok), UpdateUndo())  # a CPU tensor: the host
         changed = not torch.equal(param.detach(), before[0])
         assert changed == ok
     assert float(optimizer.state[param]["step"]) == 1.0
@@ -195,7 +204,7 @@ def test_a_refused_first_update_leaves_a_fresh_optimizer() -> None:
         (params[0] * float("nan") if not ok else params[0] * 2).sum().backward()
         undo.save(optimizers[0])
         optimizers[0].step()
-        undo.restore_unless(optimizers[0], torch.tensor(ok))
+        undo.restore_unless(optimizers[0], torch.tensor(ok))  # the accelerator's way
     (params[1] * 2).sum().backward()
     optimizers[1].step()
     assert torch.equal(params[0].detach(), params[1].detach())

@@ -1,10 +1,11 @@
 """One training step: the same function on one CPU, one GPU and every rank of a DDP run.
 
-A step never waits for the device. A non-finite loss or gradient norm is not tested on the
-host: the loss is turned into NaN (so after DDP's all-reduce every rank sees NaN gradients),
-the optimizer steps anyway, and `UpdateUndo` puts the parameters and optimizer state back
-where the 0-d `ok` tensor is false. `StepGuard` counts such skipped steps on the device and the
-host reads the count every few steps.
+A step never waits for the device. A non-finite loss turns into NaN (so after DDP's all-reduce
+every rank sees NaN gradients), `ok` is a 0-d bool tensor saying whether the gradient norm is
+finite, and `apply_update` skips the update where it is false: on an accelerator the optimizer
+steps anyway and `UpdateUndo` puts the parameters and optimizer state back on the device; on
+the CPU, where reading a tensor waits for nothing, the host reads `ok` and does not step.
+`StepGuard` counts skipped steps on the device; the host reads the count every few steps.
 
 The step's random numbers come in with the batch (`Batch.noise`, drawn for the whole global
 batch and cut to this process's rows), so a run on W processes follows the run on one.
@@ -67,9 +68,7 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, undo: Upd
     (loss * world).backward()  # DDP averages the ranks' gradients; their sum is the batch's
     params = [p for group in optimizer.param_groups for p in group["params"]]
     ok = torch.isfinite(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))  # 0-d bool
-    undo.save(optimizer)
-    optimizer.step()
-    undo.restore_unless(optimizer, ok)
+    apply_update(optimizer, ok, undo)
     return step_stats(parts, loss, batch, ok)
 
 
@@ -77,6 +76,20 @@ def poison_nonfinite(loss: Tensor) -> Tensor:
     """`loss`, or NaN when it is not finite, so that its gradients (after DDP's all-reduce: on
     every rank) are NaN and the step is skipped everywhere. Multiplies by exactly 1 otherwise."""
     return loss * torch.where(torch.isfinite(loss), 1.0, float("nan"))
+
+
+def apply_update(optimizer: torch.optim.Optimizer, ok: Tensor, undo: UpdateUndo) -> None:
+    """`optimizer.step()` unless the 0-d bool `ok` is false, without waiting for the device.
+    On the CPU the host reads `ok` (CPU tensors are computed already: nothing to wait for, and
+    no copy of the state to pay for); on an accelerator the update is made and then taken back
+    on the device where `ok` is false."""
+    if ok.device.type == "cpu":
+        if bool(ok):
+            optimizer.step()
+        return
+    undo.save(optimizer)
+    optimizer.step()
+    undo.restore_unless(optimizer, ok)
 
 
 def step_stats(parts: Loss, loss: Tensor, batch: Batch, ok: Tensor) -> dict[str, Tensor]:

@@ -87,7 +87,7 @@ class Trainer:
                  data_cfg: DataConfig, cfg: TrainConfig, progress: bool = True, *,
                  dist: ddp.Dist | None = None, compile_model: bool = False) -> None:
         self.run_dir, self.grid, self.data_cfg, self.cfg = run_dir, grid, data_cfg, cfg
-        self.progress, self.dist, self.compiled = progress, dist, compile_model
+        self.progress, self.dist = progress, dist
         self.main = dist is None or dist.main  # the process that writes files
         self.device = dist.device if dist is not None else pick_device(cfg.device)
         if cfg.num_threads:
