@@ -87,6 +87,7 @@ DAMAGES: dict[str, tuple[str, Callable[[Path], None], str]] = {
     "config {}": ("config.json", lambda p: p.write_text("{}"), "'grid' section"),
     "config []": ("config.json", lambda p: p.write_text("[]"), "JSON object"),
     "config junk": ("config.json", lambda p: p.write_text("{not json"), "config.json"),
+    "no config": ("config.json", lambda p: p.unlink(), "not a run folder"),
     "config no data_dir": ("config.json", lambda p: _edit_json(p, lambda c: {**c, "data_dir": 3}),
                            "data_dir"),
     "config bad field": ("config.json", lambda p: _edit_json(
@@ -193,7 +194,7 @@ def test_a_kill_at_any_point_never_duplicates_metrics_rows(folk_corpus: Path, tm
 # --- where a run may be written --------------------------------------------------------------
 
 
-def test_out_that_is_a_file_or_under_a_file_is_refused_up_front(folk_corpus: Path,
+def test_out_that_is_a_file_or_under_a_file_or_not_a_run_is_refused_up_front(folk_corpus: Path,
                                                                tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("keep me")
@@ -202,6 +203,8 @@ def test_out_that_is_a_file_or_under_a_file_is_refused_up_front(folk_corpus: Pat
                                            "--quiet"])
         _one_line_error(result, str(out), reason)
     assert afile.read_text() == "keep me"
+    _one_line_error(_resume(tmp_path / "nothing"), "not a run folder")
+    assert not (tmp_path / "nothing").exists()  # --resume creates no folder
 
 
 class FullDisk:

@@ -94,7 +94,8 @@ def _config_file(path: str | None) -> tuple[dict[type, object], tuple[str, ...]]
               "here override it, and MIDI_DIR defaults to its data folder.")
 @click.option("--out", "-o", "out", default="runs/tvae", show_default=True,
               help="Run folder: config, metrics, plots and checkpoints.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint "
+              "(its data folder and configs come from its config.json).")
 @click.option("--label-column", default=None,
               help="Train a classifier head on this manifest column ('folder': sub-folder names).")
 @click.option("--init-from", default=None, help="Start from this checkpoint's weights (same "
