@@ -164,7 +164,7 @@ def startup_child(data: str, run: str, report: str) -> None:
 
     Trainer.step = first_step  # type: ignore[method-assign]
     torch.set_num_threads(1)
-    train(data, Path(run) / "run", train=TrainConfig(num_threads=1, device="cpu"),
+    train(data, Path(run) / "run", train_config=TrainConfig(num_threads=1, device="cpu"),
           progress=False)
 
 

@@ -51,7 +51,7 @@ def main() -> None:
             for b in range(WARMUP + args.steps):
                 batch = trainer._batch(order, b)
                 start = time.perf_counter()
-                trainer.step(*batch)
+                trainer.step(batch)
                 if trainer.device.type == "cuda":
                     import torch
 

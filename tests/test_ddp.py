@@ -1,5 +1,5 @@
 """Multi-process training: 2 CPU processes (gloo) follow 1, resume across ranks, one writer;
-the pieces: batch shares, noise by global row, the sync-free step and its device-side skip."""
+the pieces: batch shares, noise by global row, the one step and its device-side skip."""
 
 from __future__ import annotations
 
@@ -18,7 +18,11 @@ import tvae.training.distributed as ddp
 from tvae.config import PAD, DataConfig, GridConfig, ModelConfig, TrainConfig
 from tvae.data.dataset import load_folder
 from tvae.errors import TvaeError
+from tvae.model.vae import Noise, TransformerVAE
+from tvae.training.objective import vae_objective
 from tvae.training.run import Trainer, train
+from tvae.training.schedules import beta_at, lr_at, pointer_at, tf_at
+from tvae.training.step import StepGuard, UpdateUndo, apply_update
 
 TINY = ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64,
                    bar_hidden=32, dropout=0.0)
@@ -78,9 +82,9 @@ def reference(folk_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
         for key, value in env.items():
             patch.setenv(key, value)
         patch.setattr(Trainer, "save", save_and_copy)
-        trainer = train(folk_corpus, run, model=TINY, data=DataConfig(bars=4),
-                        train=TrainConfig(**RUN), label_column="collection", progress=False)
-    assert trainer.dist is not None and trainer.sync_free
+        trainer = train(folk_corpus, run, model_config=TINY, data_config=DataConfig(bars=4),
+                        train_config=TrainConfig(**RUN), label_column="collection", progress=False)
+    assert trainer.dist is not None
     assert not torch.distributed.is_initialized()
     assert (snapshot / "last.json").is_file()
     return run, snapshot
@@ -112,6 +116,18 @@ def test_resume_with_two_processes_continues_a_one_process_run(
         assert got[key] == pytest.approx(expected[key], rel=1e-4), key
 
 
+def test_one_process_without_torchrun_follows_the_distributed_run(
+        reference: tuple[Path, Path], folk_corpus: Path, tmp_path: Path) -> None:
+    run = tmp_path / "single"
+    trainer = train(folk_corpus, run, model_config=TINY, data_config=DataConfig(bars=4),
+                    train_config=TrainConfig(**RUN), label_column="collection", progress=False)
+    assert trainer.dist is None
+    expected, got = _losses(reference[0]), _losses(run)
+    assert set(got) == set(expected)
+    for key, loss in expected.items():
+        assert got[key] == pytest.approx(loss, rel=1e-5), key
+
+
 # --- the pieces --------------------------------------------------------------------------------
 
 
@@ -132,39 +148,71 @@ def test_shares_cover_the_batch_and_weigh_it_whole() -> None:
 
 
 def test_noise_depends_on_the_global_row_only() -> None:
-    def draws(share: ddp.Share) -> tuple[torch.Tensor, torch.Tensor]:
-        local = share.rows.stop - share.rows.start
-        with ddp.SampleNoise(seed=3, step=5, share=share):
-            z = torch.randn_like(torch.zeros(local, 4, 8))
-            keep = torch.rand((local, 4), device="cpu")
-            other = torch.rand(2, 3)  # not batch-shaped: torch's own generator
-        assert other.shape == (2, 3)
-        return z, keep
+    """A rank's rows of the batch, with its rows of the step's noise, get the outputs those rows
+    get in the whole batch: the latent sample and scheduled sampling follow the global row."""
+    torch.manual_seed(0)
+    model = TransformerVAE(ModelConfig(**{**TINY.__dict__, "bar_decoder": "gru"})).eval()
+    tokens = torch.randint(3, 20, (7, 4, 16))
+    meters = torch.zeros(7, 4, dtype=torch.long)
+    noise = Noise.draw((7, 4, 16), TINY.d_latent, torch.Generator().manual_seed(5))
+    again = Noise.draw((7, 4, 16), TINY.d_latent, torch.Generator().manual_seed(5))
+    assert torch.equal(noise.latent, again.latent) and torch.equal(noise.steps, again.steps)
+    with torch.no_grad():
+        whole = model(tokens, meters, p_tf=0.5, noise=noise)
+        part = model(tokens[2:5], meters[2:5], p_tf=0.5, noise=noise.map(lambda t: t[2:5]))
+        other = model(tokens, meters, p_tf=0.5,
+                      noise=Noise.draw((7, 4, 16), TINY.d_latent, torch.Generator().manual_seed(6)))
+    assert torch.allclose(part.log_lik, whole.log_lik[2:5], atol=1e-5)
+    assert not torch.allclose(other.log_lik, whole.log_lik, atol=1e-5)  # the noise matters
 
-    whole = draws(ddp.Share(slice(0, 7), 7, 1.0, 1.0, 1.0))
-    part = draws(ddp.Share(slice(2, 5), 7, 0.5, 0.5, 1.0))
-    assert torch.equal(part[0], whole[0][2:5]) and torch.equal(part[1], whole[1][2:5])
-    later = draws(ddp.Share(slice(0, 7), 7, 1.0, 1.0, 1.0))
-    assert torch.equal(later[0], whole[0])  # seeded by (seed, step, call), not by history
+
+def _undone_update(optimizer: torch.optim.Optimizer, ok: torch.Tensor) -> None:
+    """The accelerator's way (step, then take back on the device), here on CPU tensors."""
+    undo = UpdateUndo()
+    undo.save(optimizer)
+    optimizer.step()
+    undo.restore_unless(optimizer, ok)
 
 
+@pytest.mark.parametrize("how", ["on the device", "on the host"])
 @pytest.mark.parametrize("fused", [False, True])
-def test_a_refused_update_changes_nothing(fused: bool) -> None:
+def test_a_refused_update_changes_nothing(fused: bool, how: str) -> None:
     param = torch.nn.Parameter(torch.ones(4))
     optimizer = torch.optim.AdamW([param], lr=0.1, fused=fused)
     for ok in (True, False):
         optimizer.zero_grad()
         (param * 2).sum().backward()
         before = (param.detach().clone(), optimizer.state[param].get("step"))
-        ddp.apply_update(optimizer, torch.tensor(ok))
+        if how == "on the device":
+            _undone_update(optimizer, torch.tensor(ok))
+        else:
+            apply_update(optimizer, torch.tensor(ok), UpdateUndo())  # a CPU tensor: the host
         changed = not torch.equal(param.detach(), before[0])
         assert changed == ok
     assert float(optimizer.state[param]["step"]) == 1.0
     assert not hasattr(optimizer, "found_inf")
 
 
+def test_a_refused_first_update_leaves_a_fresh_optimizer() -> None:
+    """A first step that is refused leaves state equal to none at all: the next (good) step
+    moves the parameter exactly as a fresh optimizer's first step does."""
+    params = [torch.nn.Parameter(torch.ones(4)) for _ in range(2)]
+    optimizers = [torch.optim.AdamW([p], lr=0.1) for p in params]
+    undo = UpdateUndo()
+    for ok in (False, True):
+        optimizers[0].zero_grad()
+        (params[0] * float("nan") if not ok else params[0] * 2).sum().backward()
+        undo.save(optimizers[0])
+        optimizers[0].step()
+        undo.restore_unless(optimizers[0], torch.tensor(ok))  # the accelerator's way
+    (params[1] * 2).sum().backward()
+    optimizers[1].step()
+    assert torch.equal(params[0].detach(), params[1].detach())
+    assert float(optimizers[0].state[params[0]]["step"]) == 1.0
+
+
 def test_step_guard_counts_runs_of_bad_steps() -> None:
-    guard = ddp.StepGuard(torch.device("cpu"))
+    guard = StepGuard(torch.device("cpu"))
     for ok in (True, False, False, True, False):
         guard.record(torch.tensor(ok))
     assert guard.check() == (3, 2)
@@ -179,26 +227,49 @@ def songs(folk_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> object
                        cache_dir=cache)[0]
 
 
-def _trainer(songs: object, run: Path, sync_free: bool, **kw: object) -> Trainer:
+def _trainer(songs: object, run: Path, **kw: object) -> Trainer:
     cfg = TrainConfig(**{**RUN, "max_steps": 6, "checkpoint_every": 100, **kw})
     run.mkdir()
-    return Trainer(songs, run, GridConfig(), TINY, DataConfig(bars=4), cfg, False,
-                   sync_free=sync_free)
+    return Trainer(songs, run, GridConfig(), TINY, DataConfig(bars=4), cfg, False)
+
+
+def _plain_losses(trainer: Trainer) -> list[float]:
+    """The reference: a plain step (host checks, optimizer.step()) on the trainer's batches."""
+    cfg, losses = trainer.cfg, []
+    order = np.random.default_rng([cfg.seed, 1_000_000]).permutation(len(trainer.train_windows))
+    for s in range(trainer.total_steps):
+        trainer.state.step = s
+        batch = trainer._batch(order, s)
+        torch.manual_seed(ddp.mix_seed(cfg.seed, s, 0))
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = lr_at(s, cfg, trainer.total_steps)
+        trainer.model.train()
+        p_tf = tf_at(s, cfg, trainer.batches)
+        out = vae_objective(trainer.model(batch.tokens, batch.meters, p_tf=p_tf,
+                                          noise=batch.noise), batch.tokens,
+                            beta=beta_at(s, cfg), free_bits=cfg.free_bits,
+                            recon_weight=cfg.recon_weight, pointer_weight=pointer_at(s, cfg))
+        trainer.optimizer.zero_grad()
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), cfg.grad_clip)
+        trainer.optimizer.step()
+        losses.append(round(float(out.loss.detach()), 6))
+    return losses
 
 
 def test_sync_free_step_matches_the_plain_step(songs: object, tmp_path: Path,
                                                torch_one_thread: None) -> None:
-    for name, sync_free in (("plain", False), ("sync_free", True)):
-        trainer = _trainer(songs, tmp_path / name, sync_free)
-        trainer.fit()
-    assert _losses(tmp_path / "plain") == _losses(tmp_path / "sync_free")
+    trainer = _trainer(songs, tmp_path / "sync_free")
+    trainer.fit()
+    got = [float(r["loss"]) for r in _rows(tmp_path / "sync_free") if r["split"] == "train"]
+    assert got == _plain_losses(_trainer(songs, tmp_path / "plain"))
 
 
-@pytest.mark.parametrize("path", ["plain", "sync_free", "sync_free_fused"])
+@pytest.mark.parametrize("path", ["unfused", "fused"])
 def test_non_finite_steps_are_skipped_counted_and_stop_training(
         songs: object, tmp_path: Path, path: str, torch_one_thread: None) -> None:
-    trainer = _trainer(songs, tmp_path / "run", path != "plain", max_bad_steps=3)
-    if path.endswith("fused"):
+    trainer = _trainer(songs, tmp_path / "run", max_bad_steps=3)
+    if path == "fused":
         trainer.optimizer = torch.optim.AdamW(trainer.model.parameters(), fused=True)
     with torch.no_grad():
         trainer.model.mu.weight[0, 0] = float("nan")  # every loss is NaN from now on

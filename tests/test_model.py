@@ -18,7 +18,7 @@ from tvae.config import PAD, GridConfig, ModelConfig
 from tvae.melody import METER_STEPS, METERS, melody_to_bars
 from tvae.midi import read_melody
 from tvae.model.modules import mask_logits
-from tvae.model.vae import TransformerVAE, argmax_sampler, make_sampler
+from tvae.model.vae import Noise, TransformerVAE, argmax_sampler, make_sampler
 from tvae.training.objective import vae_objective
 
 GRID = GridConfig()
@@ -278,6 +278,28 @@ def test_no_teacher_forcing_changes_the_loss(decoder: str) -> None:
         free = model(tokens, meters, p_tf=0.0, sample=False)
     torch.testing.assert_close(free.mu, forced.mu)  # the encoder is untouched
     assert not torch.allclose(free.log_lik, forced.log_lik)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_explicit_noise_decides_every_draw(decoder: str) -> None:
+    """With `noise`, forward draws nothing itself: a zero latent draw gives z = mu, draws below
+    p_tf keep every true bar and step (teacher forcing), draws above it keep none."""
+    model = tiny(bar_decoder=decoder)
+    tokens, meters = random_bars(2, 4, seed=13)
+    B, N, S = tokens.shape
+    keep_all = Noise(torch.zeros(B, N, 8), torch.zeros(B, N), torch.zeros(B, N, S))
+    keep_none = Noise(torch.zeros(B, N, 8), torch.ones(B, N), torch.ones(B, N, S))
+    latent = Noise(torch.randn(B, N, 8), torch.ones(B, N), torch.ones(B, N, S))
+    with torch.no_grad():
+        forced = model(tokens, meters, p_tf=1.0, sample=False)
+        free = model(tokens, meters, p_tf=0.0, sample=False)
+        kept = model(tokens, meters, p_tf=0.5, noise=keep_all)
+        none_kept = model(tokens, meters, p_tf=0.5, noise=keep_none)
+        noisy = [model(tokens, meters, noise=latent) for _ in range(2)]
+    torch.testing.assert_close(kept.log_lik, forced.log_lik)
+    torch.testing.assert_close(none_kept.log_lik, free.log_lik)
+    torch.testing.assert_close(noisy[0].log_lik, noisy[1].log_lik)  # the same noise, the same z
+    assert not torch.allclose(noisy[0].log_lik, forced.log_lik)
 
 
 # -- samplers -----------------------------------------------------------------------------------

@@ -178,8 +178,8 @@ def test_cli_prepare_then_train_equals_training_on_the_folder(
     cfg = TrainConfig(batch_size=8, epochs=1, max_steps=4, log_every=1, eval_windows=8,
                       num_threads=1)
     for name, source in (("folder", folk_corpus), ("prepared", tmp_path / "prep")):
-        train(source, tmp_path / name, model=model, data=DataConfig(bars=4), train=cfg,
-              progress=False)
+        train(source, tmp_path / name, model_config=model, data_config=DataConfig(bars=4),
+              train_config=cfg, progress=False)
     metrics = [(tmp_path / n / "metrics.csv").read_text().splitlines() for n in
                ("folder", "prepared")]
     strip = [[",".join(line.split(",")[:-1]) for line in m] for m in metrics]  # not 'seconds'
@@ -230,5 +230,6 @@ def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
     cfg = TrainConfig(batch_size=2, epochs=1, max_steps=1, eval_windows=2, num_threads=1)
     for source in (folder, tmp_path / "prep"):
         run = tmp_path / f"run-{source.name}"
-        train(source, run, model=model, data=DataConfig(bars=4), train=cfg, progress=False)
+        train(source, run, model_config=model, data_config=DataConfig(bars=4), train_config=cfg,
+              progress=False)
         assert b"m\xffa.mid" in (run / "split.csv").read_bytes()

@@ -39,8 +39,8 @@ def _rows(run: Path, split: str = "train") -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def tiny_run(folk_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("run")
-    train(folk_corpus, run, model=TINY, data=DataConfig(bars=4, stride=2),
-          train=_train_cfg(), progress=False, command=["tvae", "train"])
+    train(folk_corpus, run, model_config=TINY, data_config=DataConfig(bars=4, stride=2),
+          train_config=_train_cfg(), progress=False, command=["tvae", "train"])
     return run
 
 
@@ -80,7 +80,7 @@ def test_refuses_to_overwrite_a_run(tiny_run: Path, folk_corpus: Path) -> None:
     from tvae.errors import TvaeError
 
     with pytest.raises(TvaeError, match="--resume"):
-        train(folk_corpus, tiny_run, model=TINY, train=_train_cfg(), progress=False)
+        train(folk_corpus, tiny_run, model_config=TINY, train_config=_train_cfg(), progress=False)
 
 
 def test_evaluate_json_has_the_promised_keys(tiny_run: Path, folk_corpus: Path) -> None:
@@ -175,8 +175,8 @@ def test_init_from_starts_from_the_checkpoint_weights(tiny_run: Path, folk_corpu
     source = load_checkpoint(tiny_run / "best.json")[0].state_dict()
     try:
         Trainer.fit = check_then_fit  # type: ignore[method-assign]
-        train(folk_corpus, tmp_path / "tuned", model=TINY, data=DataConfig(bars=4),
-              train=_train_cfg(epochs=1, beta=0.5, beta_schedule="constant"),
+        train(folk_corpus, tmp_path / "tuned", model_config=TINY, data_config=DataConfig(bars=4),
+              train_config=_train_cfg(epochs=1, beta=0.5, beta_schedule="constant"),
               init_from=tiny_run / "best.json", progress=False)
     finally:
         Trainer.fit = original  # type: ignore[method-assign]
@@ -184,7 +184,7 @@ def test_init_from_starts_from_the_checkpoint_weights(tiny_run: Path, folk_corpu
     assert json.loads((tmp_path / "tuned" / "config.json").read_text())["init_from"]
     other = ModelConfig(d_model=16, d_latent=8, n_heads=2, d_ff=32, bar_hidden=16)
     with pytest.raises(TvaeError, match="same model"):
-        train(folk_corpus, tmp_path / "bad", model=other, train=_train_cfg(),
+        train(folk_corpus, tmp_path / "bad", model_config=other, train_config=_train_cfg(),
               init_from=tiny_run / "best.json", progress=False)
 
 
@@ -195,8 +195,8 @@ def test_resume_extends_the_limits_and_refuses_other_changes(folk_corpus: Path,
     from tvae.cli.main import main
 
     run = tmp_path / "run"
-    train(folk_corpus, run, model=TINY, data=DataConfig(bars=4, stride=2),
-          train=_train_cfg(epochs=1), progress=False)
+    train(folk_corpus, run, model_config=TINY, data_config=DataConfig(bars=4, stride=2),
+          train_config=_train_cfg(epochs=1), progress=False)
     steps = len(_rows(run))
     result = CliRunner().invoke(main, ["train", str(folk_corpus), "--out", str(run), "--resume",
                                        "--lr", "0.1", "--quiet"])
@@ -224,19 +224,20 @@ def test_a_run_folder_takes_one_run_at_a_time(folk_corpus: Path, tmp_path: Path)
     try:  # a live run holds the lock: refused, nothing written
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         with pytest.raises(TvaeError, match=f"another training run \\(process {holder.pid}\\)"):
-            train(folk_corpus, run, model=TINY, data=DataConfig(bars=4), train=_train_cfg(),
-                  progress=False)
+            train(folk_corpus, run, model_config=TINY, data_config=DataConfig(bars=4),
+                  train_config=_train_cfg(), progress=False)
         assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]
     finally:
         holder.kill()
         holder.wait()
     # its owner is gone (killed): the lock went with it
-    train(folk_corpus, run, model=TINY, data=DataConfig(bars=4), train=_train_cfg(epochs=1),
-          progress=False)
+    train(folk_corpus, run, model_config=TINY, data_config=DataConfig(bars=4),
+          train_config=_train_cfg(epochs=1), progress=False)
     assert (run / "last.json").is_file() and not (run / LOCK_NAME).exists()  # released
     (tmp_path / "file").write_text("x")
     with pytest.raises(TvaeError, match="must be a folder"):
-        train(folk_corpus, tmp_path / "file", model=TINY, train=_train_cfg(), progress=False)
+        train(folk_corpus, tmp_path / "file", model_config=TINY, train_config=_train_cfg(),
+              progress=False)
 
 
 def test_train_from_a_config_file_with_overrides(folk_corpus: Path, tmp_path: Path,
@@ -308,6 +309,6 @@ def test_num_threads_applies_to_the_run_only(folk_corpus: Path, tmp_path: Path) 
     import torch
 
     before = torch.get_num_threads()
-    train(folk_corpus, tmp_path / "run", model=TINY, data=DataConfig(bars=4),
-          train=_train_cfg(epochs=1, num_threads=before + 1), progress=False)
+    train(folk_corpus, tmp_path / "run", model_config=TINY, data_config=DataConfig(bars=4),
+          train_config=_train_cfg(epochs=1, num_threads=before + 1), progress=False)
     assert torch.get_num_threads() == before

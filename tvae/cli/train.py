@@ -91,7 +91,8 @@ def _config_file(path: str | None) -> tuple[dict[type, object], tuple[str, ...]]
               "here override it, and MIDI_DIR defaults to its data folder.")
 @click.option("--out", "-o", "out", default="runs/tvae", show_default=True,
               help="Run folder: config, metrics, plots and checkpoints.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint "
+              "(its data folder and configs come from its config.json).")
 @click.option("--label-column", default=None,
               help="Train a classifier head on this manifest column ('folder': sub-folder names).")
 @click.option("--init-from", default=None, help="Start from this checkpoint's weights (same "
@@ -120,7 +121,7 @@ def train(midi_dir: tuple[str, ...], config_path: str | None, out: str, resume: 
         raise TvaeError("--resume continues a run from its own config.json; drop --config")
     bases, data_dirs = _config_file(config_path)
     midi_dir = midi_dir or data_dirs
-    if not midi_dir:
+    if not midi_dir and not resume:  # --resume reads it from the run's config.json
         raise TvaeError("give MIDI_DIR (a folder of MIDI files), or --config with a data folder")
     configs = {cls: build_config(cls, options, bases.get(cls))
                for cls in (GridConfig, ModelConfig, DataConfig, TrainConfig)}
@@ -129,9 +130,10 @@ def train(midi_dir: tuple[str, ...], config_path: str | None, out: str, resume: 
     if resume:  # only the run's limits may change; anything else is refused in train()
         limits = {k: v for k, v in options.items() if v is not None}
     trainer = run_training(
-        midi_dir[0] if len(midi_dir) == 1 else list(midi_dir), out,
-        grid=configs[GridConfig], model=configs[ModelConfig], data=configs[DataConfig],
-        train=configs[TrainConfig], label_column=label_column, resume=resume,
+        midi_dir[0] if len(midi_dir) == 1 else list(midi_dir), out,  # (ignored with --resume)
+        grid_config=configs[GridConfig], model_config=configs[ModelConfig],
+        data_config=configs[DataConfig], train_config=configs[TrainConfig],
+        label_column=label_column, resume=resume,
         init_from=init_from,
         command=["tvae", *sys.argv[1:]], progress=not quiet, compile_model=compile_model,
         limits=limits)

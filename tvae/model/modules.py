@@ -114,8 +114,9 @@ class BarDecoderMLP(nn.Module):
                                  nn.Linear(hidden, self.S * self.V))
 
     def forward(self, h: Tensor, meters: Tensor, targets: Tensor | None = None,
-                p_tf: float = 1.0) -> Tensor:
-        """h (B, N, D), meters (B, N) -> logits (B, N, S, V). targets/p_tf are unused here."""
+                p_tf: float = 1.0, draws: Tensor | None = None) -> Tensor:
+        """h (B, N, D), meters (B, N) -> logits (B, N, S, V). targets, p_tf and draws are
+        unused here."""
         B, N, _ = h.shape
         return self.net(h + self.meter(meters)).view(B, N, self.S, self.V)
 
@@ -154,15 +155,18 @@ class BarDecoderGRU(nn.Module):
         return torch.cat([start, tokens[..., :-1]], dim=-1)  # (B, N, S)
 
     def forward(self, h: Tensor, meters: Tensor, targets: Tensor | None = None,
-                p_tf: float = 1.0) -> Tensor:
+                p_tf: float = 1.0, draws: Tensor | None = None) -> Tensor:
         """Teacher-forced logits (B, N, S, V); with p_tf < 1, each step's input is the true class
-        with probability p_tf, else the argmax of a first teacher-forced pass (in parallel)."""
+        where `draws` (B, N, S) uniform numbers (default: torch's generator) are below p_tf,
+        else the argmax of a first teacher-forced pass (in parallel)."""
         assert targets is not None, "the autoregressive bar decoder needs the true steps"
         prev = self._shift(targets)
         if p_tf < 1.0:
             with torch.no_grad():
                 guess = mask_logits(self._run(h, meters, prev), meters).argmax(-1)  # (B, N, S)
-            keep = torch.rand(prev.shape, device=prev.device) < p_tf
+            if draws is None:
+                draws = torch.rand(prev.shape, device=prev.device)
+            keep = draws < p_tf  # (B, N, S)
             prev = torch.where(keep, prev, self._shift(guess))
         return self._run(h, meters, prev)
 

@@ -58,6 +58,31 @@ class VAEOutput:
     class_logits: Tensor | None = None  # (B, C) the supervised head on the mean latent
 
 
+@dataclass(frozen=True)
+class Noise:
+    """The random numbers of one training forward pass, drawn by the caller: training draws
+    them for the whole global batch from a generator seeded by (seed, step) and gives each
+    process its rows, so a sample's noise depends on its row of the global batch, not on how
+    the batch is split across processes. Without it, `forward` draws from torch's generator."""
+
+    latent: Tensor  # (B, N, Z) standard normal: z = mu + sigma * latent
+    bars: Tensor  # (B, N) uniform in [0, 1): scheduled sampling keeps true bar j where < p_tf
+    steps: Tensor  # (B, N, S) uniform: the GRU bar decoder keeps a true step where < p_tf
+
+    @classmethod
+    def draw(cls, shape: tuple[int, int, int], d_latent: int,
+             generator: torch.Generator | None = None) -> Noise:
+        """Noise for tokens of `shape` (B, N, S) and a Z = `d_latent` latent, on the CPU."""
+        B, N, S = shape
+        latent = torch.randn((B, N, d_latent), generator=generator)
+        return cls(latent, torch.rand((B, N), generator=generator),
+                   torch.rand((B, N, S), generator=generator))
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> Noise:
+        """`fn` applied to each tensor: e.g. `noise.map(lambda t: t[rows])` for some rows."""
+        return Noise(fn(self.latent), fn(self.bars), fn(self.steps))
+
+
 LN2 = math.log(2.0)  # nats per bit: divide a KL in nats by LN2 for bits
 
 
@@ -326,18 +351,23 @@ class TransformerVAE(nn.Module):
 
     # -- training --------------------------------------------------------------------------
     def forward(self, tokens: Tensor, meters: Tensor, *, p_tf: float = 1.0,
-                sample: bool = True) -> VAEOutput:
+                sample: bool = True, noise: Noise | None = None) -> VAEOutput:
         """tokens (B, N, S), meters (B, N) -> the model's distributions (no loss: see
         tvae.training.objective).
 
         With p_tf < 1 (scheduled sampling), a first teacher-forced pass decodes every bar in
         parallel; bar j as seen by later bars (their decoder input, and what the copy path
         copies) is then, with probability p_tf, the true bar j and otherwise that first pass's
-        argmax; a second pass gives the output."""
+        argmax; a second pass gives the output. `noise` gives the random numbers of the latent
+        sample and of scheduled sampling (else they come from torch's generator)."""
         bar_mask = (tokens != PAD).any(-1)  # (B, N) real bars
         true_vecs = self.bar_encoder(tokens, meters)  # (B, N, D)
         mu, logvar = self._posterior(true_vecs, bar_mask)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu  # (B, N, Z)
+        if sample:
+            eps = torch.randn_like(mu) if noise is None else noise.latent  # (B, N, Z)
+            z = mu + eps * (0.5 * logvar).exp()
+        else:
+            z = mu  # (B, N, Z)
         memory = self._memory(z)
         log_pi, log_eps = self.pointer_weights(z, bar_mask)
         prev, sources = true_vecs, tokens
@@ -347,11 +377,13 @@ class TransformerVAE(nn.Module):
                 first = self._predict(self.bar_decoder(h, meters, tokens, 1.0), meters, log_pi,
                                       log_eps, tokens)
                 guess = first.argmax(-1).masked_fill(tokens == PAD, PAD)  # (B, N, S)
-            keep = torch.rand(bar_mask.shape, device=tokens.device) < p_tf  # (B, N)
+            u = torch.rand(bar_mask.shape, device=tokens.device) if noise is None else noise.bars
+            keep = u < p_tf  # (B, N)
             prev = torch.where(keep[..., None], true_vecs, self.bar_encoder(guess, meters))
             sources = torch.where(keep[..., None], tokens, guess)
         h = self._decode_hidden(prev, memory, bar_mask)
-        logits = self.bar_decoder(h, meters, tokens, p_tf)  # (B, N, S, V)
+        draws = None if noise is None else noise.steps
+        logits = self.bar_decoder(h, meters, tokens, p_tf, draws)  # (B, N, S, V)
         log_probs, log_lik = self._outputs(logits, meters, tokens, sources, log_pi, log_eps)
         out = VAEOutput(log_probs, log_lik * bar_mask, kl_per_bar(mu, logvar) * bar_mask, mu,
                         logvar, log_pi)

@@ -1,17 +1,13 @@
-"""Multi-process training (DistributedDataParallel) and the device-side bookkeeping of a step.
+"""Multi-process training (DistributedDataParallel): processes, and each rank's share of a batch.
 
 `torchrun --nproc_per_node N -m tvae train ...` or `tvae train --nproc N` (`launch`) start one
 process per rank; `setup` joins them (gloo on CPU, NCCL on CUDA, one GPU per local rank). Every
 rank builds the same global batch from the same seeded order and trains on its own rows of it
 (`share_of`); each rank's loss is weighted by its share of the batch's real bars (and labelled
-windows), so the gradient DDP averages is that of the whole global batch, and random draws inside
-the model depend only on (seed, step, row of the global batch) (`SampleNoise`). With dropout 0 a
-run on N processes therefore follows the run on one up to float rounding. Rank 0 alone writes
+windows), so the gradient DDP averages is that of the whole global batch, and the step's noise is
+drawn for the whole global batch and cut to the rank's rows (tvae.training.step). With dropout 0
+a run on N processes therefore follows the run on one up to float rounding. Rank 0 alone writes
 metrics and checkpoints.
-
-`StepGuard` counts non-finite steps on the device and `apply_update` skips the optimizer update
-on the device when the optimizer is fused (AMP's `found_inf` mechanism), so a CUDA training step
-never waits for the GPU; the host reads the counters every few steps.
 
 Shape legend: B global batch, b this rank's rows, N bars, S steps per bar.
 """
@@ -22,7 +18,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -30,9 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.overrides import TorchFunctionMode
 
-from tvae.config import PAD, TrainConfig
+from tvae.config import PAD
 from tvae.errors import TvaeError
 from tvae.training.objective import Loss
 
@@ -126,9 +121,10 @@ def rank0_first(dist: Dist | None) -> Iterator[None]:
         dist.barrier()
 
 
-def to_device(array: np.ndarray, device: torch.device) -> Tensor:
-    """A host array on `device`: on CUDA through pinned memory, copied without blocking."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
+def to_device(array: np.ndarray | Tensor, device: torch.device) -> Tensor:
+    """A host array (or CPU tensor) on `device`: on CUDA through pinned memory, copied without
+    blocking."""
+    tensor = array if isinstance(array, Tensor) else torch.from_numpy(np.ascontiguousarray(array))
     if device.type != "cuda":
         return tensor
     return tensor.pin_memory().to(device, non_blocking=True)
@@ -175,17 +171,6 @@ def share_of(tokens: np.ndarray, labels: np.ndarray | None, rank: int, world: in
                  float(known[lo:hi].sum() / max(known.sum(), 1)), 1.0)
 
 
-def take_share(dist: Dist | None, tokens: np.ndarray, meters: np.ndarray,
-               labels: np.ndarray | None) -> tuple[Any, ...]:
-    """(tokens, meters, labels, share): this rank's rows of a global batch (all rows and share
-    None in a single process)."""
-    if dist is None:
-        return tokens, meters, labels, None
-    share = share_of(tokens, labels, dist.rank, dist.world)
-    rows = share.rows
-    return tokens[rows], meters[rows], None if labels is None else labels[rows], share
-
-
 def share_loss(out: Loss, share: Share, class_weight: float) -> Tensor:
     """This rank's part of the global batch's loss: summed over ranks, the loss of the batch.
 
@@ -202,113 +187,6 @@ def share_loss(out: Loss, share: Share, class_weight: float) -> Tensor:
     return loss
 
 
-_DRAWS = {torch.rand: torch.rand, torch.rand_like: torch.rand, torch.randn: torch.randn,
-          torch.randn_like: torch.randn}
-
-
-class SampleNoise(TorchFunctionMode):
-    """Inside this mode, `torch.rand`, `torch.randn` and their `_like` forms whose first
-    dimension is this rank's rows (and that get no generator) return rows `share.rows` of a
-    (B, ...) draw from a generator seeded by (seed, step, call number): each row's numbers
-    depend on its row of the global batch, not on how the batch is split across ranks.
-    Dropout masks are not covered (they come from torch's generator)."""
-
-    def __init__(self, seed: int, step: int, share: Share) -> None:
-        super().__init__()
-        self.seed, self.step, self.share, self.calls = seed, step, share, 0
-        self.local = share.rows.stop - share.rows.start  # b
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (),
-                           kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        draw = _DRAWS.get(func)
-        if draw is None or kwargs.get("generator") is not None:
-            return func(*args, **kwargs)
-        if func in (torch.rand_like, torch.randn_like):
-            like = args[0]
-            shape = tuple(like.shape)
-            dtype, device = kwargs.get("dtype") or like.dtype, kwargs.get("device") or like.device
-        else:
-            shape = tuple(args[0]) if len(args) == 1 and not isinstance(args[0], int) else args
-            dtype = kwargs.get("dtype") or torch.get_default_dtype()
-            device = kwargs.get("device") or "cpu"
-        if not shape or shape[0] != self.local:
-            return func(*args, **kwargs)
-        generator = torch.Generator(device=device)
-        generator.manual_seed(mix_seed(self.seed, self.step, self.calls))
-        self.calls += 1
-        full = draw((self.share.batch, *shape[1:]), generator=generator, dtype=dtype,
-                    device=device)  # (B, ...)
-        return full[self.share.rows]  # (b, ...)
-
-
-def seed_step(seed: int, step: int, dist: Dist | None, share: Share | None
-              ) -> AbstractContextManager[Any]:
-    """Seed torch for a step from (seed, step) (and the rank); returns the context in which
-    the model draws its noise by global sample index (`SampleNoise`, when `share` is given)."""
-    torch.manual_seed(seed * 1_000_003 + step if dist is None else
-                      mix_seed(seed, step, dist.rank))
-    return nullcontext() if share is None else SampleNoise(seed, step, share)
-
-
-# --- steps without host syncs ------------------------------------------------------------------
-
-
-def poison_nonfinite(loss: Tensor) -> Tensor:
-    """`loss`, or NaN when it is not finite, so that its gradients (after DDP's all-reduce: on
-    every rank) are NaN and the step is skipped everywhere. Multiplies by exactly 1 otherwise."""
-    return loss * torch.where(torch.isfinite(loss), 1.0, float("nan"))
-
-
-def apply_update(optimizer: torch.optim.Optimizer, ok: Tensor) -> None:
-    """`optimizer.step()` unless the 0-d bool `ok` is false. A fused optimizer skips on the
-    device through its `found_inf` argument (as AMP's GradScaler does); others read `ok`."""
-    if optimizer.defaults.get("fused"):
-        optimizer.found_inf = (~ok).to(torch.float32)  # type: ignore[attr-defined]
-        try:
-            optimizer.step()
-        finally:
-            del optimizer.found_inf  # type: ignore[attr-defined]
-    elif bool(ok):
-        optimizer.step()
-
-
-def class_stats(out: Loss, labels: Tensor | None) -> dict[str, Tensor]:
-    """Correct predictions and labelled windows of the supervised head (if it has labels)."""
-    if out.class_logits is None or labels is None:
-        return {}
-    known = labels >= 0
-    return {"class_correct": ((out.class_logits.argmax(-1) == labels) & known).sum(),
-            "class_n": known.sum()}
-
-
-def pointer_stats(out: Loss) -> dict[str, Tensor]:
-    """The pointer's auxiliary loss, logged whether or not it is weighted into the loss."""
-    return {} if out.pointer_loss is None else {"pointer": out.pointer_loss.detach()}
-
-
-def update_sync_free(out: Loss, labels: Tensor | None, share: Share | None,
-                     model: torch.nn.Module, optimizer: torch.optim.Optimizer, guard: StepGuard,
-                     cfg: TrainConfig, world: int) -> dict[str, Tensor]:
-    """Backward and update without a host sync: a non-finite loss or gradient norm skips the
-    update (on the device when the optimizer is fused) and `guard` counts it. Returns this
-    rank's part of the global batch's stats (0 when skipped) and 'ok'."""
-    loss = out.loss if share is None else share_loss(out, share, cfg.class_weight)
-    loss = poison_nonfinite(loss)
-    (loss * world if world > 1 else loss).backward()  # DDP averages the ranks' gradients
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    ok = torch.isfinite(norm)
-    apply_update(optimizer, ok)
-    guard.record(ok)
-    bars, real = (1.0, 1.0) if share is None else (share.bars, share.real)
-    stats = {"loss": loss.detach(), "recon": out.recon.detach() * bars,
-             "kl": out.kl.detach() * bars, "correct": out.correct * real,
-             "n": out.n_steps * real}
-    stats.update({k: v * real for k, v in class_stats(out, labels).items()})
-    stats.update(pointer_stats(out))
-    return {**{k: torch.where(ok, v, 0) for k, v in stats.items()}, "ok": ok}
-
-
 def reduce_sums(acc: dict[str, Any], dist: Dist | None) -> dict[str, Any]:
     """Sync-free accumulators (device tensors) as floats, summed over the ranks; 'count'
     (steps applied, the same on every rank) is not summed."""
@@ -316,26 +194,3 @@ def reduce_sums(acc: dict[str, Any], dist: Dist | None) -> dict[str, Any]:
     values = {k: v for k, v in acc.items() if k != "count"}
     sums = dist.sums(values) if dist else {k: float(v) for k, v in values.items()}
     return {**sums, "count": count}
-
-
-class StepGuard:
-    """Non-finite (skipped) steps counted on the device; `check` reads them on the host."""
-
-    def __init__(self, device: torch.device) -> None:
-        zero = torch.zeros((), dtype=torch.int64, device=device)
-        self.bad = zero.clone()  # skipped steps since the last check
-        self.run = zero.clone()  # length of the current run of consecutive skipped steps
-        self.worst = zero.clone()  # longest run since the last check
-
-    def record(self, ok: Tensor) -> None:
-        bad = (~ok).long()
-        self.bad += bad
-        self.run = (self.run + 1) * bad
-        self.worst = torch.maximum(self.worst, self.run)
-
-    def check(self) -> tuple[int, int]:
-        """(steps skipped since the last check, longest run of skipped steps in a row)."""
-        bad, worst = torch.stack([self.bad, self.worst]).tolist()
-        self.bad.zero_()
-        self.worst = self.run.clone()
-        return int(bad), int(worst)

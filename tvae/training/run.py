@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,8 @@ def _init_weights(trainer: Trainer, path: str | Path) -> None:
 
 
 def train(data_dir: str | Path | Sequence[str | Path], run_dir: str | Path, *,
-          grid: GridConfig = GridConfig(), model: ModelConfig = ModelConfig(),
-          data: DataConfig = DataConfig(), train: TrainConfig = TrainConfig(),
+          grid_config: GridConfig = GridConfig(), model_config: ModelConfig = ModelConfig(),
+          data_config: DataConfig = DataConfig(), train_config: TrainConfig = TrainConfig(),
           label_column: str | None = None, resume: bool = False,
           init_from: str | Path | None = None, command: list[str] | None = None,
           progress: bool = True, compile_model: bool = False,
@@ -53,42 +53,74 @@ def train(data_dir: str | Path | Sequence[str | Path], run_dir: str | Path, *,
     finished Trainer. Started by torchrun, this process is one rank of a multi-process run.
 
     `init_from` starts from another checkpoint's weights (same architecture) with fresh
-    optimizer and schedules: fine-tuning, e.g. with a larger KL weight. With `resume`, `limits`
-    changes the run's RESUME_LIMITS fields (e.g. more epochs), saved into its config.json."""
+    optimizer and schedules: fine-tuning, e.g. with a larger KL weight. With `resume`, the
+    configs come from the run folder's config.json, and `limits` changes its RESUME_LIMITS
+    fields (e.g. more epochs), saved back into it. A file that cannot be written (a full disk)
+    stops the run with a TvaeError; the last checkpoint stays as it was."""
     run_dir = Path(run_dir)
-    args = (data_dir, run_dir, grid, model, data, train, label_column, resume, init_from,
-            command, progress, compile_model, limits)
-    if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks: rank 0 holds the lock
-        return _train(*args)
-    with run_lock(run_dir):
-        return _train(*args)
+    if resume and not (run_dir / "config.json").is_file():
+        raise TvaeError("cannot resume: this is not a run folder (no config.json)", run_dir)
+    configs = Configs(grid_config, model_config, data_config, train_config)
+    args = (data_dir, run_dir, configs, label_column, resume, init_from, command, progress,
+            compile_model, limits)
+    try:
+        if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks: rank 0 holds the lock
+            return _train(*args)
+        with run_lock(run_dir):
+            return _train(*args)
+    except TvaeError:
+        raise
+    except OSError as exc:  # e.g. a full disk while writing metrics, plots or a checkpoint
+        raise TvaeError(f"training stopped: cannot write ({exc.strerror or exc}); the last "
+                        "checkpoint is intact, continue with --resume once this is fixed",
+                        exc.filename or run_dir) from None
 
 
-def _train(data_dir: Any, run_dir: Path, grid: GridConfig, model: ModelConfig, data: DataConfig,
-           train: TrainConfig, label_column: str | None, resume: bool,
-           init_from: str | Path | None, command: list[str] | None, progress: bool,
-           compile_model: bool, limits: dict[str, Any] | None) -> Trainer:
+@dataclass(frozen=True)
+class Configs:
+    """The four configs of a run."""
+
+    grid: GridConfig
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+
+
+def _resumed(run_dir: Path, limits: dict[str, Any] | None) -> tuple[Configs, dict[str, Any]]:
+    """The configs of the run in `run_dir` (with `limits` applied) and its config.json (to be
+    saved once the checkpoint has loaded); a damaged config.json is a TvaeError naming it."""
+    saved = read_run_config(run_dir)
+    try:
+        configs = Configs(config_from_dict(GridConfig, saved["grid"]),
+                          config_from_dict(ModelConfig, legacy_model_fields(saved["model"])),
+                          config_from_dict(DataConfig, saved["data"]),
+                          config_from_dict(TrainConfig, saved["train"]))
+    except TvaeError as exc:
+        raise TvaeError(f"cannot resume: {exc.reason}", run_dir / "config.json") from None
+    if limits:
+        unknown = sorted(set(limits) - set(RESUME_LIMITS))
+        if unknown:
+            raise TvaeError(f"--resume continues a run as configured; only --epochs, "
+                            f"--max-steps, --max-minutes and --patience may change "
+                            f"(got {', '.join('--' + u.replace('_', '-') for u in unknown)})")
+        configs = replace(configs, train=replace(configs.train, **limits))
+        saved["train"] = config_to_dict(configs.train)
+    return configs, saved
+
+
+def _train(data_dir: Any, run_dir: Path, configs: Configs, label_column: str | None,
+           resume: bool, init_from: str | Path | None, command: list[str] | None,
+           progress: bool, compile_model: bool, limits: dict[str, Any] | None) -> Trainer:
     """The body of `train`, run while holding the run folder's lock."""
+    saved: dict[str, Any] = {}
     if resume:
-        saved = read_run_config(run_dir)
-        grid = config_from_dict(GridConfig, saved["grid"])
-        model = config_from_dict(ModelConfig, legacy_model_fields(saved["model"]))
-        data = config_from_dict(DataConfig, saved["data"])
-        train = config_from_dict(TrainConfig, saved["train"])
-        if limits:
-            unknown = sorted(set(limits) - set(RESUME_LIMITS))
-            if unknown:
-                raise TvaeError(f"--resume continues a run as configured; only --epochs, "
-                                f"--max-steps, --max-minutes and --patience may change "
-                                f"(got {', '.join('--' + u.replace('_', '-') for u in unknown)})")
-            train = replace(train, **limits)
-            saved["train"] = config_to_dict(train)
-            save_run_config(run_dir, saved, None)
-        data_dir, label_column = saved["data_dir"], saved["label_column"]
+        configs, saved = _resumed(run_dir, limits)
+        data_dir, label_column = saved["data_dir"], saved.get("label_column")
         init_from = None  # the run's own checkpoint has the weights
     elif (run_dir / "last.json").exists():
         raise TvaeError("this run folder already holds a run; use --resume to continue it or "
                         "choose another --out", run_dir)
+    grid, model, data, train = configs.grid, configs.model, configs.data, configs.train
     dist = ddp.setup(train.device)  # None unless started by torchrun
     threads = torch.get_num_threads()  # --num-threads applies to this run only
     try:
@@ -98,20 +130,22 @@ def _train(data_dir: Any, run_dir: Path, grid: GridConfig, model: ModelConfig, d
         if skipped and main:
             print(format_skipped(skipped), file=sys.stderr)
         paths = str(data_dir) if isinstance(data_dir, (str, Path)) else list(map(str, data_dir))
-        configs = {"grid": config_to_dict(grid), "model": config_to_dict(model),
-                   "data": config_to_dict(data), "train": config_to_dict(train),
-                   "data_dir": paths, "label_column": label_column,
-                   "init_from": str(init_from) if init_from else None}
+        saved_configs = {"grid": config_to_dict(grid), "model": config_to_dict(model),
+                         "data": config_to_dict(data), "train": config_to_dict(train),
+                         "data_dir": paths, "label_column": label_column,
+                         "init_from": str(init_from) if init_from else None}
         if not resume and main:
-            save_run_config(run_dir, configs, command)
+            save_run_config(run_dir, saved_configs, command)
         trainer = Trainer(songs, run_dir, grid, model, data, train, progress, dist=dist,
                           compile_model=compile_model)
-        if main:
-            songs.save_split(run_dir / "split.csv")
         if resume:
-            trainer.resume()
+            trainer.resume()  # checks the checkpoint and metrics before anything is written
+            if limits and main:
+                save_run_config(run_dir, saved, None)
         elif init_from:
             _init_weights(trainer, init_from)
+        if main:
+            songs.save_split(run_dir / "split.csv")
         trainer.fit()
         return trainer
     finally:

@@ -8,6 +8,7 @@ metrics and checkpoints. Where the OS has no file locks (Windows), runs are not 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tvae.errors import TvaeError
+from tvae.files import write_bytes_atomic
 
 try:
     import fcntl
@@ -58,10 +60,11 @@ def run_lock(run_dir: Path) -> Iterator[None]:
                 raise TvaeError(f"another training run (process {owner}) is using this run "
                                 "folder; wait for it or choose another --out", run_dir) from None
         acquired = True
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        with contextlib.suppress(OSError):  # the owner's id is for messages only (full disk)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
         yield
     finally:
         if acquired:
@@ -70,15 +73,31 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def save_run_config(run_dir: Path, configs: dict[str, Any], command: list[str] | None) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(configs, indent=2) + "\n")
+    """Write config.json (and command.txt) atomically: a full disk leaves no empty config."""
+    write_bytes_atomic((json.dumps(configs, indent=2) + "\n").encode(), run_dir / "config.json")
     if command is not None:
-        (run_dir / "command.txt").write_text(shlex.join(command) + "\n")
+        write_bytes_atomic((shlex.join(command) + "\n").encode(), run_dir / "command.txt")
 
 
 def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config.json, checked: a JSON object with the grid, model, data and train
+    sections (objects) and the data folder(s). A damaged one is a TvaeError naming it."""
+    path = run_dir / "config.json"
     try:
-        saved = json.loads((run_dir / "config.json").read_text())
+        saved = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise TvaeError(f"cannot resume: no readable config.json ({exc})", run_dir) from None
+    if not isinstance(saved, dict):
+        raise TvaeError("cannot resume: the run's config must be a JSON object", path)
+    for key in ("grid", "model", "data", "train"):
+        if not isinstance(saved.get(key), dict):
+            raise TvaeError(f"cannot resume: the '{key}' section is missing or not an object",
+                            path)
+    folders = saved.get("data_dir")
+    if not (isinstance(folders, str) and folders or isinstance(folders, list) and folders
+            and all(isinstance(f, str) and f for f in folders)):
+        raise TvaeError("cannot resume: 'data_dir' must name the data folder(s)", path)
+    label = saved.get("label_column")
+    if label is not None and not isinstance(label, str):
+        raise TvaeError("cannot resume: 'label_column' must be a string or null", path)
     return saved

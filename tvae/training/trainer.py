@@ -2,12 +2,13 @@
 loop, validation, checkpoints and metrics. Knows nothing of the model's internals beyond
 `forward` returning a `VAEOutput`, from which tvae.training.objective builds the loss.
 
-Every step is seeded from (seed, step) and every epoch's order from (seed, epoch), so a run
-resumed from a checkpoint continues exactly as if it had never stopped (on CPU).
+Every step's batch and noise are drawn from (seed, step) and every epoch's order from (seed,
+epoch), so a run resumed from a checkpoint continues exactly as if it had never stopped (on CPU).
 
-On CUDA, and with several processes (tvae.training.distributed), steps take the sync-free path: the
-update of a non-finite step is skipped on the device and the host counts skipped steps every
-`log_every` steps (every step on the CPU) instead of inspecting each loss.
+Every run, on one CPU, one GPU or several processes (tvae.training.distributed), takes the one
+step of tvae.training.step: the update of a non-finite step is skipped on the device and the
+host counts skipped steps every `log_every` steps (every step on the CPU) instead of inspecting
+each loss.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ from tvae.data.windows import Windows
 from tvae.devices import pick_device
 from tvae.errors import TvaeError, TvaeWarning
 from tvae.evaluate import evaluate_windows
-from tvae.model.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
-from tvae.model.vae import LN2, TransformerVAE
+from tvae.model.checkpoint import save_checkpoint
+from tvae.model.vae import LN2, Noise, TransformerVAE
 from tvae.training.metrics_log import MetricsLog
-from tvae.training.objective import vae_objective
 from tvae.training.plots import plot_metrics
+from tvae.training.resume import load_resume_point
 from tvae.training.schedules import beta_at, fit_warmups, lr_at, pointer_at, tf_at
+from tvae.training.step import Batch, Scheduled, StepGuard, UpdateUndo, train_step
 
 # per-step stats summed between log rows
 SUMMED = ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n", "pointer")
@@ -79,14 +81,13 @@ class Trainer:
     """Owns the model, optimizer, data windows and run directory of one training run.
 
     `dist` makes it one rank of a multi-process run; `compile_model` runs the step through
-    torch.compile; `sync_free` (default: on CUDA or with `dist`) picks the sync-free step."""
+    torch.compile."""
 
     def __init__(self, songs: SongArrays, run_dir: Path, grid: GridConfig, model_cfg: ModelConfig,
                  data_cfg: DataConfig, cfg: TrainConfig, progress: bool = True, *,
-                 dist: ddp.Dist | None = None, compile_model: bool = False,
-                 sync_free: bool | None = None) -> None:
+                 dist: ddp.Dist | None = None, compile_model: bool = False) -> None:
         self.run_dir, self.grid, self.data_cfg, self.cfg = run_dir, grid, data_cfg, cfg
-        self.progress, self.dist, self.compiled = progress, dist, compile_model
+        self.progress, self.dist = progress, dist
         self.main = dist is None or dist.main  # the process that writes files
         self.device = dist.device if dist is not None else pick_device(cfg.device)
         if cfg.num_threads:
@@ -113,10 +114,9 @@ class Trainer:
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
                                            weight_decay=cfg.weight_decay, fused=fused)
+        self.undo = UpdateUndo()  # takes back the update of a non-finite step
         self.state = RunState()
-        default = self.device.type == "cuda" or dist is not None
-        self.sync_free = default if sync_free is None else sync_free
-        self.guard = ddp.StepGuard(self.device if self.sync_free else torch.device("cpu"))
+        self.guard = StepGuard(self.device)
         self.check_every = 1 if self.device.type == "cpu" else cfg.log_every  # guard reads
         self.log = MetricsLog(run_dir / "metrics.csv", enabled=self.main)
         self.clock = time.monotonic  # seconds; what --max-minutes measures (tests replace it)
@@ -131,11 +131,11 @@ class Trainer:
                         state=asdict(self.state), optimizer=self.optimizer, labels=self.labels)
 
     def resume(self) -> None:
-        model, meta, optim = load_checkpoint(self.run_dir / "last", self.device)
-        self.model.load_state_dict(model.state_dict())
-        restore_optimizer(self.optimizer, meta, optim)
-        self.state = RunState(**meta["state"])
-        self.log.truncate(self.state.step)
+        """Continue from the run folder's last checkpoint; a damaged one is a TvaeError."""
+        state = load_resume_point(self.run_dir / "last", self.model, self.optimizer, RunState,
+                                  self.device)
+        self.state = state
+        self.log.truncate(state.step, state.epoch)
         st, cfg = self.state, self.cfg
         if st.finished and st.step < self.total_steps and st.epoch < cfg.epochs and (
                 st.bad_epochs < cfg.patience) and not (
@@ -143,52 +143,36 @@ class Trainer:
             st.finished = False  # limits extended on --resume: the run goes on
 
     # -- one step ------------------------------------------------------------------------
-    def _batch(self, order: np.ndarray, b: int) -> tuple[Any, ...]:
-        """(tokens, meters, labels, share) of batch `b`: this rank's rows when distributed."""
-        idx = order[b * self.cfg.batch_size : (b + 1) * self.cfg.batch_size]
-        rng = np.random.default_rng([self.cfg.seed, self.state.step])
-        tokens, meters = self.train_windows.batch(idx, rng)  # the global batch
-        labels = None
+    def _batch(self, order: np.ndarray, b: int) -> Batch:
+        """Batch `b` of the epoch's `order`: this process's rows of the global batch, and of the
+        step's noise, both drawn from (seed, step)."""
+        cfg, step = self.cfg, self.state.step
+        idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        tokens, meters = self.train_windows.batch(idx, np.random.default_rng([cfg.seed, step]))
+        labels = None  # (B,) the global batch's class ids
         if self.song_labels is not None:
             labels = self.song_labels[self.train_windows.song_of(idx)]
-        tokens, meters, labels, share = ddp.take_share(self.dist, tokens, meters, labels)
-        return (ddp.to_device(tokens, self.device), ddp.to_device(meters, self.device),
-                None if labels is None else ddp.to_device(labels, self.device), share)
+        noise = Noise.draw(tokens.shape, self.model.config.d_latent,
+                           torch.Generator().manual_seed(ddp.mix_seed(cfg.seed, step)))
+        rank, world = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world)
+        share = ddp.share_of(tokens, labels, rank, world)
+        rows, device = share.rows, self.device
+        return Batch(ddp.to_device(tokens[rows], device), ddp.to_device(meters[rows], device),
+                     None if labels is None else ddp.to_device(labels[rows], device), share,
+                     noise.map(lambda t: ddp.to_device(t[rows], device)))
 
-    def step(self, tokens: torch.Tensor, meters: torch.Tensor, labels: torch.Tensor | None,
-             share: ddp.Share | None = None) -> dict[str, Any] | None:
-        """One optimizer step; None if the loss was not finite (the step is skipped). On the
-        sync-free path always the stats, with an 'ok' tensor (False: the update was skipped)."""
-        cfg, s, dist = self.cfg, self.state.step, self.dist
-        noise = ddp.seed_step(cfg.seed, s, dist, None if self.compiled else share)
-        beta, p_tf = beta_at(s, cfg), tf_at(s, cfg, self.batches)
-        lr = lr_at(s, cfg, self.total_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.net.train()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                            enabled=self.device.type == "cuda"), noise:
-            out = vae_objective(self.net(tokens, meters, p_tf=p_tf), tokens, beta=beta,
-                                free_bits=cfg.free_bits, recon_weight=cfg.recon_weight,
-                                labels=labels, class_weight=cfg.class_weight,
-                                pointer_weight=pointer_at(s, cfg))
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.sync_free:
-            stats = ddp.update_sync_free(out, labels, share, self.model, self.optimizer,
-                                         self.guard, cfg, 1 if dist is None else dist.world)
-            return {**stats, "beta": beta, "p_tf": p_tf, "lr": lr}
-        if not torch.isfinite(out.loss):
-            return None
-        out.loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        if not torch.isfinite(norm):
-            self.optimizer.zero_grad(set_to_none=True)
-            return None
-        self.optimizer.step()
-        stats = {"loss": out.loss.detach(), "recon": out.recon.detach(),
-                 "kl": out.kl.detach(), "correct": out.correct, "n": out.n_steps,
-                 **ddp.pointer_stats(out)}
-        return {**stats, **ddp.class_stats(out, labels), "beta": beta, "p_tf": p_tf, "lr": lr}
+    def step(self, batch: Batch) -> dict[str, Any]:
+        """One optimizer step (tvae.training.step) at the schedules' values for this step:
+        the stats, with an 'ok' tensor (False: the loss was not finite, the update skipped)."""
+        cfg, s = self.cfg, self.state.step
+        rank = 0 if self.dist is None else self.dist.rank
+        torch.manual_seed(ddp.mix_seed(cfg.seed, s, rank))  # dropout masks
+        at = Scheduled(lr=lr_at(s, cfg, self.total_steps), beta=beta_at(s, cfg),
+                       p_tf=tf_at(s, cfg, self.batches), pointer_weight=pointer_at(s, cfg))
+        world = 1 if self.dist is None else self.dist.world
+        stats = train_step(self.net, self.optimizer, self.undo, batch, at, cfg, world)
+        self.guard.record(stats["ok"])
+        return {**stats, "beta": at.beta, "p_tf": at.p_tf, "lr": at.lr}
 
     def _read_guard(self, bar: Any) -> None:
         """Count the skipped steps; stop after max_bad_steps non-finite losses in a row."""
@@ -275,24 +259,19 @@ class Trainer:
             if self._should_stop(started):
                 self._clock()
                 return False
-            stats = self.step(*self._batch(order, st.batch))
+            stats = self.step(self._batch(order, st.batch))
             st.batch += 1
             st.step += 1
             bar.update(1)
-            if not self.sync_free:  # the sync-free step records on the device itself
-                self.guard.record(torch.tensor(stats is not None))
             if st.step % self.check_every == 0 or st.step % cfg.checkpoint_every == 0:
                 self._read_guard(bar)
-            if stats is None:
-                continue
             for key in SUMMED:
                 if key in stats:
                     acc[key] = acc.get(key, 0) + stats[key]
-            acc["count"] += stats["ok"].long() if "ok" in stats else 1
+            acc["count"] += stats["ok"].long()  # steps applied
             if st.step % cfg.log_every == 0:
                 self._clock()
-                row = self._log_row(ddp.reduce_sums(acc, self.dist) if self.sync_free else acc,
-                                    stats)
+                row = self._log_row(ddp.reduce_sums(acc, self.dist), stats)
                 self.log.append([row])
                 bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}",
                                 kl=f"{row['kl_bits']:.2f}b", beta=f"{row['beta']:.3g}",
