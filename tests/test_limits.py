@@ -154,9 +154,24 @@ def test_readme_guarantees_state_the_limits_in_the_code() -> None:
 
     text = (DATA.parent / "README.md").read_text()
     section = text[text.index("## Guarantees"):text.index("## The Python API")]
+    from tvae.config import (
+        MAX_COPY_OFFSETS,
+        MAX_JSON_BYTES,
+        MAX_JSON_DEPTH,
+        MAX_LAYERS,
+        MAX_STEPS_PER_BAR,
+        MAX_WIDTH,
+    )
+    from tvae.model.checkpoint import MAX_PARAMETERS
+    from tvae.model.weights_file import MAX_WEIGHTS_BYTES
+
     for value in (f"{MAX_BARS:,}", f"{MAX_FILE_BYTES // 2**20} MB", f"at most {MAX_MERGED_PARTS}",
                   f"| {MAX_LISTED_TRACKS} |", f"{MAX_SAMPLES:,}", f"{ENCODE_CHUNK} windows",
-                  f"{COPY_CHUNK} bars", "2^31 - 1"):
+                  f"{COPY_CHUNK} bars", "2^31 - 1", f"steps per bar ≤ {MAX_STEPS_PER_BAR}",
+                  f"≤ {MAX_LAYERS} layers", f"widths ≤ {MAX_WIDTH:,}",
+                  f"copy offsets ≤ {MAX_COPY_OFFSETS}", f"JSON ≤ {MAX_JSON_BYTES // 2**20} MB",
+                  f"{MAX_JSON_DEPTH} levels", f"weights ≤ {MAX_WEIGHTS_BYTES // 2**30} GB",
+                  f"≤ {MAX_PARAMETERS:,} parameters"):
         assert value in section, value
 
 

@@ -306,3 +306,19 @@ def test_a_full_disk_during_training_keeps_the_last_checkpoint(
     assert result.exit_code == 0, result.output
     steps = [(r["step"], r["split"]) for r in _rows(run)]
     assert len(set(steps)) == len(steps) and steps[-1][1] == "valid"
+
+
+def test_a_state_saved_before_any_validation_resumes(tmp_path: Path) -> None:
+    """best_loss is infinite until the first validation: a checkpoint saved then (a kill in the
+    first epoch) resumes; NaN or a string there is still refused."""
+    from tvae.errors import TvaeError
+    from tvae.training.resume import run_state
+    from tvae.training.trainer import RunState
+
+    path = tmp_path / "last.json"
+    state = run_state(json.loads(json.dumps({"step": 3, "best_loss": float("inf")})), RunState,
+                      path)
+    assert state.step == 3 and state.best_loss == float("inf")
+    for bad in (float("nan"), "low"):
+        with pytest.raises(TvaeError, match="best_loss"):
+            run_state({"best_loss": bad}, RunState, path)

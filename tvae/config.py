@@ -58,15 +58,18 @@ def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _type_problem(value: Any, annotation: Any) -> str | None:
-    """Why `value` is not of the field type `annotation` (int, float, bool, str), or None."""
+def _type_problem(value: Any, annotation: Any, infinite_ok: bool = False) -> str | None:
+    """Why `value` is not of the field type `annotation` (int, float, bool, str), or None.
+    Floats must be finite unless `infinite_ok` (NaN never is)."""
     if annotation in ("int", int):
         ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
         return None if ok else "a whole number"
     if annotation in ("float", float):
         if not isinstance(value, numbers.Real) or isinstance(value, bool):
             return "a number"
-        return None if math.isfinite(value) else "a finite number"
+        if math.isfinite(value) or (infinite_ok and not math.isnan(value)):
+            return None
+        return "a finite number"
     if annotation in ("bool", bool):
         return None if isinstance(value, bool) else "true or false"
     if annotation in ("str", str):
@@ -271,8 +274,10 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
     if unknown:
         raise TvaeError(f"{cls.__name__} has unknown fields {unknown}"[:300])
     hints = typing.get_type_hints(cls)
+    infinite_ok = {f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                   if f.metadata.get("infinite_ok")}
     for name, value in data.items():
-        problem = _type_problem(value, hints[name])
+        problem = _type_problem(value, hints[name], name in infinite_ok)
         if problem:
             shown = repr(value)[:40]
             raise TvaeError(f"config field '{name}' should be {problem}, got {shown}")

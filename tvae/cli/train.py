@@ -140,6 +140,13 @@ def train(midi_dir: tuple[str, ...], config_path: str | None, out: str, resume: 
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for all the ranks
         click.echo(f"done: {trainer.state.step} steps; checkpoints in {Path(out)}/best.json "
                    f"and {Path(out)}/last.json")
+    if "WORLD_SIZE" in os.environ:
+        # A torchrun rank whose run finished: every file is written and closed and the process
+        # group is gone. Leave without the interpreter's finalization, where gloo's C++ threads
+        # are destroyed in no fixed order and now and then abort the process (SIGABRT).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @click.command()

@@ -93,9 +93,15 @@ def setup(device_name: str = "auto") -> Dist | None:
     return Dist(rank, world, device)
 
 
-def teardown(dist: Dist | None) -> None:
-    if dist is not None and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+def teardown(dist: Dist | None, finished: bool = False) -> None:
+    """Leave the process group. After a finished run every rank first waits for the others
+    (rank 0 may still be writing its last files), so no rank's gloo threads are torn down while
+    a peer still talks to them (that aborted rank 1 at exit now and then)."""
+    if dist is None or not torch.distributed.is_initialized():
+        return
+    if finished:
+        dist.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def launch(nproc: int, args: list[str]) -> int:

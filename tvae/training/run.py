@@ -123,6 +123,7 @@ def _train(data_dir: Any, run_dir: Path, configs: Configs, label_column: str | N
     grid, model, data, train = configs.grid, configs.model, configs.data, configs.train
     dist = ddp.setup(train.device)  # None unless started by torchrun
     threads = torch.get_num_threads()  # --num-threads applies to this run only
+    finished = False
     try:
         main = dist is None or dist.main
         with ddp.rank0_first(dist):  # rank 0 fills the cache of a MIDI folder
@@ -147,8 +148,9 @@ def _train(data_dir: Any, run_dir: Path, configs: Configs, label_column: str | N
         if main:
             songs.save_split(run_dir / "split.csv")
         trainer.fit()
+        finished = True
         return trainer
     finally:
-        ddp.teardown(dist)
+        ddp.teardown(dist, finished)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)

@@ -17,7 +17,7 @@ import math
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,8 @@ class RunState:
     step: int = 0  # optimizer steps taken
     epoch: int = 0  # current epoch (0-based)
     batch: int = 0  # batches done in the current epoch
-    best_loss: float = math.inf  # best validation loss so far
+    # best validation loss so far; infinite before the first validation
+    best_loss: float = field(default=math.inf, metadata={"infinite_ok": True})
     bad_epochs: int = 0  # epochs since the best validation loss
     skipped: int = 0  # steps skipped for a non-finite loss
     seconds: float = 0.0  # wall time of the run so far: steps, validation and checkpoints
