@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tvae.data.dataset as dataset
+import tvae.data.prepare as prepare
 from tvae.config import HOLD, N_SPECIAL, PAD, REST, DataConfig, GridConfig
 from tvae.data.augment import transpose_tokens
 from tvae.data.dataset import SongArrays, load_folder
+from tvae.data.songs import read_manifest
 from tvae.data.windows import Windows
 from tvae.melody import Melody, Note, bars_to_melody, melody_to_bars, meter_id
 from tvae.midi import read_midi, write_melody
@@ -54,7 +55,7 @@ def test_corpus_songs_round_trip_exactly(folk_corpus: Path, tmp_path: Path) -> N
 
 def test_manifest_gives_splits_and_labels(folk_corpus: Path, tmp_path: Path) -> None:
     songs, _ = load(folk_corpus / "manifest.csv", tmp_path, label_column="collection")
-    rows = dataset._read_manifest(folk_corpus / "manifest.csv")
+    rows = read_manifest(folk_corpus / "manifest.csv")
     assert songs.paths == list(rows)
     assert [str(s) for s in songs.splits] == [rows[p]["split"] for p in songs.paths]
     assert songs.labels == [rows[p]["collection"] for p in songs.paths]
@@ -66,7 +67,7 @@ def test_cache_hit_equals_fresh_load(small_folder: Path, tmp_path: Path, monkeyp
     def no_reading(*args, **kwargs):
         raise AssertionError("the second load must come from the cache")
 
-    monkeypatch.setattr(dataset, "_read_all", no_reading)
+    monkeypatch.setattr(prepare, "iter_read", no_reading)
     cached, skipped_again = load(small_folder, tmp_path)
     assert skipped_again == skipped
     for name in ("tokens", "offsets", "meters", "pickups", "splits", "qpms"):
@@ -76,10 +77,11 @@ def test_cache_hit_equals_fresh_load(small_folder: Path, tmp_path: Path, monkeyp
 
 def test_corrupt_or_stale_cache_is_rebuilt(small_folder: Path, tmp_path: Path) -> None:
     fresh, _ = load(small_folder, tmp_path)
-    (cache_file,) = (tmp_path / "cache").glob("*.npz")
-    cache_file.write_bytes(b"not an npz")
+    fresh_tokens = np.array(fresh.tokens)  # read now: the memory-mapped file is overwritten
+    (cache_file,) = (tmp_path / "cache").glob("folder-*/shard-0-of-1/tokens.npy")
+    cache_file.write_bytes(b"not an npy")
     rebuilt, _ = load(small_folder, tmp_path)
-    assert np.array_equal(rebuilt.tokens, fresh.tokens) and rebuilt.paths == fresh.paths
+    assert np.array_equal(rebuilt.tokens, fresh_tokens) and rebuilt.paths == fresh.paths
     write_melody(scale_song(5), small_folder / "new.mid")
     grown, _ = load(small_folder, tmp_path)
     assert grown.n_songs == fresh.n_songs + 1 and "new.mid" in grown.paths

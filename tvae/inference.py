@@ -250,13 +250,15 @@ class TrainedModel:
 
 
 def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, bars: int = 8,
-                    split: str | None = None, max_windows: int = 0, progress: bool = True
-                    ) -> dict[str, Any]:
+                    split: str | None = None, max_windows: int = 0, progress: bool = True,
+                    skipped_csv: str | Path | None = None) -> dict[str, Any]:
     """`tvae evaluate`: metrics of a checkpoint (default: the bundled model) on the non-overlapping
-    `bars`-bar windows of a MIDI folder or prepared folder; its 'test' split when it has one."""
+    `bars`-bar windows of a MIDI folder or prepared folder; its 'test' split when it has one.
+    `skipped_csv`: write there the files skipped and why (path, reason)."""
     from tvae.config import DataConfig
-    from tvae.data.dataset import format_skipped
-    from tvae.data.prepare import is_prepared, load_songs
+    from tvae.data.dataset import format_skipped, load_songs
+    from tvae.data.prepare import is_prepared
+    from tvae.data.songs import write_skipped
     from tvae.data.windows import Windows
     from tvae.evaluate import evaluate_windows
 
@@ -265,6 +267,8 @@ def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, 
     trained = load_model(model_path)
     data = DataConfig(bars=bars, stride=bars, transpose=0)
     songs, skipped = load_songs(midi_dir, trained.grid, data, progress=progress)
+    if skipped_csv is not None:
+        write_skipped(skipped_csv, skipped)
     if skipped:  # the CLI prints it as `warning: DIR: skipped N files: ...` (counts by reason)
         warnings.warn(f"{midi_dir}: {format_skipped(skipped)}", TvaeWarning, stacklevel=2)
     if split is None:

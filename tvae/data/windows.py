@@ -34,7 +34,7 @@ class Windows:
         lengths = songs.lengths[chosen]
         counts = np.maximum(lengths - data.bars, 0) // data.stride + 1  # windows per song
         self.song = np.repeat(chosen, counts).astype(np.int64)  # (W,) song of each window
-        self._lengths, self._offsets = songs.lengths, np.asarray(songs.offsets)  # (n_songs,)
+        self._lengths, self._starts = songs.lengths, np.asarray(songs.starts)  # (n_songs,)
         first = np.repeat(np.cumsum(counts) - counts, counts)  # (W,) index of song's 1st window
         self.start = (np.arange(len(self.song)) - first) * data.stride  # (W,) first bar
 
@@ -62,7 +62,7 @@ class Windows:
         N = self.data.bars
         bar = start[:, None] + np.arange(N)[None, :]  # (B, N) bar within the song
         inside = bar < self._lengths[song][:, None]  # (B, N)
-        flat = np.where(inside, self._offsets[song][:, None] + bar, 0)  # (B, N)
+        flat = np.where(inside, self._starts[song][:, None] + bar, 0)  # (B, N)
         tokens = self.songs.tokens[flat].astype(np.int64)  # (B, N, S)
         tokens[~inside] = PAD
         meters = np.broadcast_to(self.songs.meters[song][:, None], (len(song), N))
