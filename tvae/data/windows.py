@@ -5,13 +5,11 @@ Shape legend: B windows, N bars, S steps per bar.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
 from tvae.config import PAD, DataConfig, GridConfig
+from tvae.data.arrays import SongArrays
 from tvae.data.augment import add_repeats, transpose_tokens
-from tvae.data.dataset import SongArrays
 from tvae.errors import TvaeError
 
 DEFAULT_DATA = DataConfig()
@@ -19,7 +17,8 @@ DEFAULT_GRID = GridConfig()
 
 
 class Windows:
-    """The N-bar windows of one split's songs, started every `stride` bars.
+    """The N-bar windows (N = `DataConfig.bars`) of one split's songs, started every `stride`
+    bars; `batch` reads any of them (the trainer draws the order).
 
     A song shorter than N bars gives one window, padded at the end with all-PAD bars.
     """
@@ -40,10 +39,6 @@ class Windows:
 
     def __len__(self) -> int:
         return len(self.song)
-
-    @property
-    def n_bars(self) -> int:
-        return self.data.bars
 
     def song_of(self, indices: np.ndarray) -> np.ndarray:
         """(B,) song index (into the SongArrays) of each window."""
@@ -71,16 +66,3 @@ class Windows:
         if rng is not None and self.data.repeat_augment > 0:
             tokens = add_repeats(tokens, self.data.repeat_augment, rng)
         return tokens, meters.astype(np.int64)
-
-    def iter_batches(self, batch_size: int, shuffle: bool = True,
-                     rng: np.random.Generator | None = None,
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Batches covering every window once; with `rng`, shuffled by it and augmented.
-
-        Without `rng`, `shuffle` uses a generator seeded with 0 and nothing is transposed.
-        """
-        order = np.arange(len(self))
-        if shuffle:
-            order = (rng or np.random.default_rng(0)).permutation(order)
-        for first in range(0, len(order), batch_size):
-            yield self.batch(order[first : first + batch_size], rng)
