@@ -207,7 +207,7 @@ class TrainedModel:
     def transfer(self, a: Melody, b: Melody, bars: Sequence[int] = (0,)) -> Melody:
         """B's latents with the listed bars (0-based) taken from A: A's opening developed in
         B's flow (the paper swaps the first bar). Both songs must share a meter."""
-        if normalize_meter(a.meter) != normalize_meter(b.meter):
+        if a.meter != b.meter:  # a Melody's meter is normalised already
             raise TvaeError(f"transfer needs songs in one meter: A is {a.meter[0]}/{a.meter[1]},"
                             f" B is {b.meter[0]}/{b.meter[1]}")
         za, zb = self.encode(a), self.encode(b)
@@ -232,7 +232,7 @@ class TrainedModel:
                     seed: int = 0) -> list[Melody]:
         """`steps` melodies from A to B (both ends included), spherical per bar. Songs of
         different lengths are interpolated over the shorter one's bars."""
-        if normalize_meter(a.meter) != normalize_meter(b.meter):
+        if a.meter != b.meter:  # a Melody's meter is normalised already
             raise TvaeError("interpolation needs songs in one meter")
         if steps < 2:
             raise TvaeError("interpolation needs at least 2 steps")

@@ -102,7 +102,8 @@ def load_folder(root: str | Path, grid: GridConfig = DEFAULT_GRID, data: DataCon
     found = _open_cached(shard, listing, grid, data, label_column)
     if found is not None:
         return found
-    shutil.rmtree(folder, ignore_errors=True)  # stale or corrupt
+    shutil.rmtree(shard, ignore_errors=True)  # a corrupt one (another process's temporary
+    # folder beside it is left alone: that process renames it into place when it is done)
     try:
         prepare_folder(listing, folder, grid=grid, data=data, workers=workers, progress=progress)
     except TvaeError:  # the cache cannot be written (or another process is writing it)

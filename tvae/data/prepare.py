@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import shutil
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from tvae.data.songs import (
     read_skipped,
     song_labels,
     song_splits,
+    write_skipped,
 )
 from tvae.errors import TvaeError, TvaeWarning, TvaeWriteError
 from tvae.files import ensure_folder
@@ -107,17 +107,12 @@ def _write_shard(listing: Listing, files: list[str], folder: Path, grid: GridCon
     """Encode `files` into `folder`; returns the counts for the marker."""
     songs: dict[str, list[Any]] = {k: [] for k in ("path", "bars", "meter", "pickup", "qpm",
                                                   "title", "hash")}
-    skipped: Counter[str] = Counter()
-    with (_RowWriter(folder / "tokens.npy", grid.steps_per_bar) as tokens,
-          open(folder / "skipped.csv", "w", newline="", encoding="utf-8",
-               errors="surrogateescape") as handle):
-        writer = csv.writer(handle)
-        writer.writerow(["path", "reason"])
+    skipped = Skipped()
+    with _RowWriter(folder / "tokens.npy", grid.steps_per_bar) as tokens:
         for rel, song in zip(files, iter_read(listing.root, files, grid, workers, progress),
                              strict=True):
             if "error" in song:
-                writer.writerow([rel, song["error"]])
-                skipped[song["error"]] += 1
+                skipped.add(rel, song["error"])
                 continue
             tokens.append(song["tokens"])
             for key, value in (("path", rel), ("bars", len(song["tokens"])),
@@ -125,6 +120,7 @@ def _write_shard(listing: Listing, files: list[str], folder: Path, grid: GridCon
                                ("qpm", song["qpm"]), ("title", song["title"]),
                                ("hash", song["hash"])):
                 songs[key].append(value)
+    write_skipped(folder / "skipped.csv", skipped)
     hashes = np.array(songs["hash"], dtype="S40")
     splits = song_splits(songs["path"], songs["hash"], listing.manifest, data)
     arrays = {"offsets": np.concatenate([[0], np.cumsum(songs["bars"], dtype=np.int64)]),

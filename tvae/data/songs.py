@@ -210,16 +210,14 @@ class Skipped(dict[str, int]):
             self.add(path, reason)
 
     def add(self, path: str, reason: str) -> None:
+        """Count one more file skipped for `reason`."""
         self.files.append((path, reason))
         self[reason] = self.get(reason, 0) + 1
 
     def extend(self, other: Skipped) -> None:
+        """Add every file of `other`."""
         for path, reason in other.files:
             self.add(path, reason)
-
-
-def short_reason(min_bars: int) -> str:
-    return f"shorter than {min_bars} bars"
 
 
 def drop_short(songs: SongArrays, skipped: Skipped, data: DataConfig) -> SongArrays:
@@ -229,7 +227,7 @@ def drop_short(songs: SongArrays, skipped: Skipped, data: DataConfig) -> SongArr
     if not short.any():
         return songs
     for i in np.flatnonzero(short):
-        skipped.add(songs.paths[int(i)], short_reason(data.min_bars))
+        skipped.add(songs.paths[int(i)], f"shorter than {data.min_bars} bars")
     return songs.subset(~short)
 
 
