@@ -303,3 +303,15 @@ def test_train_writes_the_skipped_files_by_name(tmp_path: Path, torch_one_thread
         with pytest.warns(TvaeWarning):
             train(source, run, model=model, data=DataConfig(bars=4), train=cfg, progress=False)
         assert set((run / "skipped.csv").read_bytes().splitlines()) == expected
+
+
+def test_titles_are_kept_and_take_the_room_of_their_text(tmp_path: Path) -> None:
+    titles = ["b", "Été ☃", "x" * 200, "a"]
+    for i, title in enumerate(titles):
+        notes = tuple(Note(4 * k, 60 + k, 4) for k in range(8))
+        write_melody(Melody(notes, title=title), tmp_path / "songs" / f"{i}.mid")
+    info = prepare_folder(tmp_path / "songs", tmp_path / "out", progress=False)
+    songs, _ = load_prepared([info["folder"]])
+    assert songs.titles == titles and songs.song(1).title == "Été ☃"
+    size = (Path(info["folder"]) / "titles.npy").stat().st_size
+    assert size < 128 + 8 * 5 + 220  # header, offsets, text: not 4 bytes x 200 per title

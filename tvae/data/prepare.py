@@ -7,7 +7,8 @@ and streams them into OUT_DIR/shard-I-of-N/:
     tokens.npy   (T, S) uint8 step classes of every bar, song after song
     offsets.npy  (n + 1,) int64: song i covers bars offsets[i]:offsets[i + 1]
     meters.npy, pickups.npy (n,) int8; qpms.npy (n,) float64
-    paths.npy, splits.npy, hashes.npy, titles.npy (n,): the index `load_prepared` reads
+    paths.npy, splits.npy, hashes.npy (n,): the index `load_prepared` reads
+    titles.npy   the melodies' titles, UTF-8 one after the other, after their (n + 1,) offsets
     manifest.csv path, split, the source manifest's other columns, bars, hash (one row a song)
     skipped.csv  path, reason of every file that could not be read
     prepared.json the marker: format, grid, shard, counts (written last)
@@ -127,13 +128,34 @@ def _write_shard(listing: Listing, files: list[str], folder: Path, grid: GridCon
               "meters": np.array(songs["meter"], np.int8),
               "pickups": np.array(songs["pickup"], np.int8),
               "qpms": np.array(songs["qpm"], np.float64),
-              "paths": np.array(songs["path"], dtype=str), "splits": splits, "hashes": hashes,
-              "titles": np.array(songs["title"], dtype=str)}
+              "paths": np.array(songs["path"], dtype=str), "splits": splits, "hashes": hashes}
     for name, array in arrays.items():
         np.save(folder / f"{name}.npy", array)
+    _save_texts(folder / "titles.npy", songs["title"])
     columns = _write_manifest(folder / "manifest.csv", listing, songs, splits)
     return {"songs": len(songs["path"]), "bars": tokens.rows, "skipped": dict(skipped),
             "columns": columns}
+
+
+def _save_texts(path: Path, texts: list[str]) -> None:
+    """Strings as one uint8 array: n + 1 int64 byte offsets, then the UTF-8 of each, so that
+    disk grows with the text, not with the longest string times n (as a numpy str array does)."""
+    encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
+    ends = np.cumsum([len(b) for b in encoded], dtype=np.int64)  # (n,)
+    offsets = np.concatenate([[0], ends]).astype("<i8")  # (n + 1,)
+    np.save(path, np.frombuffer(offsets.tobytes() + b"".join(encoded), dtype=np.uint8))
+
+
+def _load_texts(path: Path, paths: list[str]) -> list[str]:
+    """The strings `_save_texts` wrote; the file stems of `paths` if there is no such file
+    (shards prepared before titles were kept)."""
+    if not path.is_file():
+        return [Path(p).stem for p in paths]
+    data = np.load(path).tobytes()
+    offsets = np.frombuffer(data[: 8 * (len(paths) + 1)], dtype="<i8")  # (n + 1,)
+    text = data[8 * (len(paths) + 1) :]
+    return [text[a:b].decode("utf-8", "surrogatepass")
+            for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
 def _write_manifest(path: Path, listing: Listing, songs: dict[str, list[Any]],
@@ -317,9 +339,7 @@ def load_prepared(paths: Sequence[str | Path], grid: GridConfig = GridConfig(),
             parts[name].append(np.load(folder / f"{name}.npy", mmap_mode="r"))
         names = np.load(folder / "paths.npy", mmap_mode="r").tolist()
         parts["paths"].extend(names)
-        titles = folder / "titles.npy"  # older shards have none: file stems then
-        parts["titles"].extend(np.load(titles).tolist() if titles.is_file() else
-                               [Path(n).stem for n in names])
+        parts["titles"].extend(_load_texts(folder / "titles.npy", names))
         parts["splits"].append(_shard_splits(folder, marker, data))
         if label_column is not None:
             parts["labels"].extend(_shard_labels(folder, marker, names, label_column) or [])
