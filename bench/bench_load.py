@@ -41,7 +41,7 @@ def main() -> None:
         warm_songs, _ = load_folder(args.corpus_dir, workers=args.workers, cache_dir=cache,
                                     progress=False)
         warm = time.perf_counter() - t0
-        cache_mib = sum(p.stat().st_size for p in Path(cache).iterdir()) / 2**20
+        cache_mib = sum(p.stat().st_size for p in Path(cache).rglob("*") if p.is_file()) / 2**20
     assert warm_songs.n_songs == songs.n_songs
     data = DataConfig()
     windows = {split: len(Windows(songs, split, data)) for split in ("train", "valid", "test")}
@@ -49,7 +49,7 @@ def main() -> None:
               f"{peak_mib(resource.RUSAGE_CHILDREN):.0f} MiB (largest worker)")
     print(f"machine: {describe_machine()}")  # after measuring: it may import torch
     print(f"cold load (no cache): {cold:.2f} s")
-    print(f"warm load (cache):    {warm:.2f} s  (cache file {cache_mib:.1f} MiB)")
+    print(f"warm load (cache):    {warm:.2f} s  (cache {cache_mib:.1f} MiB on disk)")
     print(f"songs: {songs.n_songs}, bars: {int(songs.offsets[-1])}, {format_skipped(skipped)}")
     print(f"{data.bars}-bar windows (stride {data.stride}): {sum(windows.values())} "
           f"(train {windows['train']}, valid {windows['valid']}, test {windows['test']})")

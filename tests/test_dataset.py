@@ -8,11 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tvae.data.dataset as dataset
+import tvae.data.prepare as prepare
+from tvae.cli.main import main
 from tvae.config import HOLD, N_SPECIAL, PAD, REST, DataConfig, GridConfig
 from tvae.data.augment import transpose_tokens
 from tvae.data.dataset import SongArrays, load_folder
+from tvae.data.prepare import is_prepared, load_prepared, prepare_folder
+from tvae.data.songs import read_manifest
 from tvae.data.windows import Windows
+from tvae.errors import TvaeError
 from tvae.melody import Melody, Note, bars_to_melody, melody_to_bars, meter_id
 from tvae.midi import read_midi, write_melody
 
@@ -54,7 +58,7 @@ def test_corpus_songs_round_trip_exactly(folk_corpus: Path, tmp_path: Path) -> N
 
 def test_manifest_gives_splits_and_labels(folk_corpus: Path, tmp_path: Path) -> None:
     songs, _ = load(folk_corpus / "manifest.csv", tmp_path, label_column="collection")
-    rows = dataset._read_manifest(folk_corpus / "manifest.csv")
+    rows = read_manifest(folk_corpus / "manifest.csv")
     assert songs.paths == list(rows)
     assert [str(s) for s in songs.splits] == [rows[p]["split"] for p in songs.paths]
     assert songs.labels == [rows[p]["collection"] for p in songs.paths]
@@ -66,7 +70,7 @@ def test_cache_hit_equals_fresh_load(small_folder: Path, tmp_path: Path, monkeyp
     def no_reading(*args, **kwargs):
         raise AssertionError("the second load must come from the cache")
 
-    monkeypatch.setattr(dataset, "_read_all", no_reading)
+    monkeypatch.setattr(prepare, "iter_read", no_reading)
     cached, skipped_again = load(small_folder, tmp_path)
     assert skipped_again == skipped
     for name in ("tokens", "offsets", "meters", "pickups", "splits", "qpms"):
@@ -76,10 +80,11 @@ def test_cache_hit_equals_fresh_load(small_folder: Path, tmp_path: Path, monkeyp
 
 def test_corrupt_or_stale_cache_is_rebuilt(small_folder: Path, tmp_path: Path) -> None:
     fresh, _ = load(small_folder, tmp_path)
-    (cache_file,) = (tmp_path / "cache").glob("*.npz")
-    cache_file.write_bytes(b"not an npz")
+    fresh_tokens = np.array(fresh.tokens)  # read now: the memory-mapped file is overwritten
+    (cache_file,) = (tmp_path / "cache").glob("folder-*/shard-0-of-1/tokens.npy")
+    cache_file.write_bytes(b"not an npy")
     rebuilt, _ = load(small_folder, tmp_path)
-    assert np.array_equal(rebuilt.tokens, fresh.tokens) and rebuilt.paths == fresh.paths
+    assert np.array_equal(rebuilt.tokens, fresh_tokens) and rebuilt.paths == fresh.paths
     write_melody(scale_song(5), small_folder / "new.mid")
     grown, _ = load(small_folder, tmp_path)
     assert grown.n_songs == fresh.n_songs + 1 and "new.mid" in grown.paths
@@ -152,11 +157,15 @@ def test_transposition_keeps_classes_in_range() -> None:
     assert len({int(shift[b][onsets[b]][0]) for b in range(2, 64)}) > 5  # really random
 
 
-def test_iter_batches_covers_every_window_once(small_folder: Path, tmp_path: Path) -> None:
+def test_batches_of_a_shuffled_order_cover_every_window_once(small_folder: Path,
+                                                              tmp_path: Path) -> None:
     songs, _ = load(small_folder, tmp_path)
     windows = Windows(songs, None, DataConfig(bars=4, stride=1, transpose=0))
     expected, _ = windows.batch(np.arange(len(windows)))
-    got = np.concatenate([t for t, _ in windows.iter_batches(3, True, np.random.default_rng(0))])
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(windows))  # as the trainer draws an epoch
+    got = np.concatenate([windows.batch(order[i : i + 3], rng)[0]
+                          for i in range(0, len(order), 3)])
     assert len(got) == len(windows)
     assert sorted(map(bytes, got.astype(np.int8))) == sorted(map(bytes, expected.astype(np.int8)))
 
@@ -192,3 +201,100 @@ def test_add_repeats_copies_one_earlier_bar_of_the_same_shape() -> None:
         offsets.add(k - sources[0])
     assert offsets == {1, 2, 3, 4}  # bars 2..6 copy bars 2..5: offsets 1 to 4
     assert np.array_equal(add_repeats(tokens, 0.0, rng), tokens)
+
+
+def test_one_cache_is_a_prepared_shard_and_old_caches_are_ignored(small_folder: Path,
+                                                                  tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old = cache / "songs-0123456789abcdef0123.npz"  # a cache of the old format: never read
+    old.write_bytes(b"not an npz")
+    songs, _ = load(small_folder, tmp_path)
+    (shard,) = cache.glob("folder-*/shard-0-of-1")
+    assert is_prepared(shard) and isinstance(songs.tokens, np.memmap)  # memory-mapped
+    assert sorted(p.name for p in cache.iterdir()) == sorted([shard.parent.name, old.name])
+    same, _ = load_prepared([shard])
+    assert same.paths == songs.paths and np.array_equal(same.tokens, songs.tokens)
+    assert same.titles == songs.titles == ["scale 12", "scale 2", "scale 9", "scale 12"]
+
+
+def test_short_songs_are_dropped_and_listed_alike_from_folder_and_prepared(
+        small_folder: Path, tmp_path: Path) -> None:
+    data = DataConfig(min_bars=4)
+    from_folder, folder_skipped = load(small_folder, tmp_path, data=data)
+    info = prepare_folder(small_folder, tmp_path / "prep", progress=False)
+    assert info["songs"] == 4  # prepared data keeps every song: min_bars is chosen on loading
+    prepared, prepared_skipped = load_prepared([info["folder"]], data=data)
+    assert prepared.paths == from_folder.paths and "a/short.mid" not in prepared.paths
+    assert prepared_skipped == folder_skipped == {"shorter than 4 bars": 1}
+    assert prepared_skipped.files == folder_skipped.files == [("a/short.mid",
+                                                               "shorter than 4 bars")]
+    assert set(prepared.splits.tolist()) <= {"train", "valid", "test"}
+    assert len(Windows(prepared, None, data)) == len(Windows(from_folder, None, data))
+
+
+def test_subset_shares_the_memory_mapped_tokens(small_folder: Path, tmp_path: Path) -> None:
+    songs, _ = load(small_folder, tmp_path)
+    mask = np.array([False, True, False, True])
+    sub = songs.subset(mask)
+    assert sub.tokens is songs.tokens  # no copy of the file's tokens
+    assert sub.subset(np.array([False, True])).song(0) == songs.song(3)
+    data = DataConfig(bars=4, stride=1)
+    whole, part = Windows(songs, None, data), Windows(sub, None, data)
+    chosen = np.flatnonzero(np.isin(whole.song, np.flatnonzero(mask)))
+    assert np.array_equal(whole.batch(chosen)[0], part.batch(np.arange(len(part)))[0])
+
+
+def test_labels_follow_one_rule_for_folder_and_prepared(small_folder: Path,
+                                                        tmp_path: Path) -> None:
+    info = prepare_folder(small_folder, tmp_path / "prep", progress=False)
+    for loader in (lambda c: load(small_folder, tmp_path, label_column=c),
+                   lambda c: load_prepared([info["folder"]], label_column=c)):
+        songs, _ = loader("folder")
+        assert songs.labels == [p.split("/")[0] for p in songs.paths]
+        with pytest.raises(TvaeError, match="'genre' needs a manifest.csv"):
+            loader("genre")
+
+
+def test_a_cache_that_cannot_be_written_only_costs_speed(small_folder: Path,
+                                                         tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("a file where the cache folder would be")
+    songs, _ = load_folder(small_folder, cache_dir=tmp_path / "file" / "cache", progress=False)
+    cached, _ = load(small_folder, tmp_path)
+    assert not isinstance(songs.tokens, np.memmap)  # read into memory
+    assert np.array_equal(songs.tokens, cached.tokens) and songs.paths == cached.paths
+    assert list(tmp_path.glob("tvae-*")) == []
+
+
+def test_evaluate_writes_the_skipped_files_by_name(tmp_path: Path) -> None:
+    """F12/F3: `tvae evaluate --skipped FILE` lists each skipped file (a name that is not UTF-8
+    keeps its bytes) with its reason."""
+    import os
+
+    import torch
+    from click.testing import CliRunner
+
+    from tvae.config import ModelConfig
+    from tvae.model.checkpoint import save_checkpoint
+    from tvae.model.vae import TransformerVAE
+
+    examples = Path(__file__).resolve().parents[1] / "data"
+    folder = tmp_path / "songs"
+    folder.mkdir()
+    for name in ("mary.mid", "ode.mid", "jingle.mid", "twinkle.mid"):
+        shutil.copy(examples / name, folder / name)
+    (folder / os.fsdecode(b"\xff.mid")).write_bytes(b"RIFF this is not MIDI")
+    (folder / "empty.mid").write_bytes(b"")
+    torch.manual_seed(0)
+    model = TransformerVAE(ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1,
+                                       dec_layers=1, d_ff=64, bar_hidden=32))
+    ckpt = save_checkpoint(tmp_path / "tiny", model)
+    out = tmp_path / "skipped.csv"
+    result = CliRunner().invoke(main, ["evaluate", str(folder), "--model", str(ckpt), "--bars",
+                                       "4", "--json", "--skipped", str(out)],
+                                env={"TVAE_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.exit_code == 0, result.output
+    lines = out.read_bytes().splitlines()
+    assert lines[0] == b"path,reason" and len(lines) == 3
+    assert b"\xff.mid,not a MIDI file (no MThd header)" in lines
+    assert b"empty.mid,file is empty (0 bytes)" in lines

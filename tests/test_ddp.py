@@ -37,7 +37,7 @@ RUN_ARGS = ["--bars", "4", "--batch-size", "7", "--epochs", "1", "--max-steps", 
             "--eval-windows", "8", "--tf-schedule", "linear", "--tf-min", "0.5", "--tf-steps",
             "10", "--beta-steps", "5", "--num-threads", "1", "--label-column", "collection",
             "--quiet"]
-RUN_FILES = {"config.json", "command.txt", "metrics.csv", "split.csv", "best.json",
+RUN_FILES = {"config.json", "command.txt", "metrics.csv", "split.csv", "skipped.csv", "best.json",
              "best.safetensors", "last.json", "last.safetensors", "plots"}
 
 

@@ -25,6 +25,8 @@ from tvae.data.prepare import (
 )
 from tvae.data.windows import Windows
 from tvae.errors import TvaeError, TvaeWarning
+from tvae.melody import Melody, Note
+from tvae.midi import write_melody
 from tvae.training.run import train
 
 
@@ -233,3 +235,84 @@ def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
         train(source, run, model_config=model, data_config=DataConfig(bars=4), train_config=cfg,
               progress=False)
         assert b"m\xffa.mid" in (run / "split.csv").read_bytes()
+
+
+def _example_folder(tmp_path: Path) -> Path:
+    """The four example songs, a file that is not MIDI named with the byte 0xff (not UTF-8)
+    and an empty file."""
+    import os
+
+    examples = Path(__file__).resolve().parents[1] / "data"
+    folder = tmp_path / "songs"
+    folder.mkdir()
+    for name in ("mary.mid", "ode.mid", "jingle.mid", "twinkle.mid"):
+        shutil.copy(examples / name, folder / name)
+    (folder / os.fsdecode(b"\xff.mid")).write_bytes(b"RIFF this is not MIDI")
+    (folder / "empty.mid").write_bytes(b"")
+    write_melody(Melody((Note(0, 60, 16),)), folder / "tiny.mid")  # one bar
+    return folder
+
+
+def _one_error_line(result) -> str:  # noqa: ANN001 (click's Result)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_prepare_to_a_bad_output_path_is_one_line_and_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import tvae.data.prepare as prepare
+
+    folder = _example_folder(tmp_path)
+    (tmp_path / "file").write_text("a file")
+    for out in (tmp_path / "file", tmp_path / "file" / "under"):
+        result = CliRunner().invoke(main, ["prepare", str(folder), str(out), "--quiet"])
+        assert "is a file, not a folder" in _one_error_line(result)
+    assert (tmp_path / "file").read_text() == "a file"
+
+    def full_disk(self, rows) -> None:  # noqa: ANN001
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(prepare._RowWriter, "append", full_disk)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["prepare", str(folder), str(out), "--quiet"])
+    line = _one_error_line(result)
+    assert "No space left on device" in line and "shard-0-of-1" in line
+    assert list(out.iterdir()) == [] and not is_prepared(out)  # no shard, no temporary folder
+
+
+def test_train_writes_the_skipped_files_by_name(tmp_path: Path, torch_one_thread: None,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """F12/F3: a run folder gets skipped.csv (path, reason), from a MIDI folder and from its
+    prepared shards alike; a name that is not UTF-8 keeps its bytes."""
+    monkeypatch.setenv("TVAE_CACHE_DIR", str(tmp_path / "cache"))
+    folder = _example_folder(tmp_path)
+    result = CliRunner().invoke(main, ["prepare", str(folder), str(tmp_path / "prep"),
+                                       "--workers", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    model = ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64,
+                        bar_hidden=32)
+    cfg = TrainConfig(batch_size=2, epochs=1, max_steps=1, eval_windows=2, num_threads=1)
+    expected = {b"path,reason", b"\xff.mid,not a MIDI file (no MThd header)",
+                b"empty.mid,file is empty (0 bytes)", b"tiny.mid,shorter than 2 bars"}
+    for source in (folder, tmp_path / "prep"):
+        run = tmp_path / f"run-{source.name}"
+        with pytest.warns(TvaeWarning):
+            train(source, run, model=model, data=DataConfig(bars=4), train=cfg, progress=False)
+        assert set((run / "skipped.csv").read_bytes().splitlines()) == expected
+
+
+def test_titles_are_kept_and_take_the_room_of_their_text(tmp_path: Path) -> None:
+    titles = ["b", "Été ☃", "x" * 200, "a"]
+    for i, title in enumerate(titles):
+        notes = tuple(Note(4 * k, 60 + k, 4) for k in range(8))
+        write_melody(Melody(notes, title=title), tmp_path / "songs" / f"{i}.mid")
+    info = prepare_folder(tmp_path / "songs", tmp_path / "out", progress=False)
+    songs, _ = load_prepared([info["folder"]])
+    assert songs.titles == titles and songs.song(1).title == "Été ☃"
+    size = (Path(info["folder"]) / "titles.npy").stat().st_size
+    assert size < 128 + 8 * 5 + 220  # header, offsets, text: not 4 bytes x 200 per title

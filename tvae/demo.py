@@ -52,18 +52,18 @@ def build_demo(out_dir: str | Path, examples: str | Path | None, model: TrainedM
         page = f"{a}_x_{b}.html"
         items = transfer_items(model, songs[a], songs[b], a, b, [0])
         write_results(model, out_dir, items, f"{NAMES[a]} x {NAMES[b]}", page,
-                      links=[("index.html", "All demos")], write_midi=[False] * 4 + [True])
+                      links=[("index.html", "All demos")])
         say(f"wrote {out_dir / page}")
         entries.append((page, f"{NAMES[a]} x {NAMES[b]}",
                         f"Context transfer: the first bar of {NAMES[a]} in the flow of "
                         f"{NAMES[b]}."))
     items = []
     for name in EXAMPLES:
-        items.append(Item(f"{NAMES[name]}: input", name, songs[name]))
+        items.append(Item(f"{NAMES[name]}: input", name, songs[name], write_midi=False))
         items.append(Item(f"{NAMES[name]}: reconstruction", f"{name}_reconstruction",
                           model.reconstruct(songs[name]), "Decoded without teacher forcing."))
     write_results(model, out_dir, items, "Reconstructions", "reconstructions.html",
-                  links=[("index.html", "All demos")], write_midi=[False, True] * 4)
+                  links=[("index.html", "All demos")])
     say(f"wrote {out_dir / 'reconstructions.html'}")
     entries.append(("reconstructions.html", "Reconstructions",
                     "Each example encoded and decoded without teacher forcing."))

@@ -284,7 +284,7 @@ class TrainedModel:
     def transfer(self, a: Melody, b: Melody, bars: Sequence[int] = (0,)) -> Melody:
         """B's latents with the listed bars (0-based) taken from A: A's opening developed in
         B's flow (the paper swaps the first bar). Both songs must share a meter."""
-        if normalize_meter(a.meter) != normalize_meter(b.meter):
+        if a.meter != b.meter:  # a Melody's meter is normalised already
             raise TvaeError(f"transfer needs songs in one meter: A is {a.meter[0]}/{a.meter[1]},"
                             f" B is {b.meter[0]}/{b.meter[1]}")
         za, zb = self.encode(a), self.encode(b)
@@ -309,7 +309,7 @@ class TrainedModel:
                     seed: int = 0) -> list[Melody]:
         """`steps` melodies from A to B (both ends included), spherical per bar. Songs of
         different lengths are interpolated over the shorter one's bars."""
-        if normalize_meter(a.meter) != normalize_meter(b.meter):
+        if a.meter != b.meter:  # a Melody's meter is normalised already
             raise TvaeError("interpolation needs songs in one meter")
         if steps < 2:
             raise TvaeError("interpolation needs at least 2 steps")
@@ -328,16 +328,18 @@ class TrainedModel:
 
 def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, bars: int = 8,
                     split: str | None = None, max_windows: int = 0, progress: bool = True,
-                    metrics: int = 0) -> dict[str, Any]:
+                    metrics: int = 0, skipped_csv: str | Path | None = None) -> dict[str, Any]:
     """`tvae evaluate`: metrics of a checkpoint (default: the bundled model) on the non-overlapping
     `bars`-bar windows of a MIDI folder or prepared folder; its 'test' split when it has one.
+    `skipped_csv`: write there the files skipped and why (path, reason).
 
     With `metrics` > 0, also `music_metrics`: muspy's metrics of the first `bars` bars of up to
     that many songs (a seeded choice), of their free-running reconstructions and of as many
     greedy samples from the prior (same meter and length), each with its W1 to the data."""
     from tvae.config import DataConfig
-    from tvae.data.dataset import format_skipped
-    from tvae.data.prepare import is_prepared, load_songs
+    from tvae.data.dataset import format_skipped, load_songs
+    from tvae.data.prepare import is_prepared
+    from tvae.data.songs import write_skipped
     from tvae.data.windows import Windows
     from tvae.evaluate import evaluate_windows
 
@@ -346,6 +348,8 @@ def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, 
     trained = load_model(model_path)
     data = DataConfig(bars=bars, stride=bars, transpose=0)
     songs, skipped = load_songs(midi_dir, trained.grid, data, progress=progress)
+    if skipped_csv is not None:
+        write_skipped(skipped_csv, skipped)
     if skipped:  # the CLI prints it as `warning: DIR: skipped N files: ...` (counts by reason)
         warnings.warn(f"{midi_dir}: {format_skipped(skipped)}", TvaeWarning, stacklevel=2)
     if split is None:

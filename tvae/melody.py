@@ -6,6 +6,14 @@ onset), one row per bar, aligned to downbeats. `melody_to_bars` and `bars_to_mel
 inverses for every melody whose pitches lie in the grid's range.
 
 Shape legend: N bars, S steps per bar (the model's bar size, 16).
+
+"Bars" names five things in tvae; each is meant where the context says:
+- `Bars` (this module): a whole melody as its (N, S) grid of step classes; the grid itself.
+- N, `Bars.n_bars`, `Melody.n_bars`: how many bars a melody (or a tensor) spans.
+- `DataConfig.bars` (`--bars` of `tvae train`/`evaluate`): the length in bars of the training
+  and evaluation windows cut from songs (`tvae.data.windows`), not a song's length.
+- `tvae sample --bars N`: how many bars to sample; `tvae transfer --bars 1,2`: which bars.
+- `bar` in a function body: the steps of one bar of the meter (`meter_steps`), at most S.
 """
 
 from __future__ import annotations
@@ -38,10 +46,12 @@ def normalize_meter(meter: tuple[int, int]) -> Meter:
 
 
 def meter_id(meter: Meter) -> int:
+    """The id of `meter` (its index in METERS; any spelling `normalize_meter` reads)."""
     return METERS.index(normalize_meter(meter))
 
 
 def meter_steps(meter: Meter) -> int:
+    """Steps of one bar of `meter` (16 for 4/4, 12 for 3/4 and 6/8, 8 for 2/4)."""
     return METER_STEPS[normalize_meter(meter)]
 
 
@@ -88,11 +98,13 @@ class Melody:
 
     @property
     def n_bars(self) -> int:
+        """Bars the melody spans, a partial pickup bar counted as one."""
         bar = meter_steps(self.meter)
         offset = (bar - self.pickup) % bar
         return -(-(offset + self.n_steps) // bar)
 
     def transpose(self, semitones: int) -> Melody:
+        """The melody shifted by `semitones` (no range check: see `fit_pitch_range`)."""
         notes = tuple(replace(n, pitch=n.pitch + semitones) for n in self.notes)
         return replace(self, notes=notes)
 
@@ -121,6 +133,7 @@ class Bars:
 
     @property
     def n_bars(self) -> int:
+        """N, the rows of `tokens`."""
         return int(self.tokens.shape[0])
 
 

@@ -33,6 +33,7 @@ class Item:
     melody: Melody
     caption: str = ""
     highlight: tuple[int, ...] = ()  # 0-based bars to outline on the KL strip
+    write_midi: bool = True  # False for an input: the user's own file is not copied
 
 
 def page_melody(model: TrainedModel, item: Item) -> PageMelody:
@@ -50,14 +51,13 @@ def page_melody(model: TrainedModel, item: Item) -> PageMelody:
 
 def write_results(model: TrainedModel, out_dir: str | Path, items: Sequence[Item],
                   title: str, page: str | None, intro: str = "",
-                  links: Sequence[tuple[str, str]] = (), write_midi: Sequence[bool] | None = None
-                  ) -> list[Path]:
-    """Write each item as OUT_DIR/<stem>.mid (where `write_midi` says so) and, with `page`, one
-    HTML page OUT_DIR/<page> showing them all. Returns the paths written."""
+                  links: Sequence[tuple[str, str]] = ()) -> list[Path]:
+    """Write each item as OUT_DIR/<stem>.mid (unless its `write_midi` is False) and, with `page`,
+    one HTML page OUT_DIR/<page> showing them all. Returns the paths written."""
     out_dir = Path(out_dir)
     written = []
-    for i, item in enumerate(items):
-        if write_midi is None or write_midi[i]:
+    for item in items:
+        if item.write_midi:
             path = out_dir / f"{item.stem}.mid"
             write_bytes_atomic(melody_to_midi_bytes(item.melody), path)
             written.append(path)
@@ -76,8 +76,8 @@ def transfer_items(model: TrainedModel, a: Melody, b: Melody, a_stem: str, b_ste
     which = ", ".join(str(i + 1) for i in bars)
     return [
         Item("Input 1", a_stem, a, f"Song A: the latent of bar {which} is transferred.",
-             tuple(bars)),
-        Item("Input 2", b_stem, b, "Song B: the flow the output follows."),
+             tuple(bars), write_midi=False),
+        Item("Input 2", b_stem, b, "Song B: the flow the output follows.", write_midi=False),
         Item("Reconstruction 1", f"{a_stem}_reconstruction", model.reconstruct(a),
              "Song A encoded and decoded without teacher forcing."),
         Item("Reconstruction 2", f"{b_stem}_reconstruction", model.reconstruct(b),

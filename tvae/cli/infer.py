@@ -117,8 +117,7 @@ def transfer(a: str, b: str, out: str, bars: str, model_path: str | None,
     with _naming(a, b):
         items = transfer_items(model, mel_a, mel_b, a_stem, b_stem, which)
     page = f"{a_stem}_x_{b_stem}.html"
-    paths = write_results(model, out, items, f"{a_stem} x {b_stem}: context transfer", page,
-                          write_midi=[False, False, True, True, True])
+    paths = write_results(model, out, items, f"{a_stem} x {b_stem}: context transfer", page)
     _report(paths)
     if open_page:
         _open(paths[-1])
@@ -220,12 +219,11 @@ def reconstruct(midi_file: str, out: str, model_path: str | None, html: bool) ->
     melody = read_melody(midi_file)
     model = _load(model_path)
     stem = Path(midi_file).stem
-    items = [Item("Input", stem, melody),
+    items = [Item("Input", stem, melody, write_midi=False),
              Item("Reconstruction", f"{stem}_reconstruction", model.reconstruct(melody),
                   "Decoded without teacher forcing from the input's latents.")]
     _report(write_results(model, out, items, f"{stem}: reconstruction",
-                          f"{stem}_reconstruction.html" if html else None,
-                          write_midi=[False, True]))
+                          f"{stem}_reconstruction.html" if html else None))
 
 
 @click.command()

@@ -30,7 +30,7 @@ def _without_option(args: list[str], flag: str) -> list[str]:
 
 @click.command()
 @click.argument("midi_dir", type=click.Path())
-@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.argument("out_dir", type=click.Path())  # a file in the way: one `error:` line
 @click.option("--shard", default="0/1", show_default=True,
               help="I/N: prepare only the files whose path hashes to shard I of N (run the N "
               "shards on different machines, then train on their folders).")
@@ -162,17 +162,20 @@ def train(midi_dir: tuple[str, ...], config_path: str | None, out: str, resume: 
               "scale and groove consistency, empty-beat rate) of this many songs' first --bars "
               "bars, their reconstructions and as many prior samples (0: off).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--skipped", "skipped_csv", default=None, type=click.Path(dir_okay=False),
+              help="Write the files skipped and why to this CSV (columns path, reason).")
 @click.option("--record", is_flag=True, help="Also store the main numbers in the checkpoint's "
               "JSON as its model card (pages then quote them).")
 @handle_errors
 def evaluate(midi_dir: str, model_path: str | None, bars: int, split: str | None,
-             max_windows: int, metrics: int, as_json: bool, record: bool) -> None:
+             max_windows: int, metrics: int, as_json: bool, skipped_csv: str | None,
+             record: bool) -> None:
     """Accuracy (teacher-forced and free-running), KL bits of repeated vs new bars and the
     paired ratio, context transfer (does B follow a new bar 1?), and ELBO bits per bar."""
     from tvae.inference import evaluate_folder
 
     result = evaluate_folder(midi_dir, model_path, bars, split, max_windows,
-                             progress=not as_json, metrics=metrics)
+                             progress=not as_json, metrics=metrics, skipped_csv=skipped_csv)
     if record:
         from tvae.model.checkpoint import record_evaluation
 

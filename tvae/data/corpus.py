@@ -32,8 +32,8 @@ from tvae.data.abc_tunes import (
     split_abc,
     tune_to_melody,
 )
+from tvae.data.songs import melody_hash, split_of  # the split rule, shared with loading
 from tvae.errors import TvaeError
-from tvae.melody import Melody
 
 COLLECTIONS = ("essenFolksong", "oneills1850", "ryansMammoth", "airdsAirs", "miscFolk")
 EXPORT_VERSION = 2  # bump when the conversion changes; state lines of other versions are redone
@@ -57,33 +57,6 @@ class TuneResult:
     content_hash: str = ""
     repairs: dict[str, int] = field(default_factory=dict)  # grace notes dropped, bars padded...
     version: int = EXPORT_VERSION
-
-
-# --- splits ------------------------------------------------------------------------------------
-
-
-def melody_hash(melody: Melody) -> str:
-    """A hash of the note sequence that ignores transposition, tempo, title and pickup.
-
-    It covers the pitch intervals, the durations and the gaps between notes.
-    """
-    parts, prev = [], None
-    for note in melody.notes:
-        interval = 0 if prev is None else note.pitch - prev.pitch
-        gap = 0 if prev is None else note.start - (prev.start + prev.duration)
-        parts.append(f"{interval},{note.duration},{gap}")
-        prev = note
-    return hashlib.sha1(";".join(parts).encode()).hexdigest()
-
-
-def split_of(content_hash: str, valid_fraction: float = 0.05, test_fraction: float = 0.05) -> str:
-    """'train', 'valid' or 'test', decided by the hash alone (about the given fractions)."""
-    u = int(content_hash[:12], 16) / float(16**12)  # uniform in [0, 1)
-    if u < test_fraction:
-        return "test"
-    if u < test_fraction + valid_fraction:
-        return "valid"
-    return "train"
 
 
 # --- reading ABC -------------------------------------------------------------------------------

@@ -1,19 +1,22 @@
 """Large MIDI collections: encode a folder once into sharded, memory-mapped arrays.
 
 `prepare_folder` (`tvae prepare MIDI_DIR OUT_DIR [--shard I/N]`) reads the files whose path
-hashes to shard I of N with dataset.py's readers and streams them into OUT_DIR/shard-I-of-N/:
+hashes to shard I of N (which files are songs, their splits and skip reasons: tvae.data.songs)
+and streams them into OUT_DIR/shard-I-of-N/:
 
     tokens.npy   (T, S) uint8 step classes of every bar, song after song
     offsets.npy  (n + 1,) int64: song i covers bars offsets[i]:offsets[i + 1]
     meters.npy, pickups.npy (n,) int8; qpms.npy (n,) float64
     paths.npy, splits.npy, hashes.npy (n,): the index `load_prepared` reads
+    titles.npy   the melodies' titles, UTF-8 one after the other, after their (n + 1,) offsets
     manifest.csv path, split, the source manifest's other columns, bars, hash (one row a song)
     skipped.csv  path, reason of every file that could not be read
     prepared.json the marker: format, grid, shard, counts (written last)
 
 Shards can be made on different machines and copied under one parent folder. `load_prepared`
 memory-maps the arrays of every shard (the tokens are never read whole), so start-up time and
-memory grow only with the per-song index.
+memory grow only with the per-song index. A MIDI folder given to `tvae train` is prepared the
+same way into a cache (`tvae.data.dataset.load_folder`): one format, one loader.
 
 Shape legend: T bars of all songs, S steps per bar, B/N index arrays of any shape.
 """
@@ -25,7 +28,6 @@ import hashlib
 import json
 import os
 import shutil
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,9 +36,22 @@ import numpy as np
 
 from tvae import __version__
 from tvae.config import DataConfig, GridConfig, config_to_dict
-from tvae.data.corpus import split_of
-from tvae.data.dataset import SongArrays, _list_folder, _Listing, _splits, iter_read, load_folder
-from tvae.errors import TvaeError, TvaeWarning
+from tvae.data.arrays import SongArrays
+from tvae.data.songs import (
+    Listing,
+    Manifest,
+    Skipped,
+    drop_short,
+    iter_read,
+    list_folder,
+    read_manifest,
+    read_skipped,
+    song_labels,
+    song_splits,
+    write_skipped,
+)
+from tvae.errors import TvaeError, TvaeWarning, TvaeWriteError
+from tvae.files import ensure_folder
 
 MARKER = "prepared.json"
 FORMAT = "tvae-prepared"
@@ -88,30 +103,27 @@ class _RowWriter:
         self.handle.close()
 
 
-def _write_shard(listing: _Listing, files: list[str], folder: Path, grid: GridConfig,
+def _write_shard(listing: Listing, files: list[str], folder: Path, grid: GridConfig,
                  data: DataConfig, workers: int | None, progress: bool) -> dict[str, Any]:
     """Encode `files` into `folder`; returns the counts for the marker."""
     songs: dict[str, list[Any]] = {k: [] for k in ("path", "bars", "meter", "pickup", "qpm",
-                                                  "hash")}
-    skipped: Counter[str] = Counter()
-    with (_RowWriter(folder / "tokens.npy", grid.steps_per_bar) as tokens,
-          open(folder / "skipped.csv", "w", newline="", encoding="utf-8",
-               errors="surrogateescape") as handle):
-        writer = csv.writer(handle)
-        writer.writerow(["path", "reason"])
+                                                  "title", "hash")}
+    skipped = Skipped()
+    with _RowWriter(folder / "tokens.npy", grid.steps_per_bar) as tokens:
         for rel, song in zip(files, iter_read(listing.root, files, grid, workers, progress),
                              strict=True):
             if "error" in song:
-                writer.writerow([rel, song["error"]])
-                skipped[song["error"]] += 1
+                skipped.add(rel, song["error"])
                 continue
             tokens.append(song["tokens"])
             for key, value in (("path", rel), ("bars", len(song["tokens"])),
                                ("meter", song["meter"]), ("pickup", song["pickup"]),
-                               ("qpm", song["qpm"]), ("hash", song["hash"])):
+                               ("qpm", song["qpm"]), ("title", song["title"]),
+                               ("hash", song["hash"])):
                 songs[key].append(value)
+    write_skipped(folder / "skipped.csv", skipped)
     hashes = np.array(songs["hash"], dtype="S40")
-    splits = _splits(listing, songs["path"], hashes.astype(str), data)
+    splits = song_splits(songs["path"], songs["hash"], listing.manifest, data)
     arrays = {"offsets": np.concatenate([[0], np.cumsum(songs["bars"], dtype=np.int64)]),
               "meters": np.array(songs["meter"], np.int8),
               "pickups": np.array(songs["pickup"], np.int8),
@@ -119,12 +131,34 @@ def _write_shard(listing: _Listing, files: list[str], folder: Path, grid: GridCo
               "paths": np.array(songs["path"], dtype=str), "splits": splits, "hashes": hashes}
     for name, array in arrays.items():
         np.save(folder / f"{name}.npy", array)
+    _save_texts(folder / "titles.npy", songs["title"])
     columns = _write_manifest(folder / "manifest.csv", listing, songs, splits)
     return {"songs": len(songs["path"]), "bars": tokens.rows, "skipped": dict(skipped),
             "columns": columns}
 
 
-def _write_manifest(path: Path, listing: _Listing, songs: dict[str, list[Any]],
+def _save_texts(path: Path, texts: list[str]) -> None:
+    """Strings as one uint8 array: n + 1 int64 byte offsets, then the UTF-8 of each, so that
+    disk grows with the text, not with the longest string times n (as a numpy str array does)."""
+    encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
+    ends = np.cumsum([len(b) for b in encoded], dtype=np.int64)  # (n,)
+    offsets = np.concatenate([[0], ends]).astype("<i8")  # (n + 1,)
+    np.save(path, np.frombuffer(offsets.tobytes() + b"".join(encoded), dtype=np.uint8))
+
+
+def _load_texts(path: Path, paths: list[str]) -> list[str]:
+    """The strings `_save_texts` wrote; the file stems of `paths` if there is no such file
+    (shards prepared before titles were kept)."""
+    if not path.is_file():
+        return [Path(p).stem for p in paths]
+    data = np.load(path).tobytes()
+    offsets = np.frombuffer(data[: 8 * (len(paths) + 1)], dtype="<i8")  # (n + 1,)
+    text = data[8 * (len(paths) + 1) :]
+    return [text[a:b].decode("utf-8", "surrogatepass")
+            for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+
+
+def _write_manifest(path: Path, listing: Listing, songs: dict[str, list[Any]],
                     splits: np.ndarray) -> list[str]:
     """manifest.csv: path, split, the source manifest's other columns, bars, hash."""
     extra: list[str] = []
@@ -141,26 +175,30 @@ def _write_manifest(path: Path, listing: _Listing, songs: dict[str, list[Any]],
     return ["path", "split", *extra, "bars", "hash"]
 
 
-def prepare_folder(midi_dir: str | Path, out_dir: str | Path, *, grid: GridConfig = GridConfig(),
-                   data: DataConfig = DataConfig(), shard: tuple[int, int] = (0, 1),
-                   workers: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Encode shard `shard` = (I, N) of a MIDI folder (or manifest .csv) into OUT_DIR/shard-I-of-N.
+def prepare_folder(midi_dir: str | Path | Listing, out_dir: str | Path, *,
+                   grid: GridConfig = GridConfig(), data: DataConfig = DataConfig(),
+                   shard: tuple[int, int] = (0, 1), workers: int | None = None,
+                   progress: bool = True) -> dict[str, Any]:
+    """Encode shard `shard` = (I, N) of a MIDI folder (or manifest .csv, or its `Listing`) into
+    OUT_DIR/shard-I-of-N.
 
     Splits come from the folder's manifest.csv, else from each melody's content hash with
     `data`'s fractions. Returns the shard's marker (with 'folder' added). The shard is written
-    to a temporary folder and renamed when complete, so a killed run leaves no half shard.
+    to a hidden temporary folder and renamed when complete, so a killed run or a full disk
+    leaves no half shard; an output path that cannot be written is one TvaeWriteError.
     """
     index, count = shard
-    listing = _list_folder(midi_dir)
+    listing = midi_dir if isinstance(midi_dir, Listing) else list_folder(midi_dir)
     files = [rel for rel in listing.files if shard_of(rel, count) == index]
     final = Path(out_dir) / f"shard-{index}-of-{count}"
+    ensure_folder(final)  # OUT_DIR made, or one line saying why not (a file in the way...)
     if final.exists():
         raise TvaeError("this shard is already prepared (delete the folder to prepare it again)",
                         final)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         counts = _write_shard(listing, files, tmp, grid, data, workers, progress)
         marker = {"format": FORMAT, "format_version": FORMAT_VERSION, "tvae_version": __version__,
                   "grid": config_to_dict(grid), "shard": index, "shards": count,
@@ -168,8 +206,12 @@ def prepare_folder(midi_dir: str | Path, out_dir: str | Path, *, grid: GridConfi
                   "split_from": "manifest" if listing.manifest is not None else "hash",
                   "valid_fraction": data.valid_fraction, "test_fraction": data.test_fraction,
                   **counts}
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")  # marks it complete
         os.replace(tmp, final)
+    except OSError as exc:
+        if (final / MARKER).is_file():  # another process finished the same shard first
+            raise TvaeError("this shard is already prepared (by another process)", final) from None
+        raise TvaeWriteError(f"cannot write the shard ({exc.strerror or exc})", final) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {**marker, "folder": str(final)}
@@ -253,38 +295,42 @@ def _shard_splits(folder: Path, marker: dict[str, Any], data: DataConfig) -> np.
     if marker["split_from"] == "manifest" or same:
         return splits
     hashes = np.load(folder / "hashes.npy", mmap_mode="r")
-    return np.array([split_of(h.decode(), data.valid_fraction, data.test_fraction)
-                     for h in hashes], dtype="<U5")
+    return song_splits([], [h.decode() for h in hashes], None, data)
 
 
-def _shard_labels(folder: Path, paths: list[str], column: str) -> list[str]:
-    if column == "folder":
-        return [p.split("/")[0] if "/" in p else "" for p in paths]
-    with open(folder / "manifest.csv", newline="", encoding="utf-8",
-              errors="surrogateescape") as handle:
-        reader = csv.DictReader(handle)
-        if column not in (reader.fieldnames or []):
-            raise TvaeError(f"prepared manifest has no column '{column}'", folder / "manifest.csv")
-        return [row[column] for row in reader]
+def _shard_skipped(folder: Path, marker: dict[str, Any]) -> Skipped:
+    """The files a shard skipped, by name (its skipped.csv; the marker's counts without it)."""
+    try:
+        return read_skipped(folder / "skipped.csv")
+    except (OSError, KeyError, csv.Error):
+        return Skipped(("", reason) for reason, n in marker["skipped"].items() for _ in range(n))
+
+
+def _shard_labels(folder: Path, marker: dict[str, Any], paths: list[str],
+                  column: str) -> list[str] | None:
+    """Labels by `song_labels`; the manifest is the source's columns kept in manifest.csv."""
+    manifest: Manifest | None = None
+    if column != "folder" and marker["split_from"] == "manifest":
+        manifest = read_manifest(folder / "manifest.csv")
+    return song_labels(paths, column, manifest, folder / "manifest.csv")
 
 
 def load_prepared(paths: Sequence[str | Path], grid: GridConfig = GridConfig(),
                   data: DataConfig = DataConfig(), label_column: str | None = None
-                  ) -> tuple[SongArrays, dict[str, int]]:
-    """The songs of prepared shards as `SongArrays` whose tokens are memory-mapped.
-
-    Songs shorter than `data.min_bars` get the split '' (in no split) and are counted as
-    skipped, with the files `tvae prepare` could not read."""
+                  ) -> tuple[SongArrays, Skipped]:
+    """The songs of prepared shards as `SongArrays` whose tokens are memory-mapped, and the
+    files skipped: those `tvae prepare` could not read and the songs `drop_short` drops."""
     shards = find_shards(paths)
     if shards[0][1]["grid"] != config_to_dict(grid):
         raise TvaeError(f"prepared with the grid {shards[0][1]['grid']}; train with the same "
                         "--min-pitch, --max-pitch and --steps-per-bar", shards[0][0])
-    skipped: Counter[str] = Counter()
+    skipped = Skipped()
     parts: dict[str, list[Any]] = {k: [] for k in ("tokens", "offsets", "meters", "pickups",
-                                                  "qpms", "paths", "splits", "labels")}
+                                                  "qpms", "paths", "splits", "labels",
+                                                  "titles")}
     start = 0
     for folder, marker in shards:
-        skipped.update(marker["skipped"])
+        skipped.extend(_shard_skipped(folder, marker))
         offsets = np.load(folder / "offsets.npy", mmap_mode="r")
         parts["tokens"].append(np.load(folder / "tokens.npy", mmap_mode="r"))
         parts["offsets"].append(offsets[1:] + start if parts["offsets"] else offsets + start)
@@ -293,9 +339,10 @@ def load_prepared(paths: Sequence[str | Path], grid: GridConfig = GridConfig(),
             parts[name].append(np.load(folder / f"{name}.npy", mmap_mode="r"))
         names = np.load(folder / "paths.npy", mmap_mode="r").tolist()
         parts["paths"].extend(names)
+        parts["titles"].extend(_load_texts(folder / "titles.npy", names))
         parts["splits"].append(_shard_splits(folder, marker, data))
         if label_column is not None:
-            parts["labels"].extend(_shard_labels(folder, names, label_column))
+            parts["labels"].extend(_shard_labels(folder, marker, names, label_column) or [])
     one = len(shards) == 1
     join = (lambda arrays: arrays[0]) if one else np.concatenate
     songs = SongArrays(
@@ -303,22 +350,6 @@ def load_prepared(paths: Sequence[str | Path], grid: GridConfig = GridConfig(),
         offsets=join(parts["offsets"]), meters=join(parts["meters"]),
         pickups=join(parts["pickups"]), paths=parts["paths"],
         splits=np.concatenate(parts["splits"]),
-        labels=parts["labels"] if label_column is not None else None, qpms=join(parts["qpms"]))
-    short = songs.lengths < data.min_bars
-    if short.any():
-        songs.splits[short] = ""
-        skipped[f"shorter than {data.min_bars} bars"] += int(short.sum())
-    return songs, dict(skipped)
-
-
-def load_songs(data_dir: str | Path | Sequence[str | Path], grid: GridConfig = GridConfig(),
-               data: DataConfig = DataConfig(), label_column: str | None = None,
-               progress: bool = True) -> tuple[SongArrays, dict[str, int]]:
-    """Songs of prepared folders (`load_prepared`) or of one MIDI folder (`load_folder`)."""
-    dirs = [data_dir] if isinstance(data_dir, (str, Path)) else list(data_dir)
-    if any(is_prepared(d) for d in dirs):
-        return load_prepared(dirs, grid, data, label_column)
-    if len(dirs) != 1:
-        raise TvaeError("several folders can only be given when they are prepared folders "
-                        "(`tvae prepare`)", dirs[0])
-    return load_folder(dirs[0], grid, data, label_column=label_column, progress=progress)
+        labels=parts["labels"] if label_column is not None else None, qpms=join(parts["qpms"]),
+        titles=parts["titles"])
+    return drop_short(songs, skipped, data), skipped

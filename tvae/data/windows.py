@@ -5,13 +5,11 @@ Shape legend: B windows, N bars, S steps per bar.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
 from tvae.config import PAD, DataConfig, GridConfig
+from tvae.data.arrays import SongArrays
 from tvae.data.augment import add_repeats, transpose_tokens
-from tvae.data.dataset import SongArrays
 from tvae.errors import TvaeError
 
 DEFAULT_DATA = DataConfig()
@@ -19,7 +17,8 @@ DEFAULT_GRID = GridConfig()
 
 
 class Windows:
-    """The N-bar windows of one split's songs, started every `stride` bars.
+    """The N-bar windows (N = `DataConfig.bars`) of one split's songs, started every `stride`
+    bars; `batch` reads any of them (the trainer draws the order).
 
     A song shorter than N bars gives one window, padded at the end with all-PAD bars.
     """
@@ -34,16 +33,12 @@ class Windows:
         lengths = songs.lengths[chosen]
         counts = np.maximum(lengths - data.bars, 0) // data.stride + 1  # windows per song
         self.song = np.repeat(chosen, counts).astype(np.int64)  # (W,) song of each window
-        self._lengths, self._offsets = songs.lengths, np.asarray(songs.offsets)  # (n_songs,)
+        self._lengths, self._starts = songs.lengths, np.asarray(songs.starts)  # (n_songs,)
         first = np.repeat(np.cumsum(counts) - counts, counts)  # (W,) index of song's 1st window
         self.start = (np.arange(len(self.song)) - first) * data.stride  # (W,) first bar
 
     def __len__(self) -> int:
         return len(self.song)
-
-    @property
-    def n_bars(self) -> int:
-        return self.data.bars
 
     def song_of(self, indices: np.ndarray) -> np.ndarray:
         """(B,) song index (into the SongArrays) of each window."""
@@ -62,7 +57,7 @@ class Windows:
         N = self.data.bars
         bar = start[:, None] + np.arange(N)[None, :]  # (B, N) bar within the song
         inside = bar < self._lengths[song][:, None]  # (B, N)
-        flat = np.where(inside, self._offsets[song][:, None] + bar, 0)  # (B, N)
+        flat = np.where(inside, self._starts[song][:, None] + bar, 0)  # (B, N)
         tokens = self.songs.tokens[flat].astype(np.int64)  # (B, N, S)
         tokens[~inside] = PAD
         meters = np.broadcast_to(self.songs.meters[song][:, None], (len(song), N))
@@ -71,16 +66,3 @@ class Windows:
         if rng is not None and self.data.repeat_augment > 0:
             tokens = add_repeats(tokens, self.data.repeat_augment, rng)
         return tokens, meters.astype(np.int64)
-
-    def iter_batches(self, batch_size: int, shuffle: bool = True,
-                     rng: np.random.Generator | None = None,
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Batches covering every window once; with `rng`, shuffled by it and augmented.
-
-        Without `rng`, `shuffle` uses a generator seeded with 0 and nothing is transposed.
-        """
-        order = np.arange(len(self))
-        if shuffle:
-            order = (rng or np.random.default_rng(0)).permutation(order)
-        for first in range(0, len(order), batch_size):
-            yield self.batch(order[first : first + batch_size], rng)

@@ -22,8 +22,8 @@ from tvae.config import (
     config_from_dict,
     config_to_dict,
 )
-from tvae.data.dataset import format_skipped
-from tvae.data.prepare import load_songs
+from tvae.data.dataset import format_skipped, load_songs
+from tvae.data.songs import write_skipped
 from tvae.errors import TvaeError
 from tvae.model.checkpoint import legacy_model_fields, load_checkpoint
 from tvae.training.runfolder import read_run_config, run_lock, save_run_config
@@ -147,6 +147,7 @@ def _train(data_dir: Any, run_dir: Path, configs: Configs, label_column: str | N
             _init_weights(trainer, init_from)
         if main:
             songs.save_split(run_dir / "split.csv")
+            write_skipped(run_dir / "skipped.csv", skipped)  # each skipped file and why
         trainer.fit()
         finished = True
         return trainer
