@@ -78,3 +78,12 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = TransformerVAE(ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1,
                                        dec_layers=1, d_ff=64, bar_hidden=32))
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", model)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The caches tests fill go to a temporary folder, never the user's ~/.cache/tvae (child
+    processes inherit it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TVAE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield

@@ -302,7 +302,8 @@ def test_train_writes_the_skipped_files_by_name(tmp_path: Path, torch_one_thread
     for source in (folder, tmp_path / "prep"):
         run = tmp_path / f"run-{source.name}"
         with pytest.warns(TvaeWarning):
-            train(source, run, model=model, data=DataConfig(bars=4), train=cfg, progress=False)
+            train(source, run, model_config=model, data_config=DataConfig(bars=4), train_config=cfg,
+                  progress=False)
         assert set((run / "skipped.csv").read_bytes().splitlines()) == expected
 
 

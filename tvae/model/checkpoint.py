@@ -156,9 +156,12 @@ def legacy_model_fields(model: Any, data: DataConfig | None = None) -> Any:
 def _configs(meta: dict[str, Any], json_path: Path) -> tuple[GridConfig, ModelConfig]:
     """The grid and model configs of a checkpoint's JSON, every field type- and range-checked,
     the data and training configs and the other sections checked too."""
-    for key, kind in (("labels", list), ("state", dict), ("optimizer_groups", list)):
+    for key, kind, what in (("labels", list, "class labels must be a list"),
+                            ("state", dict, "the training state must be an object"),
+                            ("optimizer_groups", list, "optimizer groups must be a list")):
         if meta.get(key) is not None and not isinstance(meta[key], kind):
-            raise TvaeError(f"checkpoint config has an invalid '{key}' section", json_path)
+            raise TvaeError(f"checkpoint config has an invalid '{key}' section ({what})",
+                            json_path)
     labels = meta.get("labels") or []
     if not all(isinstance(label, str) for label in labels):
         raise TvaeError("checkpoint config has labels that are not strings", json_path)
