@@ -380,3 +380,28 @@ def test_ctrl_c_before_any_work_exits_130(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(tvae.midi, "read_melody", interrupted)
     result = CliRunner().invoke(main, ["reconstruct", str(DATA / "mary.mid")])
     assert result.exit_code == 130 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["reconstruct", "encode", "transfer"])
+def test_commands_fold_pitches_into_the_models_range_once(tmp_path: Path, command: str) -> None:
+    """A model trained on MIDI 36-84 reads files with that range: a note at 40 stays (the
+    default 48-96 would move it), a note at 30 moves into 36-84, and that is said once."""
+    from tvae.config import GridConfig
+
+    torch.manual_seed(0)
+    grid = GridConfig(min_pitch=36, max_pitch=84)
+    model = TransformerVAE(ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1,
+                                       dec_layers=1, d_ff=64, bar_hidden=32), grid)
+    ckpt = save_checkpoint(tmp_path / "low", model)
+    song = tmp_path / "low.mid"
+    write_melody(Melody(tuple(Note(4 * k, p, 4) for k, p in enumerate([40, 43, 30, 47]))), song)
+    args = {"reconstruct": [str(song)], "encode": [str(song), "-o", str(tmp_path / "z.npy")],
+            "transfer": [str(song), str(song)]}[command]
+    if command != "encode":
+        args += ["-o", str(tmp_path / "out")]
+    result = CliRunner().invoke(main, [command, *args, "--model", str(ckpt)])
+    assert result.exit_code == 0, result.output
+    moved = [line for line in result.stderr.splitlines() if "by octaves" in line]
+    assert len(moved) == (2 if command == "transfer" else 1), result.stderr  # once per file read
+    assert all("moved 1 notes" in line and "36-84" in line for line in moved), moved
+    assert "48-96" not in result.stderr

@@ -46,7 +46,7 @@ def build_demo(out_dir: str | Path, examples: str | Path | None, model: TrainedM
     missing = [f"{n}.mid" for n in EXAMPLES if not _is_file(examples / f"{n}.mid")]
     if missing:
         raise TvaeError(f"missing example melodies {missing} (see --examples)", examples)
-    songs = {name: read_melody(examples / f"{name}.mid") for name in EXAMPLES}
+    songs = {name: read_melody(examples / f"{name}.mid", grid=model.grid) for name in EXAMPLES}
     entries = []
     for a, b in PAIRS:
         page = f"{a}_x_{b}.html"

@@ -111,8 +111,8 @@ def transfer(a: str, b: str, out: str, bars: str, model_path: str | None,
 
     which = _bars(bars)
     check_folder(out)
-    mel_a, mel_b = read_melody(a), read_melody(b)
-    model = _load(model_path)
+    model = _load(model_path)  # first: its pitch range is the one notes are folded into
+    mel_a, mel_b = read_melody(a, grid=model.grid), read_melody(b, grid=model.grid)
     a_stem, b_stem = Path(a).stem, Path(b).stem
     with _naming(a, b):
         items = transfer_items(model, mel_a, mel_b, a_stem, b_stem, which)
@@ -153,11 +153,12 @@ def encode(midi_files: tuple[str, ...], out: str | None, sigma: bool,
     4.0 bits for a repeated bar, 19.4 for a new one.)"""
     from tvae.midi import read_melody
 
-    melodies = [read_melody(path) for path in midi_files]  # every file is read before writing
     folder = Path(out) if out and (len(midi_files) > 1 or is_folder(out)) else None
     # A file where the folder should be is refused before any work.
     check_folder(folder if folder is not None else Path(out or "x.npy").parent)
-    model = _load(model_path)
+    model = _load(model_path)  # first: its pitch range is the one notes are folded into
+    # every file is read before anything is written
+    melodies = [read_melody(path, grid=model.grid) for path in midi_files]
     for midi_file, melody in zip(midi_files, melodies, strict=True):
         mu, std = model.posterior(melody)
         stem = Path(midi_file).stem
@@ -216,8 +217,8 @@ def reconstruct(midi_file: str, out: str, model_path: str | None, html: bool) ->
     from tvae.outputs import Item, write_results
 
     check_folder(out)
-    melody = read_melody(midi_file)
-    model = _load(model_path)
+    model = _load(model_path)  # first: its pitch range is the one notes are folded into
+    melody = read_melody(midi_file, grid=model.grid)
     stem = Path(midi_file).stem
     items = [Item("Input", stem, melody, write_midi=False),
              Item("Reconstruction", f"{stem}_reconstruction", model.reconstruct(melody),
@@ -304,8 +305,8 @@ def interpolate(a: str, b: str, out: str, steps: int, temperature: float, seed: 
     from tvae.outputs import Item, write_results
 
     check_folder(out)
-    mel_a, mel_b = read_melody(a), read_melody(b)
-    model = _load(model_path)
+    model = _load(model_path)  # first: its pitch range is the one notes are folded into
+    mel_a, mel_b = read_melody(a, grid=model.grid), read_melody(b, grid=model.grid)
     a_stem, b_stem = Path(a).stem, Path(b).stem
     with _naming(a, b):
         melodies = model.interpolate(mel_a, mel_b, steps, temperature=temperature, seed=seed)
