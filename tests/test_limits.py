@@ -182,3 +182,9 @@ def test_demo_examples_name_too_long_is_one_line(tiny_ckpt: Path, tmp_path: Path
     assert r.exit_code == 2 and r.stderr.startswith(f"error: {examples}: missing example"), (
         r.stderr)
     assert r.stderr.count("\n") == 1 and not (tmp_path / "site").exists()
+
+
+def test_export_into_an_existing_folder_is_one_line(tiny_ckpt: Path, tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["export", str(tiny_ckpt), str(tmp_path)])
+    assert r.exit_code == 2 and r.stderr.startswith(f"error: {tmp_path}: is a folder"), r.stderr
+    assert r.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []

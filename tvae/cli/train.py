@@ -212,13 +212,18 @@ def plot_schedule_cmd(out: str, steps: int, batches_per_epoch: int, **options: o
 
 @click.command()
 @click.argument("checkpoint", type=click.Path())
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path())
 @click.option("--float32", "full", is_flag=True, help="Keep float32 weights (default: float16, "
               "half the size).")
 @handle_errors
 def export(checkpoint: str, out: str, full: bool) -> None:
     """Write an inference-only copy of CHECKPOINT to OUT (.json + .safetensors)."""
+    from tvae.files import is_folder
     from tvae.model.checkpoint import export_checkpoint
+
+    if is_folder(out):
+        raise TvaeError("is a folder; give the new checkpoint's name, e.g. "
+                        f"{Path(out) / 'model'} (writes model.json and model.safetensors)", out)
 
     path = export_checkpoint(checkpoint, out, half=not full)
     size = path.with_suffix(".safetensors").stat().st_size
