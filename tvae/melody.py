@@ -18,7 +18,7 @@ Shape legend: N bars, S steps per bar (the model's bar size, 16).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -118,7 +118,6 @@ class Bars:
     qpm: float = 120.0
     pickup: int = 0  # steps of the partial first bar (its leading steps are PAD)
     title: str = ""
-    kl_bits: np.ndarray | None = field(default=None)  # (N,) optional per-bar KL, for pages
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Bars):
