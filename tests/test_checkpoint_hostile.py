@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 from checkpoint_helpers import refuses, tiny
+from cli_contract import MAX_RSS_MB, contract_problem, invoke, run_process
 from safetensors.torch import save_file
 
 from tvae.errors import TvaeError
@@ -227,3 +229,53 @@ def test_train_config_file_is_read_with_the_same_caps(tmp_path: Path, kind: str)
     assert result.output.lower().count("error:") == 1 and "Traceback" not in result.output
     assert str(path) in result.output
     assert not (tmp_path / "run").exists()
+
+
+# -- hostile checkpoints and grid options (issue #13, F5-F7) -----------------------------------
+def hostile_models(folder: Path, tiny_ckpt: Path) -> dict[str, Path]:
+    """Checkpoint pairs that once ate the machine's memory or hung: their JSON paths."""
+    models = {}
+    for name in ("dev_zero", "fifo", "layers_1e9", "d_model_4096", "nested", "json_folder"):
+        stem = folder / name
+        shutil.copy(tiny_ckpt.with_suffix(".safetensors"), stem.with_suffix(".safetensors"))
+        meta = json.loads(tiny_ckpt.read_text())
+        if name == "layers_1e9":
+            meta["model"]["enc_layers"] = 10**9
+        if name == "d_model_4096":
+            meta["model"]["d_model"] = 4096
+        stem.with_suffix(".json").write_text(json.dumps(meta))
+        models[name] = stem.with_suffix(".json")
+    models["dev_zero"].with_suffix(".safetensors").unlink()
+    models["dev_zero"].with_suffix(".safetensors").symlink_to("/dev/zero")
+    models["fifo"].with_suffix(".safetensors").unlink()
+    os.mkfifo(models["fifo"].with_suffix(".safetensors"))
+    models["nested"].write_text('{"format": "tvae-checkpoint", "x": ' + "[" * 100_000)
+    models["json_folder"].unlink()
+    models["json_folder"].mkdir()
+    models["json_folder"] = models["json_folder"].with_suffix("")  # named by its stem
+    return models
+
+
+@pytest.mark.parametrize("name", ["dev_zero", "fifo", "layers_1e9", "d_model_4096"])
+def test_hostile_checkpoints_are_refused_quickly_in_little_memory(tiny_ckpt: Path,
+                                                                  tmp_path: Path,
+                                                                  name: str) -> None:
+    """A real process: one error line naming the file, in well under TIMEOUT_S and MAX_RSS_MB
+    (they used to take 23 GB, hang, or allocate 1.3-1.9 GB before refusal)."""
+    if name == "dev_zero" and not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero here")
+    model = hostile_models(tmp_path, tiny_ckpt)[name]
+    got, rss_mb = run_process(["sample", "-n", "1", "-o", tmp_path / "out", "--model", model])
+    assert contract_problem(got, "error", model, model.with_suffix(".safetensors")) is None, got
+    assert rss_mb < MAX_RSS_MB, f"{name}: {rss_mb:.0f} MB"
+    assert not (tmp_path / "out").exists()
+
+
+def test_hostile_checkpoint_json_gives_one_line(tiny_ckpt: Path, tmp_path: Path) -> None:
+    models = hostile_models(tmp_path, tiny_ckpt)
+    for name in ("nested", "json_folder", "layers_1e9", "d_model_4096"):
+        model = models[name]
+        got = invoke(["sample", "-n", "1", "-o", tmp_path / "out", "--model", model])
+        assert contract_problem(got, "error", model, model.with_suffix(".json"),
+                                model.with_suffix(".safetensors")) is None, (name, got)
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,143 @@
+"""Outputs that cannot be written (issue #13, F2): every writing command, into a folder under a
+file, a read-only folder, a full disk or an over-long name, gives one error line naming the path
+and leaves nothing that looks valid but is not."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_contract import MARY, contract_problem, invoke
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+LATENTS = np.zeros((3, 8), np.float32)  # for `decode` with the tiny model (latent size 8)
+
+
+def writing_runs(out: Path, model: Path, latents: Path) -> dict[str, list]:
+    """Every command that writes, writing into (or as) `out`."""
+    m = ["--model", model]
+    return {
+        "transfer": ["transfer", MARY, MARY, "-o", out, *m],
+        "reconstruct": ["reconstruct", MARY, "-o", out, "--html", *m],
+        "encode": ["encode", MARY, "-o", out / "mary.npy", *m],
+        "decode": ["decode", latents, "-o", out / "z.mid", "--html", *m],
+        "sample": ["sample", "-o", out, "-n", "1", "--bars", "2", "--html", *m],
+        "interpolate": ["interpolate", MARY, MARY, "-o", out, "--steps", "2", "--html", *m],
+        "demo": ["demo", out, *m],
+        "export": ["export", model, out / "small.json"],
+        "plot-schedule": ["plot-schedule", "-o", out / "schedule.png", "--steps", "50"],
+    }
+
+
+def _fail_writes(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """Make the write layer fail as a read-only folder would (no temporary file can be made),
+    or a full disk (no file can be committed; with "full_disk_in_assets", the disk fills up
+    after a page's first asset file). Root ignores chmod, so this is how to test it."""
+    import errno
+
+    import tvae.files
+
+    if how == "read_only":
+        def no_permission(*args: object, **kwargs: object) -> None:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+        monkeypatch.setattr(tvae.files.tempfile, "mkstemp", no_permission)
+        return
+    replace, assets_done = os.replace, []
+
+    def full(src: str, dst: str) -> None:
+        in_assets = Path(dst).parent.name == "assets"
+        if how == "full_disk" or (in_assets and assets_done):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        assets_done.extend([dst] if in_assets else [])
+        replace(src, dst)
+
+    monkeypatch.setattr(tvae.files.os, "replace", full)
+
+
+def written_problem(out: Path) -> str | None:
+    """What a failed command left in `out` that looks valid but is not: a temporary file, or
+    a page without its player scripts."""
+    from tvae.render.page import SCRIPTS
+
+    if not out.exists():
+        return None
+    files = [p for p in out.rglob("*") if p.is_file()]
+    if any(p.name.endswith(".tmp") for p in files):
+        return f"temporary files left: {files}"
+    for page in (p for p in files if p.suffix == ".html"):
+        if "<midi-player" in page.read_text() and not all(
+                (page.parent / "assets" / name).is_file() for name in SCRIPTS):
+            return f"{page.name} was written without its player scripts"
+    return None
+
+
+PAGE_COMMANDS = ("transfer", "reconstruct", "decode", "sample", "interpolate", "demo")
+FAILURES = [(command, how) for command in writing_runs(Path(), Path(), Path())
+            for how in ("under_a_file", "read_only", "full_disk", "full_disk_in_assets")
+            if how != "full_disk_in_assets" or command in PAGE_COMMANDS]
+
+
+@pytest.mark.parametrize(("command", "how"), FAILURES)
+def test_unwritable_outputs_are_one_line(command: str, how: str, tiny_ckpt: Path,
+                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every writing command, into a folder under a file (real), a read-only folder or a full
+    disk (simulated in the write layer), also one that fills up halfway through a page's
+    assets: exit 2, one line naming the output path and the reason, and nothing left that
+    looks valid but is not (no temporary file, no page without its player scripts)."""
+    latents = tmp_path / "z.npy"
+    np.save(latents, LATENTS)
+    blocker = tmp_path / "afile"
+    blocker.write_bytes(b"the user's file")
+    out = blocker / "out" if how == "under_a_file" else tmp_path / "out"
+    args = writing_runs(out, tiny_ckpt, latents)[command]
+    if how != "under_a_file":
+        _fail_writes(monkeypatch, how)
+    got = invoke(args)
+    assert contract_problem(got, "error", out) is None, got
+    reason = {"under_a_file": f"{blocker} is a file, not a folder",
+              "read_only": "Permission denied"}.get(how, "No space left on device")
+    assert reason in got.err, got.err
+    assert written_problem(out) is None
+    assert blocker.read_bytes() == b"the user's file"
+
+
+def test_a_254_byte_file_name_is_one_line(tiny_ckpt: Path, tmp_path: Path) -> None:
+    """An input name of 254 bytes is legal, but the outputs named after it are too long."""
+    long_name = tmp_path / ("a" * 250 + ".mid")
+    long_name.write_bytes(MARY.read_bytes())
+    out = tmp_path / "out"
+    for args in (["transfer", long_name, MARY, "-o", out], ["reconstruct", long_name, "-o", out],
+                 ["encode", long_name, "-o", out], ["interpolate", long_name, MARY, "-o", out]):
+        got = invoke([*args, "--model", tiny_ckpt])
+        assert contract_problem(got, "error", out) is None, got
+        assert "File name too long" in got.err, got.err
+        assert written_problem(out) is None
+
+
+@pytest.mark.parametrize("command", list(writing_runs(Path(), Path(), Path())))
+def test_an_output_name_too_long_is_one_line(command: str, tiny_ckpt: Path,
+                                             tmp_path: Path) -> None:
+    """A 300-byte folder name (over the file system's 255): asking whether it exists raises,
+    which gave tracebacks everywhere an output path was checked."""
+    latents = tmp_path / "z.npy"
+    np.save(latents, LATENTS)
+    for out in (tmp_path / ("d" * 300), tmp_path / ("d" * 300) / "deeper"):
+        got = invoke(writing_runs(out, tiny_ckpt, latents)[command])
+        assert contract_problem(got, "error", out) is None, got
+        assert "File name too long" in got.err, got.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["z.npy"]
+
+
+def test_a_model_name_too_long_is_one_line(tmp_path: Path) -> None:
+    model = tmp_path / ("m" * 300)
+    for args in (["reconstruct", MARY, "-o", tmp_path / "out", "--model", model],
+                 ["export", model, tmp_path / "small.json"]):
+        got = invoke(args)
+        assert contract_problem(got, "error", model) is None, got
+        assert "File name too long" in got.err, got.err
+    assert not list(tmp_path.iterdir())
