@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,3 +89,20 @@ def contract_problem(got: Outcome, expected: str, *paths: Path) -> str | None:
     if any(not line.startswith("warning: ") for line in lines):
         return f"stderr has lines other than warnings: {got.err[:300]!r}"
     return None
+
+
+def songs_with_broken_files(tmp_path: Path, one_bar_song: bool = False) -> Path:
+    """A folder for the folder commands: the four example songs, a file that is not MIDI named
+    with the byte 0xff (not UTF-8), an empty file and, if asked, a song of one bar."""
+    from tvae.melody import Melody, Note
+    from tvae.midi import write_melody
+
+    folder = tmp_path / "songs"
+    folder.mkdir()
+    for name in ("mary.mid", "ode.mid", "jingle.mid", "twinkle.mid"):
+        shutil.copy(ROOT / "data" / name, folder / name)
+    (folder / os.fsdecode(b"\xff.mid")).write_bytes(b"RIFF this is not MIDI")
+    (folder / "empty.mid").write_bytes(b"")
+    if one_bar_song:
+        write_melody(Melody((Note(0, 60, 16),)), folder / "tiny.mid")
+    return folder

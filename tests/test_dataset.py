@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_contract import songs_with_broken_files
 
 import tvae.data.prepare as prepare
 from tvae.cli.main import main
@@ -266,29 +267,13 @@ def test_a_cache_that_cannot_be_written_only_costs_speed(small_folder: Path,
     assert list(tmp_path.glob("tvae-*")) == []
 
 
-def test_evaluate_writes_the_skipped_files_by_name(tmp_path: Path) -> None:
+def test_evaluate_writes_the_skipped_files_by_name(tmp_path: Path, tiny_ckpt: Path) -> None:
     """F12/F3: `tvae evaluate --skipped FILE` lists each skipped file (a name that is not UTF-8
     keeps its bytes) with its reason."""
-    import os
-
-    import torch
     from click.testing import CliRunner
 
-    from tvae.config import ModelConfig
-    from tvae.model.checkpoint import save_checkpoint
-    from tvae.model.vae import TransformerVAE
-
-    examples = Path(__file__).resolve().parents[1] / "data"
-    folder = tmp_path / "songs"
-    folder.mkdir()
-    for name in ("mary.mid", "ode.mid", "jingle.mid", "twinkle.mid"):
-        shutil.copy(examples / name, folder / name)
-    (folder / os.fsdecode(b"\xff.mid")).write_bytes(b"RIFF this is not MIDI")
-    (folder / "empty.mid").write_bytes(b"")
-    torch.manual_seed(0)
-    model = TransformerVAE(ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1,
-                                       dec_layers=1, d_ff=64, bar_hidden=32))
-    ckpt = save_checkpoint(tmp_path / "tiny", model)
+    folder = songs_with_broken_files(tmp_path)
+    ckpt = tiny_ckpt
     out = tmp_path / "skipped.csv"
     result = CliRunner().invoke(main, ["evaluate", str(folder), "--model", str(ckpt), "--bars",
                                        "4", "--json", "--skipped", str(out)],

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_contract import songs_with_broken_files
 from click.testing import CliRunner
 
 from tvae.cli.main import main
@@ -237,22 +238,6 @@ def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
         assert b"m\xffa.mid" in (run / "split.csv").read_bytes()
 
 
-def _example_folder(tmp_path: Path) -> Path:
-    """The four example songs, a file that is not MIDI named with the byte 0xff (not UTF-8)
-    and an empty file."""
-    import os
-
-    examples = Path(__file__).resolve().parents[1] / "data"
-    folder = tmp_path / "songs"
-    folder.mkdir()
-    for name in ("mary.mid", "ode.mid", "jingle.mid", "twinkle.mid"):
-        shutil.copy(examples / name, folder / name)
-    (folder / os.fsdecode(b"\xff.mid")).write_bytes(b"RIFF this is not MIDI")
-    (folder / "empty.mid").write_bytes(b"")
-    write_melody(Melody((Note(0, 60, 16),)), folder / "tiny.mid")  # one bar
-    return folder
-
-
 def _one_error_line(result) -> str:  # noqa: ANN001 (click's Result)
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
@@ -267,7 +252,7 @@ def test_prepare_to_a_bad_output_path_is_one_line_and_leaves_nothing(
 
     import tvae.data.prepare as prepare
 
-    folder = _example_folder(tmp_path)
+    folder = songs_with_broken_files(tmp_path, one_bar_song=True)
     (tmp_path / "file").write_text("a file")
     for out in (tmp_path / "file", tmp_path / "file" / "under"):
         result = CliRunner().invoke(main, ["prepare", str(folder), str(out), "--quiet"])
@@ -290,7 +275,7 @@ def test_train_writes_the_skipped_files_by_name(tmp_path: Path, torch_one_thread
     """F12/F3: a run folder gets skipped.csv (path, reason), from a MIDI folder and from its
     prepared shards alike; a name that is not UTF-8 keeps its bytes."""
     monkeypatch.setenv("TVAE_CACHE_DIR", str(tmp_path / "cache"))
-    folder = _example_folder(tmp_path)
+    folder = songs_with_broken_files(tmp_path, one_bar_song=True)
     result = CliRunner().invoke(main, ["prepare", str(folder), str(tmp_path / "prep"),
                                        "--workers", "1", "--quiet"])
     assert result.exit_code == 0, result.output
