@@ -21,6 +21,7 @@ EXPERIMENTS = {
     "aux": "experiments.auxiliary",
     "sampling": "experiments.sampling",
     "structure": "experiments.structure",
+    "reach": "experiments.reach",
 }
 
 

@@ -34,7 +34,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: 1, the fastest on a 2-core machine that "
                         "also runs other work; two experiments can then run side by side)")
+    p.add_argument("--shard", default="0/1",
+                   help="I/N: train only every N-th run, from run I (experiments that support "
+                        "it, e.g. reach), so N processes share the work; then run without "
+                        "--shard to evaluate them all and write the report")
     return p
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise TvaeError(f"--shard must be I/N, got {text!r}") from None
+    if not 0 <= i < n:
+        raise TvaeError(f"--shard I/N needs 0 <= I < N, got {text!r}")
+    return i, n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(name=args.name, quick=args.quick, corpus=args.corpus, out=args.out,
                       runs=args.runs / ("quick" if args.quick else "full") / args.name,
                       split=args.split, model=args.model, threads=max(1, args.threads),
-                      command=["python", "-m", "experiments", *argv])
+                      command=["python", "-m", "experiments", *argv],
+                      shard=_shard(args.shard))
         experiment(args.name).run(ctx)
     except TvaeError as exc:
         print(f"error: {exc}", file=sys.stderr)

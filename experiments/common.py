@@ -85,6 +85,15 @@ class Context:
     threads: int = 1  # torch CPU threads (one is fastest when other work shares the cores)
     command: list[str] = field(default_factory=list)  # the command line, for the record
     started: float = field(default_factory=time.monotonic)
+    shard: tuple[int, int] = (0, 1)  # (i, n): train only runs i, i + n, i + 2n, ...
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard[1] > 1
+
+    def mine(self, run_index: int) -> bool:
+        """Whether this invocation trains run number `run_index` (see --shard)."""
+        return run_index % self.shard[1] == self.shard[0]
 
     @property
     def scale(self) -> Scale:

@@ -161,10 +161,10 @@ def test_transposition_keeps_classes_in_range() -> None:
 def test_batches_of_a_shuffled_order_cover_every_window_once(small_folder: Path,
                                                               tmp_path: Path) -> None:
     songs, _ = load(small_folder, tmp_path)
-    windows = Windows(songs, None, DataConfig(bars=4, stride=1, transpose=0))
+    windows = Windows(songs, None, DataConfig(bars=4, stride=1, transpose=0, repeat_augment=0))
     expected, _ = windows.batch(np.arange(len(windows)))
     rng = np.random.default_rng(0)
-    order = rng.permutation(len(windows))  # as the trainer draws an epoch
+    order = windows.epoch_order(3, rng)  # as the trainer draws an epoch
     got = np.concatenate([windows.batch(order[i : i + 3], rng)[0]
                           for i in range(0, len(order), 3)])
     assert len(got) == len(windows)
@@ -185,23 +185,44 @@ def test_missing_folder_and_bad_label_column(tmp_path: Path, folk_corpus: Path) 
     shutil.rmtree(empty)
 
 
-def test_add_repeats_copies_one_earlier_bar_of_the_same_shape() -> None:
-    from tvae.data.augment import add_repeats
+def test_add_repeats_repeats_one_phrase_of_full_bars_at_every_offset() -> None:
+    from tvae.data.augment import PHRASES, add_repeats
 
     rng = np.random.default_rng(0)
-    tokens = rng.integers(3, 40, size=(200, 6, 16))
-    tokens[:, 0, :4] = 0  # a pickup: bar 1 is never copied into a full bar
-    tokens[:5, 4:] = 0  # padding bars are never touched
+    tokens = rng.integers(3, 40, size=(400, 12, 16))
+    tokens[:, 0, :4] = 0  # a pickup: bar 1 is never copied, nor overwritten
+    tokens[:50, 6:] = 0  # a 6-bar song: its padding may only be extended from its end
     out = add_repeats(tokens, 0.5, np.random.default_rng(1))
     changed = (out != tokens).any(-1)  # (B, N)
-    assert changed.sum(-1).max() == 1 and 60 < changed.any(-1).sum() < 140
+    assert 140 < changed.any(-1).sum() < 260  # about half the windows
     offsets = set()
-    for b, k in zip(*np.nonzero(changed), strict=True):
-        sources = [j for j in range(1, k) if (out[b, k] == tokens[b, j]).all()]
-        assert sources and k > 1 and (k < 4 or b >= 5)
-        offsets.add(k - sources[0])
-    assert offsets == {1, 2, 3, 4}  # bars 2..6 copy bars 2..5: offsets 1 to 4
+    for b in np.flatnonzero(changed.any(-1)):
+        ks = np.flatnonzero(changed[b])
+        assert not changed[b, 0] and ks[-1] - ks[0] < max(PHRASES)  # one phrase, bar 1 kept
+        for k in ks:  # each changed bar copies a full bar of the window at one offset
+            sources = {k - j for j in range(1, k) if (out[b, k] == out[b, j]).all()}
+            assert sources
+            offsets |= sources
+        if b < 50:  # extended past the song's end only contiguously: no hole of padding
+            real = (out[b] != 0).any(-1)
+            assert real[: real.sum()].all()
+    assert offsets == set(range(1, 11))  # every offset the windows hold, not just short ones
     assert np.array_equal(add_repeats(tokens, 0.0, rng), tokens)
+
+
+def test_add_repeats_edits_keep_the_rhythm_and_move_one_or_two_pitches() -> None:
+    from tvae.data.augment import add_repeats
+
+    tokens = np.full((300, 8, 16), 2)  # holds
+    tokens[:, :, ::4] = np.random.default_rng(0).integers(10, 40, size=(300, 8, 4))
+    out = add_repeats(tokens, 1.0, np.random.default_rng(1), edit_share=1.0)
+    edited = 0
+    for b in range(len(out)):
+        nearest = [min((out[b, k] != out[b, j]).sum() for j in range(k)) for k in range(1, 8)
+                   if (out[b, k] != tokens[b, k]).any()]  # changed bars: closest earlier bar
+        edited += any(1 <= d <= 2 for d in nearest)
+        assert ((out[b] >= 3) == (tokens[b] >= 3)).all()  # onsets stay onsets: same rhythm
+    assert edited > 200  # most windows hold a near-repeat: a copy with 1 or 2 moved pitches
 
 
 def test_one_cache_is_a_prepared_shard_and_old_caches_are_ignored(small_folder: Path,

@@ -162,10 +162,13 @@ class ModelConfig:
                              "(0: none)", 0, 65536)
     copy: str = setting("bar", 'copy path (tvae.model.pointer): "bar", "step" or "none" (the '
                         "paper's model)")
-    copy_offsets: int = setting(7, "how many bars back the copy path reaches (window - 1 is "
-                                "enough)", 0, MAX_COPY_OFFSETS)
+    copy_offsets: int = setting(32, "how many bars back the copy path reaches (the training "
+                                "window minus 1 is enough)", 0, MAX_COPY_OFFSETS)
     copy_edit: float = setting(0.02, '"bar": chance of an edit at each step of a copy (0: '
-                               "learned from z)")
+                               "learned from z per bar); the start value with --copy-edit-steps")
+    copy_edit_steps: bool = setting(True, '"bar": each step of a copy has its own edit chance, '
+                                    "read from the bar's latent, so a near-repeat is a copy that "
+                                    "pays only for its edits")
     trained_bars: int = setting(0, "bars per window the model was trained on, set by training "
                                 "from the data config (0: not recorded); longer songs are read "
                                 "and decoded window by window", 0, MAX_BARS, cli=False)
@@ -199,7 +202,7 @@ class TrainConfig:
     grad_clip: float = setting(1.0, "gradient-norm clipping", 0.0, above=True)
     beta_schedule: str = setting("linear", 'KL weight: "constant", "linear" (warm-up) or '
                                  '"cyclical"')
-    beta: float = setting(0.1, "KL weight after warm-up (or at each cycle's top)", 0.0)
+    beta: float = setting(0.3, "KL weight after warm-up (or at each cycle's top)", 0.0)
     beta_steps: int = setting(2000, "warm-up length or cycle length, in steps", 1)
     free_bits: float = setting(0.0, "KL per bar below this many bits is not penalised", 0.0)
     tf_schedule: str = setting("constant", "p_tf: constant, linear, exponential, "
@@ -214,10 +217,16 @@ class TrainConfig:
     recon_weight: float = setting(1.0, "lambda: weight of the reconstruction loss", 0.0)
     class_weight: float = setting(1.0, "weight of the supervised head's loss (when the model has "
                                   "one)", 0.0)
-    pointer_weight: float = setting(0.0, "weight of the copy pointer's auxiliary loss on exact "
-                                    "repeats", 0.0)
+    pointer_weight: float = setting(1.0, "weight of the copy pointer's auxiliary loss on the "
+                                    "data's repeats (0: off)", 0.0)
     pointer_steps: int = setting(0, "the pointer loss holds for this many steps, then fades out "
-                                 "by 2x", 0)
+                                 "by 2x (0: it holds all run)", 0)
+    pointer_cap: float = setting(0.9, "the pointer loss stops pushing once the pointer gives a "
+                                 "true source this weight (1: never stops)", 0.0, 1.0,
+                                 above=True)
+    pointer_edits: int = setting(2, "a bar with no exact earlier repeat teaches the pointer its "
+                                 "nearest earlier bar if at most this many steps differ (0: exact "
+                                 "repeats only)", 0, MAX_STEPS_PER_BAR)
     patience: int = setting(5, "early stopping: epochs without a better validation loss", 0)
     log_every: int = setting(20, "steps between progress and metrics updates", 1)
     checkpoint_every: int = setting(200, "steps between checkpoints inside an epoch (for "
@@ -242,7 +251,8 @@ class TrainConfig:
 class DataConfig:
     """Training windows cut from songs."""
 
-    bars: int = setting(8, "bars per training window", 1, MAX_BARS)
+    bars: int = setting(33, "bars per training window (33: a bar and the 32 before it)", 1,
+                        MAX_BARS)
     stride: int = setting(2, "bars between the starts of consecutive windows of a song", 1,
                           MAX_BARS)
     transpose: int = setting(5, "pitch-shift augmentation: random shift in [-transpose, "
@@ -252,9 +262,12 @@ class DataConfig:
     test_fraction: float = setting(0.05, "share of songs for test when the folder has no "
                                    "manifest", 0.0, 1.0)
     min_bars: int = setting(2, "songs shorter than this are skipped", 1, MAX_BARS)
-    repeat_augment: float = setting(0.0, "share of training windows given one extra exact repeat "
-                                    "of an earlier bar at a random offset: the copy pointer "
-                                    "meets every offset, not just common ones", 0.0, 1.0)
+    repeat_augment: float = setting(0.5, "share of training windows given a repeated phrase "
+                                    "(1, 2, 4 or 8 bars) at an offset drawn uniformly from the "
+                                    "window: the copy pointer meets every offset, not just "
+                                    "common ones", 0.0, 1.0)
+    repeat_edits: float = setting(0.3, "share of those repeats given 1 or 2 moved pitches (a "
+                                  "near-repeat, to be copied with edits)", 0.0, 1.0)
 
     def __post_init__(self) -> None:
         validate_fields(self)

@@ -15,9 +15,18 @@ from torch import Tensor
 
 from tvae.config import PAD
 from tvae.data.windows import Windows
-from tvae.model.pointer import copy_share
+from tvae.model.pointer import choose, copy_share, same_bars
 from tvae.model.vae import LN2, TransformerVAE, kl_per_bar
-from tvae.structure import paired_ratios, repeated_bars, transfer_counts, transfer_pairs
+from tvae.structure import (
+    DISTANCE_BUCKETS,
+    bucket_name,
+    near_repeats,
+    nearest_offset,
+    paired_ratios,
+    repeated_bars,
+    transfer_counts,
+    transfer_pairs,
+)
 
 
 class _Totals:
@@ -40,8 +49,9 @@ def evaluate_batch(model: TransformerVAE, tokens: Tensor, meters: Tensor, free: 
                    ) -> tuple[dict[str, Tensor], np.ndarray]:
     """Counts for one batch: tokens (B, N, S), meters (B, N), z = posterior mean. Also the
     paired KL ratios of its repeated bars."""
-    mu, logvar = model.encode(tokens, meters)
-    log_probs, log_lik = model.decode_teacher_forced(mu, tokens, meters)  # (B, N, S, V), (B, N)
+    window = model.config.trained_bars  # longer windows are read as the model was trained
+    mu, logvar = model.encode_windowed(tokens, meters, window)
+    log_probs, log_lik = model.decode_teacher_forced_windowed(mu, tokens, meters, window)
     target = tokens != PAD
     real = target.any(-1)  # (B, N)
     kl_bits = kl_per_bar(mu, logvar) / LN2 * real  # (B, N)
@@ -55,14 +65,48 @@ def evaluate_batch(model: TransformerVAE, tokens: Tensor, meters: Tensor, free: 
         "kl": kl_bits.sum(), "kl_rep": (kl_bits * rep).sum(), "n_rep": rep.sum(),
         "kl_new": (kl_bits * new).sum(), "n_new": new.sum(),
     }
+    near = near_repeats(tokens)  # (B, N) edited repeats
+    counts.update(kl_near=(kl_bits * near).sum(), n_near=near.sum())
     log_pi = model.log_pointer(mu, real)
+    correct_copy = torch.zeros_like(real)
     if log_pi is not None:
         share = copy_share(log_pi)  # (B, N)
         counts.update(copy_rep=(share * rep).sum(), copy_new=(share * new).sum())
+        choice = choose(log_pi)  # (B, N) what the decoder does: 0 generate, 1 + j copy bar j
+        source = same_bars(tokens).gather(2, (choice - 1).clamp(min=0)[..., None])[..., 0]
+        correct_copy = (choice > 0) & source  # (B, N) copies an identical bar
+        counts.update(near_copied=((choice > 0) & near).sum())
+    exact = torch.zeros_like(real)
     if free:
-        decoded = model.free_run(mu, meters)
+        decoded = model.free_run(mu, meters, window=window)
         counts["free_correct"] = ((decoded == tokens) & target).sum()
+        exact = ((decoded == tokens) | ~target).all(-1)  # (B, N) bar decoded exactly
+        counts.update(near_exact=(exact & near).sum())
+    offset = nearest_offset(tokens)  # (B, N)
+    for lo, hi in DISTANCE_BUCKETS:
+        at = rep & (offset >= lo) & (offset <= hi)
+        name = bucket_name(lo, hi)
+        counts.update({f"n_{name}": at.sum(), f"copy_ok_{name}": (correct_copy & at).sum(),
+                       f"exact_{name}": (exact & at).sum(), f"kl_{name}": (kl_bits * at).sum()})
     return counts, paired_ratios(kl_bits, tokens)
+
+
+def by_distance(totals: _Totals, free: bool) -> dict[str, dict[str, Any]]:
+    """Per bucket of how far back a repeat's nearest identical bar lies: how many repeats, the
+    share the decoder copies from an identical bar, the share decoded exactly, their mean KL
+    bits, and the share of B's repeats of bar 1 that many bars later that follow a transfer."""
+    out = {}
+    for lo, hi in DISTANCE_BUCKETS:
+        name = bucket_name(lo, hi)
+        out[name] = {
+            "repeats": int(totals.v.get(f"n_{name}", 0)),
+            "copy_accuracy": totals.ratio(f"copy_ok_{name}", f"n_{name}"),
+            "exact": totals.ratio(f"exact_{name}", f"n_{name}") if free else None,
+            "kl_bits": totals.ratio(f"kl_{name}", f"n_{name}"),
+            "transfer_cases": int(totals.v.get(f"follow_n_{name}", 0)),
+            "transfer_follow": totals.ratio(f"follow_{name}", f"follow_n_{name}"),
+        }
+    return out
 
 
 def _batches(n: int, batch_size: int, progress: bool, desc: str) -> Any:
@@ -92,6 +136,9 @@ def _transfer_metrics(model: TransformerVAE, windows: Windows, n: int, batch_siz
         "transfer_follow_rate": totals.ratio("follow", "follow_n"),
         "transfer_spurious_rate": totals.ratio("spurious", "other_n"),
         "transfer_other_kept": totals.ratio("kept", "other_n"),
+        "transfer_edit_cases": int(totals.v.get("edit_follow_n", 0)),
+        "transfer_edit_follow_rate": totals.ratio("edit_follow", "edit_follow_n"),
+        "_totals": totals,
     }
 
 
@@ -105,7 +152,8 @@ def evaluate_windows(model: TransformerVAE, windows: Windows, batch_size: int = 
     n = len(windows) if max_windows <= 0 else min(max_windows, len(windows))
     totals = _Totals()
     for start in _batches(n, batch_size, progress, "evaluate"):
-        tokens, meters = windows.batch(np.arange(start, min(start + batch_size, n)), None)
+        tokens, meters = windows.batch(np.arange(start, min(start + batch_size, n)), None,
+                                       trim=True)
         counts, ratios = evaluate_batch(model, torch.as_tensor(tokens, device=device),
                                         torch.as_tensor(meters, device=device), free)
         totals.add(**counts)
@@ -129,14 +177,31 @@ def evaluate_windows(model: TransformerVAE, windows: Windows, batch_size: int = 
         else None,
         "copy_share_new": totals.ratio("copy_new", "n_new") if "copy_new" in totals.v else None,
         "repeated_bars": int(totals.v.get("n_rep", 0)),
+        "near_repeated_bars": int(totals.v.get("n_near", 0)),
+        "kl_bits_near_repeated": totals.ratio("kl_near", "n_near"),
+        "kl_near_new_ratio": totals.ratio("kl_near", "n_near") / totals.ratio("kl_new", "n_new")
+        if totals.v.get("kl_new") else float("nan"),
+        "near_repeats_copied": totals.ratio("near_copied", "n_near") if "copy_rep" in totals.v
+        else None,
+        "near_repeats_exact": totals.ratio("near_exact", "n_near") if free else None,
         "windows": n,
         "bars": int(totals.v.get("bars", 0)),
         "steps": int(totals.v.get("steps", 0)),
     }
     if free and transfer:
         result.update(_transfer_metrics(model, windows, n, batch_size, max_transfers, progress))
-    return {k: (None if math.isnan(v) else round(v, 6)) if isinstance(v, float) else v
-            for k, v in result.items()}
+        totals.v.update(result.pop("_totals").v)
+    result["by_distance"] = by_distance(totals, free)
+    return _rounded(result)
+
+
+def _rounded(value: Any) -> Any:
+    """Floats rounded to 6 places and NaN as None, inside dicts too."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 6)
+    return value
 
 
 @torch.no_grad()

@@ -221,15 +221,20 @@ class TrainedModel:
         mu, sigma = self.posterior(melody)
         return self.kl_bits_of(mu, sigma), self.copies_of(mu)
 
-    def copy_sources(self, melody: Melody, threshold: float = 0.5) -> list[int | None]:
-        """For each bar, the earlier bar (0-based) its latent points at as a copy, from the
-        copy path's pointer weights; None where the bar is generated (or the pointer's weight
-        on its best source is below `threshold`, or the model has no copy path)."""
-        return self.copies_of(self.encode(melody), threshold)
+    def copy_sources(self, melody: Melody) -> list[int | None]:
+        """For each bar, the earlier bar (0-based) the decoder copies it from: the pointer's
+        likeliest choice, the one decoding makes; None where the bar is generated (or the model
+        has no copy path)."""
+        return self.copies_of(self.encode(melody))
+
+    def copies_of(self, z: np.ndarray) -> list[int | None]:
+        """`copy_sources` from latents (N, Z), e.g. the ones a transfer decodes."""
+        return [source for source, _ in self.copy_choices(z)]
 
     @torch.no_grad()
-    def copies_of(self, z: np.ndarray, threshold: float = 0.5) -> list[int | None]:
-        """`copy_sources` from latents (N, Z), e.g. the ones a transfer decodes.
+    def copy_choices(self, z: np.ndarray) -> list[tuple[int | None, float]]:
+        """For each bar of latents (N, Z): the choice decoding makes, (source bar, its pointer
+        weight) for a copy or (None, weight of generating), as `free_run` takes it.
 
         Bar k's pointer weights depend on z_k and on which of the `copy_offsets` bars before it
         exist, so the bars are taken COPY_CHUNK at a time, each chunk with the bars it can point
@@ -237,17 +242,17 @@ class TrainedModel:
         """
         z = np.asarray(z, dtype=np.float32)
         back = max(int(self.model.config.copy_offsets), 1)
-        out: list[int | None] = []
+        out: list[tuple[int | None, float]] = []
         for lo in range(0, len(z), COPY_CHUNK):
             first = max(lo - back, 0)  # the chunk's bars [lo, hi) and the bars they reach
             zt = torch.as_tensor(z[first:lo + COPY_CHUNK], device=self.device)[None]  # (1, M, Z)
             log_pi = self.model.log_pointer(zt, torch.ones(zt.shape[:2], dtype=torch.bool,
                                                            device=self.device))
             if log_pi is None:
-                return [None] * len(z)
-            best = log_pi[0, lo - first:].exp()[:, 1:].max(-1)  # over the source bars
-            out += [first + int(j) if float(w) >= threshold else None
-                    for j, w in zip(best.indices.tolist(), best.values.tolist(), strict=True)]
+                return [(None, 1.0)] * len(z)
+            best = log_pi[0, lo - first:].exp().max(-1)  # generate (0) or copy bar j (1 + j)
+            out += [(first + int(c) - 1 if int(c) > 0 else None, float(w))
+                    for c, w in zip(best.indices.tolist(), best.values.tolist(), strict=True)]
         return out
 
     @torch.no_grad()
@@ -326,11 +331,11 @@ class TrainedModel:
         return out
 
 
-def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, bars: int = 8,
+def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, bars: int = 0,
                     split: str | None = None, max_windows: int = 0, progress: bool = True,
                     metrics: int = 0, skipped_csv: str | Path | None = None) -> dict[str, Any]:
     """`tvae evaluate`: metrics of a checkpoint (default: the bundled model) on the non-overlapping
-    `bars`-bar windows of a MIDI folder or prepared folder; its 'test' split when it has one.
+    `bars`-bar windows (0: the model's training window) of a MIDI folder or prepared folder; its 'test' split when it has one.
     `skipped_csv`: write there the files skipped and why (path, reason).
 
     With `metrics` > 0, also `music_metrics`: muspy's metrics of the first `bars` bars of up to
@@ -343,9 +348,10 @@ def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, 
     from tvae.data.windows import Windows
     from tvae.evaluate import evaluate_windows
 
-    if bars < 1:
-        raise TvaeError("--bars must be at least 1")
+    if bars < 0:
+        raise TvaeError("--bars must be at least 0 (0: the model's training window)")
     trained = load_model(model_path)
+    bars = bars or trained.window or UNKNOWN_WINDOW
     data = DataConfig(bars=bars, stride=bars, transpose=0)
     songs, skipped = load_songs(midi_dir, trained.grid, data, progress=progress)
     if skipped_csv is not None:

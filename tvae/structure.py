@@ -17,7 +17,39 @@ import torch
 from torch import Tensor
 
 from tvae.config import N_SPECIAL, PAD
-from tvae.model.pointer import same_bars
+from tvae.model.pointer import same_bars, step_differences
+
+# How far back a repeat's nearest identical earlier bar lies, in bars: the buckets that
+# `tvae evaluate` reports copy accuracy, exactness, KL and transfer by.
+DISTANCE_BUCKETS = ((1, 4), (5, 8), (9, 16), (17, 32))
+NEAR_EDITS = 2  # a near-repeat differs from an earlier bar in 1..NEAR_EDITS steps
+
+
+def bucket_name(lo: int, hi: int) -> str:
+    return f"{lo}-{hi}"
+
+
+def nearest_offset(tokens: Tensor) -> Tensor:
+    """(B, N) how many bars back the nearest identical earlier bar of the window lies; 0 where
+    there is none (a new bar, a first occurrence, padding). tokens (B, N, S)."""
+    N = tokens.shape[1]
+    idx = torch.arange(N, device=tokens.device)
+    off = idx[:, None] - idx[None, :]  # (N, N)
+    earlier = same_bars(tokens) & (off >= 1)[None]  # (B, N, N)
+    real = (tokens != PAD).any(-1)  # (B, N)
+    big = N + 1
+    nearest = torch.where(earlier, off[None].expand_as(earlier), big).min(-1).values  # (B, N)
+    return torch.where((nearest < big) & real, nearest, torch.zeros_like(nearest))
+
+
+def near_repeats(tokens: Tensor, max_edits: int = NEAR_EDITS) -> Tensor:
+    """(B, N) bool: real bars with no identical earlier bar in the window but one that differs
+    from them in 1..max_edits steps (with PAD in the same places): edited repeats."""
+    N = tokens.shape[1]
+    earlier = torch.ones(N, N, dtype=torch.bool, device=tokens.device).tril(-1)  # j < k
+    diff = step_differences(tokens)  # (B, N, N)
+    close = ((diff >= 1) & (diff <= max_edits) & earlier[None]).any(-1)  # (B, N)
+    return close & (nearest_offset(tokens) == 0) & (tokens != PAD).any(-1)
 
 
 def first_occurrence(tokens: Tensor) -> Tensor:
@@ -78,11 +110,12 @@ def transfer_counts(model, tokens_a: Tensor, tokens_b: Tensor, meters: Tensor  #
                     ) -> dict[str, float]:
     """Counts for one batch of transfers: B's latents with bar 1 taken from A, decoded freely.
     tokens_a, tokens_b (B, N, S) of one meter each row; meters (B, N) of B."""
-    mu_a, _ = model.encode(tokens_a, meters)
-    mu_b, _ = model.encode(tokens_b, meters)
+    window = model.config.trained_bars  # longer windows are read as the model was trained
+    mu_a, _ = model.encode_windowed(tokens_a, meters, window)
+    mu_b, _ = model.encode_windowed(tokens_b, meters, window)
     z = mu_b.clone()
     z[:, 0] = mu_a[:, 0]
-    out = model.free_run(z, meters)  # (B, N, S)
+    out = model.free_run(z, meters, window=window)  # (B, N, S)
     real = (tokens_b != PAD).any(-1)[:, 1:]  # (B, N-1)
     rep = (tokens_b[:, 1:] == tokens_b[:, :1]).all(-1) & real  # B's repeats of its bar 1
     other = ~rep & real
@@ -90,9 +123,32 @@ def transfer_counts(model, tokens_a: Tensor, tokens_b: Tensor, meters: Tensor  #
     copies = (out[:, 1:] == out[:, :1]).all(-1)  # (B, N-1) output bar equals output bar 1
     kept = (rhythm(out[:, 1:]) == rhythm(tokens_b[:, 1:])).all(-1)
     counted = rep & changed[:, None]
-    return {
+    counts = {
         "follow": float((copies & counted).sum()), "follow_n": float(counted.sum()),
         "spurious": float((copies & other).sum()), "other_n": float(other.sum()),
         "kept": float((kept & other).sum()), "changed": float(changed.sum()),
         "cases": float(len(tokens_b)),
     }
+    later = torch.arange(1, tokens_b.shape[1], device=tokens_b.device)  # bars after bar 1
+    for lo, hi in DISTANCE_BUCKETS:  # B's repeats of bar 1 by how many bars later they come
+        at = counted & (later >= lo) & (later <= hi)
+        name = bucket_name(lo, hi)
+        counts[f"follow_{name}"] = float((copies & at).sum())
+        counts[f"follow_n_{name}"] = float(at.sum())
+    counts.update(edit_follow_counts(tokens_b, out, changed))
+    return counts
+
+
+def edit_follow_counts(tokens_b: Tensor, out: Tensor, changed: Tensor) -> dict[str, float]:
+    """B's edited repeats of its bar 1 (bar j differs from bar 1 in 1..NEAR_EDITS steps, with
+    no identical earlier bar) after a transfer: the output's bar j should be the output's bar 1
+    with B's edit, that is equal to it where B's bar j equals B's bar 1, and equal to B's bar j
+    at the edited steps. tokens_b, out (B, N, S); changed (B,) the transfer changed bar 1."""
+    first_b, first_out = tokens_b[:, :1], out[:, :1]  # (B, 1, S)
+    same = (tokens_b[:, 1:] == first_b) | (tokens_b[:, 1:] == PAD)  # (B, N-1, S) unedited steps
+    edits = (~same).sum(-1)  # (B, N-1)
+    layout = ((tokens_b[:, 1:] == PAD) == (first_b == PAD)).all(-1)
+    edited = (edits >= 1) & (edits <= NEAR_EDITS) & layout
+    edited &= near_repeats(tokens_b)[:, 1:] & changed[:, None]
+    follows = torch.where(same, out[:, 1:] == first_out, out[:, 1:] == tokens_b[:, 1:]).all(-1)
+    return {"edit_follow": float((follows & edited).sum()), "edit_follow_n": float(edited.sum())}

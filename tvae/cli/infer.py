@@ -170,8 +170,10 @@ def encode(midi_files: tuple[str, ...], out: str | None, sigma: bool,
             click.echo(f"wrote {path.with_name(path.stem + '_sigma.npy')}")
         kl = " ".join(f"{v:.2f}" for v in model.kl_bits_of(mu, std))
         click.echo(f"KL bits per bar: {kl}")
-        copies = [f"{k + 1}={j + 1}" for k, j in enumerate(model.copies_of(mu)) if j is not None]
-        click.echo("encoded as copies (bar=source): " + (" ".join(copies) or "none"))
+        copies = [f"{k + 1}={j + 1} ({w:.2f})" for k, (j, w) in enumerate(model.copy_choices(mu))
+                  if j is not None]
+        click.echo("decoded as copies (bar=source (pointer weight)): "
+                   + (" ".join(copies) or "none"))
 
 
 @click.command()

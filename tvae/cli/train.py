@@ -11,7 +11,7 @@ import click
 
 from tvae.cli.common import handle_errors
 from tvae.cli.options import build_config, config_options
-from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig
+from tvae.config import MAX_BARS, DataConfig, GridConfig, ModelConfig, TrainConfig
 from tvae.errors import TvaeError
 
 
@@ -153,7 +153,9 @@ def train(midi_dir: tuple[str, ...], config_path: str | None, out: str, resume: 
 @click.argument("midi_dir", type=click.Path(file_okay=False))
 @click.option("--model", "model_path", default=None,
               help="Checkpoint (NAME.json, or a run folder). Default: the bundled model.")
-@click.option("--bars", type=int, default=8, show_default=True, help="Bars per window.")
+@click.option("--bars", type=click.IntRange(0, MAX_BARS), default=0, show_default=True,
+              help="Bars per window (0: the window the model was trained on, so repeats as far "
+              "back as its copy path reaches are counted).")
 @click.option("--split", default=None, help="Manifest split to use (default: 'test' when the "
               "folder has a manifest, else every file).")
 @click.option("--max-windows", type=int, default=0, help="Evaluate at most this many windows.")
@@ -184,8 +186,11 @@ def evaluate(midi_dir: str, model_path: str | None, bars: int, split: str | None
         click.echo(json.dumps(result))
         return
     music = result.pop("music_metrics", None)
+    distances = result.pop("by_distance", {})
     for key, value in result.items():
         click.echo(f"{key:20s} {value}")
+    for name, row in distances.items():
+        click.echo(f"repeats {name:5s} bars back: " + ", ".join(f"{k} {v}" for k, v in row.items()))
     if music is not None:
         from tvae.music_metrics import format_table
 

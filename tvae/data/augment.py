@@ -26,19 +26,64 @@ def transpose_tokens(tokens: np.ndarray, limit: int, rng: np.random.Generator,
     return np.where(onset, tokens + shift[:, None, None], tokens)
 
 
-def add_repeats(tokens: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
-    """In a `share` of the windows (B, N, S), one bar k after the first becomes an exact copy of
-    an earlier bar j of the same shape (its PAD steps in the same places, so a pickup is never
-    copied into a full bar), j uniform: every repeat offset appears in training."""
+PHRASES = (1, 2, 4, 8)  # lengths, in bars, of the phrases `add_repeats` repeats
+
+
+def add_repeats(tokens: np.ndarray, share: float, rng: np.random.Generator,
+                edit_share: float = 0.0, grid: GridConfig = GridConfig()) -> np.ndarray:
+    """In a `share` of the windows (B, N, S), a phrase of 1, 2, 4 or 8 bars is repeated at an
+    offset drawn uniformly from 1..N-1 (so every offset the window can hold is met as often as
+    any other, not just the folk corpus' common 1, 2, 4 and 8), over later bars of the song or
+    past its end into the window's padding (the song then goes on with the repeat, as a tune
+    played twice does). Only full bars are copied or overwritten (a pickup or a short last bar
+    stays). In an `edit_share` of those windows, one repeated bar then gets 1 or 2 of its onsets
+    moved by a few semitones: a near-repeat, which the copy path should encode as a copy with
+    edits."""
     tokens = tokens.copy()
-    pad = tokens == PAD  # (B, N, S)
-    real = ~pad.all(-1)  # (B, N)
+    N = tokens.shape[1]
+    pads = (tokens == PAD).sum(-1)  # (B, N) PAD steps of each bar
+    real = pads < tokens.shape[2]  # (B, N)
     for b in np.flatnonzero(rng.random(len(tokens)) < share):
-        later = np.flatnonzero(real[b, 1:]) + 1
-        if len(later) == 0:
+        if not real[b].any() or N < 2:
             continue
-        k = int(rng.choice(later))
-        sources = [j for j in range(k) if real[b, j] and (pad[b, j] == pad[b, k]).all()]
-        if sources:
-            tokens[b, k] = tokens[b, int(rng.choice(sources))]
+        length = int(np.flatnonzero(real[b])[-1]) + 1  # bars of the song in this window
+        full = real[b] & (pads[b] == pads[b][real[b]].min())  # (N,)
+        placed = _place_phrase(full, length, N, rng)
+        if placed is None:
+            continue
+        start, offset, size = placed
+        for t in range(start, start + size):  # in order: overlapping phrases stay periodic
+            tokens[b, t] = tokens[b, t - offset]
+        if rng.random() < edit_share:
+            _edit_bar(tokens[b, start + int(rng.integers(size))], rng, grid)
     return tokens
+
+
+def _place_phrase(full: np.ndarray, length: int, n: int, rng: np.random.Generator,
+                  tries: int = 8) -> tuple[int, int, int] | None:
+    """(start, offset, size) of a phrase repeat in a window of `n` bars whose first `length`
+    are the song's (`full` (N,) marks the full bars): the sources are full bars of the song,
+    the targets full bars or padding that begins at the song's end (never a hole)."""
+    for _ in range(tries):
+        size = int(rng.choice(PHRASES))
+        offset = int(rng.integers(1, n))
+        starts = [k for k in range(offset, min(length, n - size) + 1)
+                  if full[k - offset : k - offset + size].all()
+                  and all(full[t] or t >= length for t in range(k, k + size))]
+        if starts:
+            return int(rng.choice(starts)), offset, size
+    return None
+
+
+def _edit_bar(bar: np.ndarray, rng: np.random.Generator, grid: GridConfig) -> None:
+    """Move 1 or 2 onsets of `bar` (S,) in place by 1 to 4 semitones, staying in the
+    vocabulary: the rhythm stays, the pitches change."""
+    onsets = np.flatnonzero(bar >= N_SPECIAL)
+    if len(onsets) == 0:
+        return
+    for s in rng.choice(onsets, size=min(len(onsets), int(rng.integers(1, 3))), replace=False):
+        shift = int(rng.integers(1, 5)) * (1 if rng.random() < 0.5 else -1)
+        moved = bar[s] + shift
+        if not N_SPECIAL <= moved < grid.vocab_size:
+            moved = bar[s] - shift
+        bar[s] = moved

@@ -40,21 +40,46 @@ class Windows:
     def __len__(self) -> int:
         return len(self.song)
 
+    @property
+    def lengths(self) -> np.ndarray:
+        """(W,) bars of each window that hold song (the rest is padding)."""
+        return np.minimum(self._lengths[self.song] - self.start, self.data.bars)
+
+    def epoch_order(self, batch_size: int, rng: np.random.Generator, group: int = 32
+                    ) -> np.ndarray:
+        """A shuffled order of the windows in which each run of `batch_size` holds windows of
+        similar length: the windows are shuffled, cut into chunks of `group` batches, sorted by
+        length inside each chunk, and the batches are shuffled again. With `batch(..., trim=
+        True)` a batch of short songs then costs what its bars cost, not the full window."""
+        order = rng.permutation(len(self))
+        chunk = batch_size * group
+        lengths = self.lengths
+        parts = [c[np.argsort(-lengths[c], kind="stable")] for c in
+                 (order[i : i + chunk] for i in range(0, len(order), chunk))]
+        order = np.concatenate(parts) if parts else order
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        return np.concatenate([batches[i] for i in rng.permutation(len(batches))]) if batches \
+            else order
+
     def song_of(self, indices: np.ndarray) -> np.ndarray:
         """(B,) song index (into the SongArrays) of each window."""
         return self.song[np.asarray(indices)]
 
-    def batch(self, indices: np.ndarray,
-              rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens (B, N, S) int64 and meter ids (B, N) int64 of the windows `indices`.
+    def batch(self, indices: np.ndarray, rng: np.random.Generator | None = None,
+              trim: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens (B, N, S) int64 and meter ids (B, N) int64 of the windows `indices`. With
+        `trim`, N is cut to the longest of them (padding that every window has is dropped;
+        no bar of any window changes).
 
         With `rng`, each window is transposed by a random shift in [-transpose, transpose],
         narrowed so that every onset class stays inside the vocabulary, and a `repeat_augment`
-        share of the windows gets one extra repeat (`add_repeats`).
+        share of the windows gets a repeated phrase, some of them with edits (`add_repeats`).
         """
         indices = np.asarray(indices, dtype=np.int64)
         song, start = self.song[indices], self.start[indices]  # (B,)
         N = self.data.bars
+        if trim and len(indices):
+            N = int(self.lengths[indices].max())
         bar = start[:, None] + np.arange(N)[None, :]  # (B, N) bar within the song
         inside = bar < self._lengths[song][:, None]  # (B, N)
         flat = np.where(inside, self._starts[song][:, None] + bar, 0)  # (B, N)
@@ -64,5 +89,6 @@ class Windows:
         if rng is not None and self.data.transpose > 0:
             tokens = transpose_tokens(tokens, self.data.transpose, rng, self.grid)
         if rng is not None and self.data.repeat_augment > 0:
-            tokens = add_repeats(tokens, self.data.repeat_augment, rng)
+            tokens = add_repeats(tokens, self.data.repeat_augment, rng, self.data.repeat_edits,
+                                 self.grid)
         return tokens, meters.astype(np.int64)

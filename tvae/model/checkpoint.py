@@ -142,12 +142,15 @@ def _read_tensors(weights_path: Path) -> dict[str, torch.Tensor]:
 
 def legacy_model_fields(model: Any, data: DataConfig | None = None) -> Any:
     """Fill in model fields that older checkpoints lack: written before the copy path existed,
-    a model is a stock one (`copy` "none"); without `trained_bars` (or with 0, not recorded),
+    a model is a stock one (`copy` "none"); written before per-step edits, its copies have one
+    edit chance (`copy_edit_steps` false); without `trained_bars` (or with 0, not recorded),
     the window length is its data config's `bars`."""
     if not isinstance(model, dict):
         return model
     if "copy" not in model:
         model = {**model, "copy": "none"}
+    if "copy_edit_steps" not in model:  # before per-step edits: one chance for every step
+        model = {**model, "copy_edit_steps": False}
     if data is not None and model.get("trained_bars", 0) == 0:
         model = {**model, "trained_bars": data.bars}
     return model
@@ -283,7 +286,8 @@ def export_checkpoint(src: str | Path, dst: str | Path, half: bool = True) -> Pa
 
 CARD_KEYS = ("split", "windows", "tf_accuracy", "free_accuracy", "kl_bits_per_bar",
              "kl_bits_repeated", "kl_bits_new", "kl_paired_ratio", "transfer_follow_rate",
-             "transfer_spurious_rate", "elbo_bits_per_bar")
+             "transfer_spurious_rate", "elbo_bits_per_bar", "kl_bits_near_repeated",
+             "near_repeats_exact", "transfer_edit_follow_rate", "by_distance")
 
 
 def record_evaluation(path: str | Path, result: dict[str, Any], data: str) -> Path:

@@ -7,10 +7,11 @@ The pointer logits are a linear function of z_k with one learned row per relativ
 transfer), a later repeat copies whatever that bar decodes to. Two ways to mix:
 
 - "bar" (the default): one choice per bar, marginalised exactly,
-      p(bar k) = pi_gen g(bar k) + sum_j pi_j prod_s [(1 - eps_k) [x_s = y_js] + eps_k g_s(x_s)]
-  where y_js is step s of bar j, g the generator and eps_k (also from z_k) the chance of an
-  edit at each step of a copy, so a near-repeat is a copy with a few edits. A repeat then
-  costs about -log pi_j nats.
+      p(bar k) = pi_gen g(bar k) + sum_j pi_j prod_s [(1 - eps_ks) [x_s = y_js] + eps_ks g_s(x_s)]
+  where y_js is step s of bar j, g the generator and eps_ks (read from z_k too: one per step,
+  or one per bar, or a fixed chance) the chance of an edit at step s of a copy, so a
+  near-repeat is a copy with a few edits. A repeat then costs about -log pi_j nats, and an
+  edit with a per-step chance costs the bits that say where it is and what it becomes.
 - "step": a mixture at every step, p(x_s) = pi_gen g_s(x_s) + sum_j pi_j [x_s = bar j's step s].
 
 Shape legend: B batch, N bars (k the copying bar, j the copied one), S steps per bar,
@@ -85,14 +86,32 @@ def same_bars(tokens: Tensor) -> Tensor:
     return (tokens[:, :, None] == tokens[:, None, :]).all(-1)
 
 
-def copy_target(tokens: Tensor, max_offset: int) -> Tensor:
-    """(B, N, N) bool: bar j (within max_offset bars back) is an exact repeat source of bar k.
-    The data's own labels of which bars repeat, for the pointer's auxiliary loss."""
+def step_differences(tokens: Tensor) -> Tensor:
+    """(B, N, N) how many steps bar k and bar j differ in; a large number (S + 1) where their
+    PAD steps are not in the same places (a pickup is never a near-repeat of a full bar).
+    tokens (B, N, S)."""
+    diff = (tokens[:, :, None] != tokens[:, None, :])  # (B, N, N, S)
+    pads = tokens == PAD
+    layout = (pads[:, :, None] == pads[:, None, :]).all(-1)  # (B, N, N)
+    S = tokens.shape[-1]
+    return torch.where(layout, diff.sum(-1), torch.full_like(layout, S + 1, dtype=torch.long))
+
+
+def copy_target(tokens: Tensor, max_offset: int, max_edits: int = 0) -> Tensor:
+    """(B, N, N) bool: bar j (within max_offset bars back) is a repeat source of bar k. The
+    data's own labels of which bars repeat, for the pointer's auxiliary loss: the bars that k
+    repeats exactly; where there is none, with `max_edits` > 0, the earlier bars that differ
+    from it in the fewest steps, if that is at most `max_edits` (a near-repeat is a copy with
+    edits)."""
     N = tokens.shape[1]
-    same = same_bars(tokens)  # (B, N, N)
     off = offsets(N, tokens.device)
     real = (tokens != PAD).any(-1)  # (B, N)
-    return same & ((off >= 1) & (off <= max_offset))[None] & real[:, :, None] & real[:, None, :]
+    allowed = ((off >= 1) & (off <= max_offset))[None] & real[:, :, None] & real[:, None, :]
+    if max_edits <= 0:
+        return same_bars(tokens) & allowed
+    dist = step_differences(tokens).masked_fill(~allowed, tokens.shape[-1] + 1)  # (B, N, N)
+    best = dist.min(-1, keepdim=True).values  # (B, N, 1)
+    return allowed & (dist == best) & (best <= max_edits)
 
 
 def copy_share(log_pi: Tensor) -> Tensor:
@@ -103,13 +122,23 @@ def copy_share(log_pi: Tensor) -> Tensor:
 # -- the per-bar choice ----------------------------------------------------------------------
 
 
+def keep_log(log_eps: Tensor) -> Tensor:
+    """log(1 - eps) from log eps, any shape."""
+    return torch.log1p(-log_eps.exp().clamp(max=1 - 1e-6))
+
+
+def per_step(log_eps: Tensor) -> Tensor:
+    """Edit log-chances as (B, N, S) or (B, N, 1): one per bar (B, N) gets a steps axis."""
+    return log_eps[..., None] if log_eps.dim() == 2 else log_eps
+
+
 def copy_step_log_probs(gen_log_probs: Tensor, sources: Tensor, log_eps: Tensor) -> Tensor:
     """Step log-probabilities (B, N, S, V) of copying `sources` (B, N, S) (bar k copies
-    sources[:, k]) with an edit at each step with probability eps: log_eps (B, N).
+    sources[:, k]) with an edit at step s with probability eps: log_eps (B, N, S) or (B, N, 1).
     gen_log_probs (B, N, S, V). Not masked: mask the result for the meter."""
-    log_e = log_eps[:, :, None, None]  # (B, N, 1, 1)
+    log_e = per_step(log_eps)[..., None]  # (B, N, S or 1, 1)
     edit = log_e + gen_log_probs  # (B, N, S, V)
-    keep = torch.log1p(-log_e.exp().clamp(max=1 - 1e-6))  # log(1 - eps)
+    keep = keep_log(log_e)  # log(1 - eps)
     onehot = F.one_hot(sources, gen_log_probs.shape[-1]).bool()  # (B, N, S, V)
     return torch.where(onehot, torch.logaddexp(edit, keep.expand_as(edit)), edit)
 
@@ -117,15 +146,16 @@ def copy_step_log_probs(gen_log_probs: Tensor, sources: Tensor, log_eps: Tensor)
 def bar_log_lik(gen_log_probs: Tensor, tokens: Tensor, sources: Tensor, log_pi: Tensor,
                 log_eps: Tensor) -> Tensor:
     """log p(bar k) (B, N) of the per-bar choice, marginalised over generate / copy bar j.
-    gen_log_probs (B, N, S, V) masked; tokens (B, N, S) the targets; sources (B, N, S)."""
+    gen_log_probs (B, N, S, V) masked; tokens (B, N, S) the targets; sources (B, N, S);
+    log_eps (B, N, S) or (B, N, 1) the edit chance of each step of a copy."""
     target = tokens != PAD  # (B, N, S)
     lg = gen_log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, N, S)
     lg = torch.where(target, lg, torch.zeros_like(lg))
     gen = lg.sum(-1)  # (B, N)
     match = tokens[:, :, None] == sources[:, None]  # (B, N, N', S)
-    log_e = log_eps[:, :, None, None]  # (B, N, 1, 1)
+    log_e = per_step(log_eps)[:, :, None, :]  # (B, N, 1, S or 1)
     edit = log_e + lg[:, :, None]  # (B, N, 1, S)
-    keep = torch.log1p(-log_e.exp().clamp(max=1 - 1e-6))
+    keep = keep_log(log_e)
     step = torch.where(match, torch.logaddexp(edit, keep.expand_as(edit)), edit)  # (B, N, N', S)
     copy = (step * target[:, :, None]).sum(-1)  # (B, N, N')
     # a finite stand-in keeps gradients of impossible copies at 0 (never NaN)

@@ -128,6 +128,22 @@ def _mask(bar_mask: Tensor, causal: bool) -> Tensor:
     return allowed | torch.eye(N, dtype=torch.bool, device=bar_mask.device)  # never an empty row
 
 
+def on_real_bars(fn: Callable[..., Tensor], bar_mask: Tensor, *tensors: Tensor | None
+                 ) -> Tensor:
+    """`fn(*tensors)` for per-bar tensors (B, N, ...), computed on the real bars only where that
+    saves work: on the CPU, the real bars are gathered into one row (1, R, ...), and the result
+    is put back in place, zeros on all-PAD bars (which no real bar reads: windows are padded
+    at the end, and attention masks padding). Long windows of short songs then cost what
+    their bars cost. On accelerators (static shapes, no host sync) every bar is computed."""
+    if bar_mask.device.type != "cpu" or bool(bar_mask.all()):
+        return fn(*tensors)
+    packed = [None if t is None else t[bar_mask][None] for t in tensors]  # (1, R, ...)
+    out = fn(*packed)[0]  # (R, ...)
+    full = out.new_zeros((*bar_mask.shape, *out.shape[1:]))  # (B, N, ...)
+    full[bar_mask] = out
+    return full
+
+
 class TransformerVAE(nn.Module):
     """The model. Build it from configs: `TransformerVAE(ModelConfig(...), GridConfig(...))`."""
 
@@ -153,18 +169,26 @@ class TransformerVAE(nn.Module):
         self.dec_norm = nn.LayerNorm(D)
         self.classifier = nn.Linear(Z, config.n_classes) if config.n_classes else None
         self.pointer = None  # the copy path (tvae.model.pointer): generate, or copy 1..O bars back
-        self.learn_edit = config.copy == "bar" and config.copy_edit == 0
+        self.edit = None  # per-step edit logits of a copy, from z alone: (Z) -> (S)
+        self.learn_edit = (config.copy == "bar" and config.copy_edit == 0
+                           and not config.copy_edit_steps)
         if config.copy != "none":  # with a learned edit chance, column 0 is its logit
             self.pointer = nn.Linear(Z, int(self.learn_edit) + 1 + config.copy_offsets)
             nn.init.zeros_(self.pointer.bias)
             nn.init.normal_(self.pointer.weight, std=0.02)
             if self.learn_edit:
                 nn.init.constant_(self.pointer.bias[:1], -3.0)  # edits start rare (eps 0.05)
+        if config.copy == "bar" and config.copy_edit_steps:
+            self.edit = nn.Linear(Z, grid.steps_per_bar)
+            nn.init.normal_(self.edit.weight, std=0.02)
+            start = config.copy_edit or 0.02  # edits start rare
+            nn.init.constant_(self.edit.bias, math.log(start / (1 - start)))
 
     # -- encoder ---------------------------------------------------------------------------
     def encode(self, tokens: Tensor, meters: Tensor) -> tuple[Tensor, Tensor]:
         """tokens (B, N, S), meters (B, N) -> mu, logvar (B, N, Z)."""
-        return self._posterior(self.bar_encoder(tokens, meters), (tokens != PAD).any(-1))
+        bar_mask = (tokens != PAD).any(-1)  # (B, N)
+        return self._posterior(on_real_bars(self.bar_encoder, bar_mask, tokens, meters), bar_mask)
 
     def _posterior(self, bar_vecs: Tensor, bar_mask: Tensor) -> tuple[Tensor, Tensor]:
         B, N, D = bar_vecs.shape
@@ -194,17 +218,19 @@ class TransformerVAE(nn.Module):
     def pointer_weights(self, z: Tensor, bar_mask: Tensor) -> tuple[Tensor | None,
                                                                      Tensor | None]:
         """From z (B, N, Z) alone: the pointer's log weights (B, N, 1 + N) (generate, copy bar
-        j) and, for the per-bar choice, each bar's log edit probability (B, N). None, None for
-        the stock model."""
+        j) and, for the per-bar choice, the log edit probability of each step of a copy: (B, N,
+        S) with per-step edits, else (B, N, 1). None, None for the stock model."""
         if self.pointer is None:
             return None, None
         raw = self.pointer(z).float()
         if self.learn_edit:
-            return pointer_log_weights(raw[..., 1:], bar_mask), F.logsigmoid(raw[..., 0])
+            return pointer_log_weights(raw[..., 1:], bar_mask), F.logsigmoid(raw[..., :1])
         log_pi = pointer_log_weights(raw, bar_mask)
         if self.config.copy == "step":
             return log_pi, None
-        return log_pi, torch.full(raw.shape[:2], math.log(self.config.copy_edit),
+        if self.edit is not None:
+            return log_pi, F.logsigmoid(self.edit(z).float())  # (B, N, S)
+        return log_pi, torch.full((*raw.shape[:2], 1), math.log(self.config.copy_edit),
                                   device=raw.device)
 
     def log_pointer(self, z: Tensor, bar_mask: Tensor) -> Tensor | None:
@@ -239,9 +265,9 @@ class TransformerVAE(nn.Module):
         copies): step log-probabilities (B, N, S, V) as decoded and each bar's log-likelihood
         (B, N) in nats."""
         bar_mask = (tokens != PAD).any(-1)
-        prev = self.bar_encoder(tokens, meters)
+        prev = on_real_bars(self.bar_encoder, bar_mask, tokens, meters)  # (B, N, D)
         h = self._decode_hidden(prev, self._memory(z), bar_mask)
-        logits = self.bar_decoder(h, meters, tokens, 1.0)
+        logits = on_real_bars(self.bar_decoder, bar_mask, h, meters, tokens)  # (B, N, S, V)
         return self._outputs(logits, meters, tokens, tokens, *self.pointer_weights(z, bar_mask))
 
     @torch.no_grad()
@@ -260,6 +286,25 @@ class TransformerVAE(nn.Module):
         mu2, logvar2 = self.encode(wins, meters[:, idx].reshape(-1, window))
         last = (mu2[:, -1].view(B, N - window, -1), logvar2[:, -1].view(B, N - window, -1))
         return torch.cat([mu, last[0]], dim=1), torch.cat([logvar, last[1]], dim=1)
+
+    @torch.no_grad()
+    def decode_teacher_forced_windowed(self, z: Tensor, tokens: Tensor, meters: Tensor,
+                                       window: int) -> tuple[Tensor, Tensor]:
+        """Like `decode_teacher_forced`, but bar i's decoder sees at most the `window` bars
+        ending at i (as `encode_windowed` reads them): (B, N, S, V) and (B, N)."""
+        B, N, S = tokens.shape
+        if window <= 0 or window >= N:
+            return self.decode_teacher_forced(z, tokens, meters)
+        log_probs, log_lik = self.decode_teacher_forced(z[:, :window], tokens[:, :window],
+                                                        meters[:, :window])
+        idx = torch.arange(1, N - window + 1, device=tokens.device)[:, None] + torch.arange(
+            window, device=tokens.device)  # (N-W, W): the window ending at each later bar
+        lp, ll = self.decode_teacher_forced(z[:, idx].reshape(-1, window, z.shape[-1]),
+                                            tokens[:, idx].reshape(-1, window, S),
+                                            meters[:, idx].reshape(-1, window))
+        lp = lp[:, -1].view(B, N - window, S, -1)  # (B, N-W, S, V)
+        return (torch.cat([log_probs, lp], dim=1),
+                torch.cat([log_lik, ll[:, -1].view(B, N - window)], dim=1))
 
     def _all_pointers(self, z: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """`pointer_weights` of z (B, N, Z) for decoding, where every bar is real."""
@@ -361,7 +406,7 @@ class TransformerVAE(nn.Module):
         argmax; a second pass gives the output. `noise` gives the random numbers of the latent
         sample and of scheduled sampling (else they come from torch's generator)."""
         bar_mask = (tokens != PAD).any(-1)  # (B, N) real bars
-        true_vecs = self.bar_encoder(tokens, meters)  # (B, N, D)
+        true_vecs = on_real_bars(self.bar_encoder, bar_mask, tokens, meters)  # (B, N, D)
         mu, logvar = self._posterior(true_vecs, bar_mask)
         if sample:
             eps = torch.randn_like(mu) if noise is None else noise.latent  # (B, N, Z)
@@ -374,16 +419,18 @@ class TransformerVAE(nn.Module):
         if p_tf < 1.0:
             with torch.no_grad():
                 h = self._decode_hidden(true_vecs, memory, bar_mask)
-                first = self._predict(self.bar_decoder(h, meters, tokens, 1.0), meters, log_pi,
-                                      log_eps, tokens)
+                logits = on_real_bars(self.bar_decoder, bar_mask, h, meters, tokens)
+                first = self._predict(logits, meters, log_pi, log_eps, tokens)
                 guess = first.argmax(-1).masked_fill(tokens == PAD, PAD)  # (B, N, S)
             u = torch.rand(bar_mask.shape, device=tokens.device) if noise is None else noise.bars
             keep = u < p_tf  # (B, N)
-            prev = torch.where(keep[..., None], true_vecs, self.bar_encoder(guess, meters))
+            guess_vecs = on_real_bars(self.bar_encoder, bar_mask, guess, meters)  # (B, N, D)
+            prev = torch.where(keep[..., None], true_vecs, guess_vecs)
             sources = torch.where(keep[..., None], tokens, guess)
         h = self._decode_hidden(prev, memory, bar_mask)
         draws = None if noise is None else noise.steps
-        logits = self.bar_decoder(h, meters, tokens, p_tf, draws)  # (B, N, S, V)
+        logits = on_real_bars(lambda *t: self.bar_decoder(*t[:3], p_tf, t[3]), bar_mask, h,
+                              meters, tokens, draws)  # (B, N, S, V)
         log_probs, log_lik = self._outputs(logits, meters, tokens, sources, log_pi, log_eps)
         out = VAEOutput(log_probs, log_lik * bar_mask, kl_per_bar(mu, logvar) * bar_mask, mu,
                         logvar, log_pi)

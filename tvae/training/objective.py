@@ -6,6 +6,7 @@ Shape legend: B batch, N bars, S steps per bar, V vocabulary.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -38,22 +39,30 @@ def step_nll(log_probs: Tensor, tokens: Tensor) -> Tensor:
     return torch.where(target, -picked, torch.zeros_like(picked))
 
 
-def pointer_nll(log_pi: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
-    """Summed -log(pointer weight on the bars that a bar exactly repeats) over the bars that
-    repeat one within the pointer's reach, and how many such bars there are."""
+def pointer_nll(log_pi: Tensor, tokens: Tensor, max_edits: int = 0, cap: float = 1.0
+                ) -> tuple[Tensor, Tensor]:
+    """Summed -log(pointer weight on the bars that a bar repeats) over the bars that repeat
+    one within the pointer's reach (exactly, or where none does, with at most `max_edits`
+    steps changed: `copy_target`), and how many such bars there are. Weights above `cap` are
+    not pushed further (the term is -log min(weight, cap)): the loss teaches the pointer where
+    the sources are without making repeated bars spend bits on a certainty that the likelihood
+    does not ask for."""
     N = tokens.shape[1]
-    target = copy_target(tokens, N)  # (B, N, N): bar j is an exact earlier copy of bar k
+    target = copy_target(tokens, N, max_edits)  # (B, N, N): bar j is an earlier copy of bar k
     reach = torch.isfinite(log_pi[..., 1:])  # offsets the pointer can express
     target = target & reach
     has = target.any(-1)  # (B, N)
     # a finite fill keeps the gradient of rows with no target at 0 rather than NaN
     on_target = log_pi[..., 1:].masked_fill(~target, -1e4).logsumexp(-1)  # (B, N)
+    if cap < 1.0:
+        on_target = on_target.clamp(max=math.log(cap))
     return torch.where(has, -on_target, torch.zeros_like(on_target)).sum(), has.sum()
 
 
 def vae_objective(out: VAEOutput, tokens: Tensor, *, beta: float, free_bits: float = 0.0,
                   recon_weight: float = 1.0, labels: Tensor | None = None,
-                  class_weight: float = 1.0, pointer_weight: float = 0.0) -> Loss:
+                  class_weight: float = 1.0, pointer_weight: float = 0.0,
+                  pointer_edits: int = 0, pointer_cap: float = 1.0) -> Loss:
     """The loss of one batch. tokens (B, N, S); labels (B,) with -1 for unlabelled windows.
     Means are per real bar (per labelled window, per repeated bar) with no host sync."""
     bar_mask = (tokens != PAD).any(-1)  # (B, N)
@@ -67,7 +76,7 @@ def vae_objective(out: VAEOutput, tokens: Tensor, *, beta: float, free_bits: flo
     correct = ((out.log_probs.detach().argmax(-1) == tokens) & target).sum()
     result = Loss(loss, recon, kl, correct, target.sum(), class_logits=out.class_logits)
     if out.log_pi is not None:
-        total, count = pointer_nll(out.log_pi, tokens)
+        total, count = pointer_nll(out.log_pi, tokens, pointer_edits, pointer_cap)
         result.pointer_loss = total / count.clamp(min=1)
         if pointer_weight > 0:
             result.loss = result.loss + pointer_weight * result.pointer_loss

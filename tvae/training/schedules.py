@@ -69,9 +69,10 @@ def tf_logistic(step: int, gamma: float, p_min: float, p_max: float, batches: in
 
 def pointer_weight(step: int, weight: float, steps: int) -> float:
     """Auxiliary pointer loss weight: `weight` for `steps` steps, then linearly down to 0 at
-    2 * steps (a nudge that lets the copy path take hold, switched off later)."""
+    2 * steps (a nudge that lets the copy path take hold, switched off later); `steps` 0: the
+    whole run."""
     if steps <= 0:
-        return 0.0
+        return weight
     return weight * min(max(2.0 - step / steps, 0.0), 1.0)
 
 

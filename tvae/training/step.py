@@ -62,7 +62,8 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, undo: Upd
         out = net(batch.tokens, batch.meters, p_tf=at.p_tf, noise=batch.noise)
         parts = vae_objective(out, batch.tokens, beta=at.beta, free_bits=cfg.free_bits,
                               recon_weight=cfg.recon_weight, labels=batch.labels,
-                              class_weight=cfg.class_weight, pointer_weight=at.pointer_weight)
+                              class_weight=cfg.class_weight, pointer_weight=at.pointer_weight,
+                              pointer_edits=cfg.pointer_edits, pointer_cap=cfg.pointer_cap)
     loss = poison_nonfinite(share_loss(parts, batch.share, cfg.class_weight))
     optimizer.zero_grad(set_to_none=True)
     (loss * world).backward()  # DDP averages the ranks' gradients; their sum is the batch's

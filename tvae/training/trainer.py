@@ -149,7 +149,8 @@ class Trainer:
         step's noise, both drawn from (seed, step)."""
         cfg, step = self.cfg, self.state.step
         idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-        tokens, meters = self.train_windows.batch(idx, np.random.default_rng([cfg.seed, step]))
+        tokens, meters = self.train_windows.batch(idx, np.random.default_rng([cfg.seed, step]),
+                                                  trim=True)
         labels = None  # (B,) the global batch's class ids
         if self.song_labels is not None:
             labels = self.song_labels[self.train_windows.song_of(idx)]
@@ -252,8 +253,8 @@ class Trainer:
     def run_epoch(self, bar: Any) -> bool:
         """Train to the end of the current epoch; False if a step or time limit stopped it."""
         cfg, st = self.cfg, self.state
-        order = np.random.default_rng([cfg.seed, 1_000_000 + st.epoch]).permutation(
-            len(self.train_windows))
+        order = self.train_windows.epoch_order(
+            cfg.batch_size, np.random.default_rng([cfg.seed, 1_000_000 + st.epoch]))
         acc: dict[str, Any] = {"count": 0}
         started = self.clock()
         while st.batch < self.batches:
