@@ -3,8 +3,9 @@
     python -m bench.bench_train CORPUS_DIR [--steps 30] [--batch-size 64] [--p-tf 1.0 0.7]
 
 Times full optimizer steps of the real `Trainer` (forward, backward, clipping, AdamW) on
-training windows of the corpus, after a few warm-up steps; p_tf < 1 adds scheduled sampling's
-first pass.
+training windows of the corpus, in the trainer's own epoch order (batches of similar length,
+trimmed to their songs), after a few warm-up steps; p_tf < 1 adds scheduled sampling's first
+pass. Bars per second count the songs' bars, not the windows' padding.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             trainer = Trainer(songs, Path(tmp), GridConfig(), config, DataConfig(), cfg, False)
             params = sum(p.numel() for p in trainer.model.parameters())
-            order = np.arange(len(trainer.train_windows))
-            times = []
+            order = trainer.train_windows.epoch_order(args.batch_size,
+                                                      np.random.default_rng(0))
+            times, real = [], []
             for b in range(WARMUP + args.steps):
                 batch = trainer._batch(order, b)
+                real.append(int((batch.tokens != 0).any(-1).sum()))
                 start = time.perf_counter()
                 trainer.step(batch)
                 if trainer.device.type == "cuda":
@@ -59,9 +62,10 @@ def main() -> None:
                 times.append(time.perf_counter() - start)
                 trainer.state.step += 1
         step = float(np.median(times[WARMUP:]))
-        bars = args.batch_size * DataConfig().bars
-        print(f"p_tf={p_tf:.1f}: {step * 1000:.0f} ms/step (median of {args.steps}), "
-              f"{bars / step:,.0f} bars/s")
+        rate = sum(real[WARMUP:]) / sum(times[WARMUP:])
+        print(f"p_tf={p_tf:.1f}: {step * 1000:.0f} ms/step (median of {args.steps}; "
+              f"{np.mean(real[WARMUP:]):.0f} song bars a step in "
+              f"{DataConfig().bars}-bar windows), {rate:,.0f} bars/s")
     print(f"model: {params:,} parameters ({dataclasses.asdict(config)['d_model']} wide)")
 
 

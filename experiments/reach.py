@@ -20,6 +20,8 @@ from experiments.common import (
     finish,
     fmt,
     load_songs,
+    plt,
+    save_figure,
     settings,
     table,
     train_run,
@@ -83,8 +85,26 @@ def run(ctx: Context) -> dict[str, Any]:
         ctx.log("trained this shard's runs; run again without --shard for the report")
         return {}
     result = {"settings": settings(ctx, base, eval_bars=bars, stride=data0.stride),
-              "variants": rows, "figures": []}
+              "variants": rows, "figures": [_plot(ctx, rows)]}
     return finish(ctx, result, TITLE, QUESTION, render)
+
+
+def _plot(ctx: Context, rows: list[dict[str, Any]]) -> str:
+    """Copy accuracy and transfer follow rate per distance bucket, one line per variant."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    names = [bucket_name(lo, hi) for lo, hi in DISTANCE_BUCKETS]
+    for ax, key, title in ((axes[0], "copy_accuracy", "copy accuracy"),
+                           (axes[1], "transfer_follow", "transfer follow rate")):
+        for row in rows:
+            values = [((row["by_distance"] or {}).get(n) or {}).get(key) for n in names]
+            ax.plot(names, [float("nan") if v is None else v for v in values], marker="o",
+                    label=row["label"])
+        ax.set_xlabel("bars back")
+        ax.set_title(title)
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    return save_figure(fig, ctx.figure("by_distance"))
 
 
 def render(result: dict[str, Any], figures: str) -> list[str]:
@@ -127,4 +147,5 @@ def render(result: dict[str, Any], figures: str) -> list[str]:
         lines += [f"Repeats per bucket: {counts}; near-repeats: {first['near_repeated_bars']}; "
                   f"B's edited repeats of bar 1 in transfers: {first['transfer_edit_cases']}.",
                   ""]
-    return lines
+    return lines + [f"![Copy accuracy and transfer by distance]({figures}{result['figures'][0]})",
+                    ""]

@@ -400,5 +400,5 @@ def test_train_help_lists_every_option_and_no_trained_bars() -> None:
     text = " ".join(result.output.split())
     assert "--d-model INTEGER width of bar vectors and of the attention layers [default: 256]" \
         in text
-    assert "meets every offset, not just common ones [default: 0.0]" in text
+    assert "meets every offset, not just common ones [default: 0.5]" in text
     assert "--steps-per-bar" in text and "--trained-bars" not in text

@@ -236,7 +236,8 @@ def _trainer(songs: object, run: Path, **kw: object) -> Trainer:
 def _plain_losses(trainer: Trainer) -> list[float]:
     """The reference: a plain step (host checks, optimizer.step()) on the trainer's batches."""
     cfg, losses = trainer.cfg, []
-    order = np.random.default_rng([cfg.seed, 1_000_000]).permutation(len(trainer.train_windows))
+    order = trainer.train_windows.epoch_order(cfg.batch_size,
+                                              np.random.default_rng([cfg.seed, 1_000_000]))
     for s in range(trainer.total_steps):
         trainer.state.step = s
         batch = trainer._batch(order, s)
@@ -248,7 +249,8 @@ def _plain_losses(trainer: Trainer) -> list[float]:
         out = vae_objective(trainer.model(batch.tokens, batch.meters, p_tf=p_tf,
                                           noise=batch.noise), batch.tokens,
                             beta=beta_at(s, cfg), free_bits=cfg.free_bits,
-                            recon_weight=cfg.recon_weight, pointer_weight=pointer_at(s, cfg))
+                            recon_weight=cfg.recon_weight, pointer_weight=pointer_at(s, cfg),
+                            pointer_edits=cfg.pointer_edits, pointer_cap=cfg.pointer_cap)
         trainer.optimizer.zero_grad()
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), cfg.grad_clip)

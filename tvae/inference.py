@@ -289,16 +289,23 @@ class TrainedModel:
     def transfer(self, a: Melody, b: Melody, bars: Sequence[int] = (0,)) -> Melody:
         """B's latents with the listed bars (0-based) taken from A: A's opening developed in
         B's flow (the paper swaps the first bar). Both songs must share a meter."""
+        z, _ = self.transfer_posterior(a, b, bars)
+        return self.decode(z, b.meter, b.qpm, f"{a.title} -> {b.title}", b.pickup)
+
+    def transfer_posterior(self, a: Melody, b: Melody, bars: Sequence[int] = (0,)
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """The latents a transfer decodes: B's posterior means and standard deviations (N, Z)
+        with the listed bars (0-based) taken from A's."""
         if a.meter != b.meter:  # a Melody's meter is normalised already
             raise TvaeError(f"transfer needs songs in one meter: A is {a.meter[0]}/{a.meter[1]},"
                             f" B is {b.meter[0]}/{b.meter[1]}")
-        za, zb = self.encode(a), self.encode(b)
+        (za, sa), (zb, sb) = self.posterior(a), self.posterior(b)
         bars = sorted(set(bars))
         if not bars or min(bars) < 0 or max(bars) >= min(len(za), len(zb)):
             raise TvaeError(f"bars {[i + 1 for i in bars]} must lie within both songs "
                             f"(A has {len(za)} bars, B has {len(zb)})")
-        zb[bars] = za[bars]
-        return self.decode(zb, b.meter, b.qpm, f"{a.title} -> {b.title}", b.pickup)
+        zb[bars], sb[bars] = za[bars], sa[bars]
+        return zb, sb
 
     def sample(self, n_bars: int = 8, temperature: float = 1.0, seed: int = 0,
                meter: Meter = (4, 4), qpm: float = 120.0, top_k: int = 0,

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from tvae.files import write_bytes_atomic
 from tvae.inference import TrainedModel
 from tvae.melody import Melody, meter_steps
@@ -18,9 +20,10 @@ from tvae.midi_report import pitch_name
 from tvae.render import PageMelody, render_page, write_page
 
 KL_NOTE = ("Under each melody, the KL of each bar's latent in bits: how much information the "
-           "model spends on that bar. A bar marked \"= bar j\" (dashed) is one the model encodes "
-           "as a copy of bar j: its latent only points back, so it costs few bits, and after a "
-           "context transfer it repeats whatever bar j has become. Outlined bars are the "
+           "model spends on that bar. A bar marked \"= bar j\" (dashed) is one the decoder copies "
+           "from bar j, however far back: its latent only points back (and, for a near-repeat, "
+           "says which notes change), so it costs few bits, and after a context transfer it "
+           "repeats whatever bar j has become, with its own changes. Outlined bars are the "
            "transferred ones.")
 
 
@@ -34,11 +37,18 @@ class Item:
     caption: str = ""
     highlight: tuple[int, ...] = ()  # 0-based bars to outline on the KL strip
     write_midi: bool = True  # False for an input: the user's own file is not copied
+    # the posterior (means, std devs (N, Z)) that produced or encodes the melody, when known:
+    # its KL and the decoder's copy choices are shown; otherwise the melody is encoded
+    posterior: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def page_melody(model: TrainedModel, item: Item) -> PageMelody:
     kl, copies = None, None
-    if item.melody.notes:  # one encoding gives both
+    if item.posterior is not None:
+        mu, sigma = item.posterior
+        bits, copies = model.kl_bits_of(mu, sigma), model.copies_of(mu)
+        kl = bits.round(3).tolist()
+    elif item.melody.notes:  # one encoding gives both
         bits, copies = model.structure(item.melody)
         kl = bits.round(3).tolist()
     pitches = [n.pitch for n in item.melody.notes]
@@ -71,19 +81,24 @@ def write_results(model: TrainedModel, out_dir: str | Path, items: Sequence[Item
 
 def transfer_items(model: TrainedModel, a: Melody, b: Melody, a_stem: str, b_stem: str,
                    bars: Sequence[int]) -> list[Item]:
-    """Input 1, Input 2, both reconstructions and the context-transfer output."""
-    out = model.transfer(a, b, bars)
+    """Input 1, Input 2, both reconstructions and the context-transfer output. The inputs and
+    the output show the KL and copy choices of the latents that were encoded and decoded."""
+    post_a, post_b = model.posterior(a), model.posterior(b)
+    z, sigma = model.transfer_posterior(a, b, bars)
+    out = model.decode(z, b.meter, b.qpm, f"{a.title} -> {b.title}", b.pickup)
     which = ", ".join(str(i + 1) for i in bars)
     return [
         Item("Input 1", a_stem, a, f"Song A: the latent of bar {which} is transferred.",
-             tuple(bars), write_midi=False),
-        Item("Input 2", b_stem, b, "Song B: the flow the output follows.", write_midi=False),
+             tuple(bars), write_midi=False, posterior=post_a),
+        Item("Input 2", b_stem, b, "Song B: the flow the output follows.", write_midi=False,
+             posterior=post_b),
         Item("Reconstruction 1", f"{a_stem}_reconstruction", model.reconstruct(a),
              "Song A encoded and decoded without teacher forcing."),
         Item("Reconstruction 2", f"{b_stem}_reconstruction", model.reconstruct(b),
              "Song B encoded and decoded without teacher forcing."),
         Item("Output", f"{a_stem}_x_{b_stem}", out,
-             f"B's latents with bar {which} taken from A. Bars of B that the model encodes as "
-             "copies of a transferred bar repeat A's bar here; the others keep B's own latents.",
-             tuple(bars)),
+             f"B's latents with bar {which} taken from A. Bars of B that the decoder copies "
+             "from a transferred bar repeat A's bar here (with B's changes to it, if any); the "
+             "others keep B's own latents. Its KL and \"= bar j\" marks are those of the latents "
+             "it was decoded from.", tuple(bars), posterior=(z, sigma)),
     ]

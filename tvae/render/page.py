@@ -85,7 +85,7 @@ class PageMelody:
     midi: bytes  # a standard MIDI file
     kl_bits: list[float] | None  # (N,) KL of each bar in bits, or None for no strip
     caption: str = ""
-    copies: list[int | None] | None = None  # (N,) 0-based bar each bar is encoded as a copy of
+    copies: list[int | None] | None = None  # (N,) 0-based bar the decoder copies each bar from
     highlight: tuple[int, ...] = ()  # 0-based bars to highlight (the transferred bars)
     file_name: str = ""  # name for the MIDI download link (none when empty)
     pitch_range: tuple[str, str] | None = None  # lowest and highest note, e.g. ("C4", "G5")
@@ -125,7 +125,7 @@ def _finite(values: Sequence[float] | None) -> list[float]:
 
 def _kl_strip(melody: PageMelody, scale: float) -> str:
     """One cell per bar holding its KL in bits, shaded by magnitude relative to `scale`; a bar
-    the model encodes as a copy names the bar it refers to, and highlighted bars are outlined."""
+    the decoder copies names the bar it copies, and highlighted bars are outlined."""
     cells = []
     copies = list(melody.copies or [])
     for bar, value in enumerate(melody.kl_bits or [], start=1):
@@ -141,7 +141,7 @@ def _kl_strip(melody: PageMelody, scale: float) -> str:
         if source is not None:
             classes += " copy"
             ref = f'<i class="ref">= bar {int(source) + 1}</i>'
-            tip += f"; encoded as a copy of bar {int(source) + 1}"
+            tip += f"; decoded as a copy of bar {int(source) + 1}"
         if bar - 1 in melody.highlight:
             classes += " moved"
             tip += "; transferred"

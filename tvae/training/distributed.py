@@ -160,10 +160,14 @@ class Share:
     bars: float  # real bars in these rows / in the global batch (0 for a stand-in row)
     labelled: float  # labelled windows in these rows / in the global batch
     real: float  # 1.0, or 0.0 for a rank left without rows, which trains on a stand-in row
+    repeats: float = 0.0  # bars with a pointer target in these rows / in the global batch
 
 
-def share_of(tokens: np.ndarray, labels: np.ndarray | None, rank: int, world: int) -> Share:
-    """Rank `rank`'s share of the global batch tokens (B, N, S), labels (B,) (-1: none).
+def share_of(tokens: np.ndarray, labels: np.ndarray | None, rank: int, world: int,
+             reach: int = 0, max_edits: int = 0) -> Share:
+    """Rank `rank`'s share of the global batch tokens (B, N, S), labels (B,) (-1: none), and
+    of its bars that teach the copy pointer (`copy_target` with the pointer's `reach` and
+    `max_edits`: the pointer loss is a mean over them).
 
     The rows are split as evenly as possible; a rank left without rows (a last batch smaller
     than the world) gets row 0 with weight 0, since every rank must take part in each step."""
@@ -173,21 +177,31 @@ def share_of(tokens: np.ndarray, labels: np.ndarray | None, rank: int, world: in
         return Share(slice(0, 1), B, 0.0, 0.0, 0.0)
     real_bars = (tokens != PAD).any(-1).sum(-1)  # (B,) as the model counts them
     known = np.zeros(B, bool) if labels is None else labels >= 0  # (B,)
+    targets = real_bars  # without a reach (one process): weighted like the bars
+    if reach > 0:
+        import torch
+
+        from tvae.model.pointer import copy_target
+
+        has = copy_target(torch.as_tensor(tokens), reach, max_edits).any(-1)  # (B, N)
+        targets = has.sum(-1).numpy()  # (B,)
     return Share(slice(lo, hi), B, float(real_bars[lo:hi].sum() / max(real_bars.sum(), 1)),
-                 float(known[lo:hi].sum() / max(known.sum(), 1)), 1.0)
+                 float(known[lo:hi].sum() / max(known.sum(), 1)), 1.0,
+                 float(targets[lo:hi].sum() / max(targets.sum(), 1)))
 
 
 def share_loss(out: Loss, share: Share, class_weight: float) -> Tensor:
     """This rank's part of the global batch's loss: summed over ranks, the loss of the batch.
 
-    The model normalises its reconstruction and KL terms by the real bars of its rows and the
-    class loss by their labelled windows, so each part is weighted by the rank's share of them.
+    The model normalises its reconstruction and KL terms by the real bars of its rows, the
+    class loss by their labelled windows and the pointer loss by their bars with a pointer
+    target, so each part is weighted by the rank's share of them.
     """
-    if out.class_loss is None:
-        loss = out.loss * share.bars
-    else:
+    pointer = out.pointer_term  # a mean over the pointer's target bars, weighted like them
+    loss = (out.loss - pointer) * share.bars + pointer * share.repeats
+    if out.class_loss is not None:
         part = class_weight * out.class_loss
-        loss = (out.loss - part) * share.bars + part * share.labelled
+        loss = loss + part * (share.labelled - share.bars)
     if out.class_logits is not None:  # keep the head in the graph on ranks without labels
         loss = loss + 0.0 * out.class_logits.sum()
     return loss

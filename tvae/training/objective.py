@@ -30,6 +30,7 @@ class Loss:
     class_loss: Tensor | None = None  # cross-entropy of the supervised head (labelled windows)
     class_logits: Tensor | None = None  # (B, C), for accuracy statistics
     pointer_loss: Tensor | None = None  # -log pointer weight on the true repeat, per repeat
+    pointer_term: Tensor | float = 0.0  # pointer_weight * pointer_loss: its part of `loss`
 
 
 def step_nll(log_probs: Tensor, tokens: Tensor) -> Tensor:
@@ -79,7 +80,8 @@ def vae_objective(out: VAEOutput, tokens: Tensor, *, beta: float, free_bits: flo
         total, count = pointer_nll(out.log_pi, tokens, pointer_edits, pointer_cap)
         result.pointer_loss = total / count.clamp(min=1)
         if pointer_weight > 0:
-            result.loss = result.loss + pointer_weight * result.pointer_loss
+            result.pointer_term = pointer_weight * result.pointer_loss
+            result.loss = result.loss + result.pointer_term
     if out.class_logits is not None and labels is not None:
         ce = F.cross_entropy(out.class_logits.float(), labels, ignore_index=-1, reduction="sum")
         result.class_loss = ce / (labels >= 0).sum().clamp(min=1)

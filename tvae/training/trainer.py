@@ -157,7 +157,9 @@ class Trainer:
         noise = Noise.draw(tokens.shape, self.model.config.d_latent,
                            torch.Generator().manual_seed(ddp.mix_seed(cfg.seed, step)))
         rank, world = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world)
-        share = ddp.share_of(tokens, labels, rank, world)
+        share = ddp.share_of(tokens, labels, rank, world, self.model.config.copy_offsets
+                             if world > 1 and self.model.pointer is not None else 0,
+                             cfg.pointer_edits)
         rows, device = share.rows, self.device
         return Batch(ddp.to_device(tokens[rows], device), ddp.to_device(meters[rows], device),
                      None if labels is None else ddp.to_device(labels[rows], device), share,
