@@ -17,7 +17,7 @@ import torch
 
 from tests.test_model import tiny
 from tvae.config import HOLD, N_SPECIAL, PAD
-from tvae.evaluate import evaluate_batch, by_distance, _Totals
+from tvae.evaluate import _Totals, by_distance, evaluate_batch
 from tvae.model.pointer import chosen_log_probs, copy_target, step_differences
 from tvae.structure import edit_follow_counts, near_repeats, nearest_offset
 

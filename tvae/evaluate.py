@@ -177,13 +177,7 @@ def evaluate_windows(model: TransformerVAE, windows: Windows, batch_size: int = 
         else None,
         "copy_share_new": totals.ratio("copy_new", "n_new") if "copy_new" in totals.v else None,
         "repeated_bars": int(totals.v.get("n_rep", 0)),
-        "near_repeated_bars": int(totals.v.get("n_near", 0)),
-        "kl_bits_near_repeated": totals.ratio("kl_near", "n_near"),
-        "kl_near_new_ratio": totals.ratio("kl_near", "n_near") / totals.ratio("kl_new", "n_new")
-        if totals.v.get("kl_new") else float("nan"),
-        "near_repeats_copied": totals.ratio("near_copied", "n_near") if "copy_rep" in totals.v
-        else None,
-        "near_repeats_exact": totals.ratio("near_exact", "n_near") if free else None,
+        **_near_metrics(totals, free),
         "windows": n,
         "bars": int(totals.v.get("bars", 0)),
         "steps": int(totals.v.get("steps", 0)),
@@ -193,6 +187,20 @@ def evaluate_windows(model: TransformerVAE, windows: Windows, batch_size: int = 
         totals.v.update(result.pop("_totals").v)
     result["by_distance"] = by_distance(totals, free)
     return _rounded(result)
+
+
+def _near_metrics(totals: _Totals, free: bool) -> dict[str, Any]:
+    """Near-repeats (1-2 steps changed from an earlier bar): count, KL against new bars, the
+    share the decoder copies (with edits) and the share decoded exactly."""
+    return {
+        "near_repeated_bars": int(totals.v.get("n_near", 0)),
+        "kl_bits_near_repeated": totals.ratio("kl_near", "n_near"),
+        "kl_near_new_ratio": totals.ratio("kl_near", "n_near") / totals.ratio("kl_new", "n_new")
+        if totals.v.get("kl_new") else float("nan"),
+        "near_repeats_copied": totals.ratio("near_copied", "n_near") if "copy_rep" in totals.v
+        else None,
+        "near_repeats_exact": totals.ratio("near_exact", "n_near") if free else None,
+    }
 
 
 def _rounded(value: Any) -> Any:

@@ -342,7 +342,8 @@ def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, 
                     split: str | None = None, max_windows: int = 0, progress: bool = True,
                     metrics: int = 0, skipped_csv: str | Path | None = None) -> dict[str, Any]:
     """`tvae evaluate`: metrics of a checkpoint (default: the bundled model) on the non-overlapping
-    `bars`-bar windows (0: the model's training window) of a MIDI folder or prepared folder; its 'test' split when it has one.
+    `bars`-bar windows (0: the model's training window) of a MIDI folder or prepared folder;
+    its 'test' split when it has one.
     `skipped_csv`: write there the files skipped and why (path, reason).
 
     With `metrics` > 0, also `music_metrics`: muspy's metrics of the first `bars` bars of up to
