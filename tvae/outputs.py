@@ -23,8 +23,8 @@ KL_NOTE = ("Under each melody, the KL of each bar's latent in bits: how much inf
            "model spends on that bar. A bar marked \"= bar j\" (dashed) is one the decoder copies "
            "from bar j, however far back: its latent only points back (and, for a near-repeat, "
            "says which notes change), so it costs few bits, and after a context transfer it "
-           "repeats whatever bar j has become, with its own changes. Outlined bars are the "
-           "transferred ones.")
+           "repeats whatever bar j has become, with its own changes.")
+OUTLINE_NOTE = "Outlined bars are the transferred ones."  # only on pages that outline bars
 
 
 @dataclass
@@ -72,8 +72,9 @@ def write_results(model: TrainedModel, out_dir: str | Path, items: Sequence[Item
             write_bytes_atomic(melody_to_midi_bytes(item.melody), path)
             written.append(path)
     if page:
+        note = KL_NOTE + (" " + OUTLINE_NOTE if any(it.highlight for it in items) else "")
         html = render_page(title, [page_melody(model, it) for it in items],
-                           intro=(intro + "\n\n" + KL_NOTE).strip(), links=links,
+                           intro=(intro + "\n\n" + note).strip(), links=links,
                            made_by=model.describe())
         written.append(write_page(out_dir / page, html))
     return written
