@@ -141,3 +141,12 @@ def test_a_model_name_too_long_is_one_line(tmp_path: Path) -> None:
         assert contract_problem(got, "error", model) is None, got
         assert "File name too long" in got.err, got.err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_trailing_slash_means_a_folder(tiny_ckpt: Path, tmp_path: Path) -> None:
+    """`-o newdir/` makes the folder and writes inside it, never a file named `newdir`."""
+    got = invoke(["encode", MARY, "-o", f"{tmp_path / 'latents'}/", "--model", tiny_ckpt])
+    assert got.code == 0 and (tmp_path / "latents" / "mary.npy").is_file()
+    got = invoke(["decode", tmp_path / "latents" / "mary.npy", "-o", f"{tmp_path / 'midi'}/",
+                  "--model", tiny_ckpt])
+    assert got.code == 0 and (tmp_path / "midi" / "mary.mid").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -136,6 +137,11 @@ def _save_npy(array, path: Path) -> None:  # noqa: ANN001
     write_bytes_atomic(buffer.getvalue(), path)
 
 
+def _names_folder(out: str | None) -> bool:
+    """`-o NAME/`: a trailing slash means a folder, made if missing, never a file NAME."""
+    return bool(out) and out.endswith(("/", os.sep))
+
+
 @click.command()
 @click.argument("midi_files", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--out", "out", default=None, help="Latents file (.npy) for one melody, a "
@@ -154,7 +160,8 @@ def encode(midi_files: tuple[str, ...], out: str | None, sigma: bool,
     corpus' test split: 6.8 bits for a repeated bar, 20.0 for a new one.)"""
     from tvae.midi import read_melody
 
-    folder = Path(out) if out and (len(midi_files) > 1 or is_folder(out)) else None
+    folder = Path(out) if out and (len(midi_files) > 1 or is_folder(out)
+                                   or _names_folder(out)) else None
     # A file where the folder should be is refused before any work.
     check_folder(folder if folder is not None else Path(out or "x.npy").parent)
     model = _load(model_path)  # first: its pitch range is the one notes are folded into
@@ -197,7 +204,7 @@ def decode(latents: str, out: str | None, meter: str, qpm: float, model_path: st
     model = _load(model_path)
     z = load_latents(latents, model.model.config.d_latent)  # shape checked before reading
     path = Path(out or Path(latents).with_suffix(".mid").name)
-    if is_folder(path):  # -o FOLDER: the MIDI goes inside it
+    if is_folder(path) or _names_folder(out):  # -o FOLDER (or DIR/): the MIDI goes inside it
         path = path / Path(latents).with_suffix(".mid").name
     check_folder(path.parent)
     melody = model.decode(z, _meter(meter), qpm, title=path.stem)
