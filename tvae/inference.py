@@ -340,11 +340,13 @@ class TrainedModel:
 
 def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, bars: int = 0,
                     split: str | None = None, max_windows: int = 0, progress: bool = True,
-                    metrics: int = 0, skipped_csv: str | Path | None = None) -> dict[str, Any]:
+                    metrics: int = 0, skipped_csv: str | Path | None = None,
+                    device: str = "cpu") -> dict[str, Any]:
     """`tvae evaluate`: metrics of a checkpoint (default: the bundled model) on the non-overlapping
     `bars`-bar windows (0: the model's training window) of a MIDI folder or prepared folder;
     its 'test' split when it has one.
-    `skipped_csv`: write there the files skipped and why (path, reason).
+    `skipped_csv`: write there the files skipped and why (path, reason). `device`: where the
+    model runs.
 
     With `metrics` > 0, also `music_metrics`: muspy's metrics of the first `bars` bars of up to
     that many songs (a seeded choice), of their free-running reconstructions and of as many
@@ -358,7 +360,7 @@ def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, 
 
     if bars < 0:
         raise TvaeError("--bars must be at least 0 (0: the model's training window)")
-    trained = load_model(model_path)
+    trained = load_model(model_path, device)
     bars = bars or trained.window or UNKNOWN_WINDOW
     data = DataConfig(bars=bars, stride=bars, transpose=0)
     songs, skipped = load_songs(midi_dir, trained.grid, data, progress=progress)

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from tvae.cli.common import handle_errors
+from tvae.cli.infer import DEVICE_OPTION
 from tvae.cli.options import build_config, config_options
 from tvae.config import MAX_BARS, DataConfig, GridConfig, ModelConfig, TrainConfig
 from tvae.errors import TvaeError
@@ -168,16 +169,20 @@ def train(midi_dir: tuple[str, ...], config_path: str | None, out: str, resume: 
               help="Write the files skipped and why to this CSV (columns path, reason).")
 @click.option("--record", is_flag=True, help="Also store the main numbers in the checkpoint's "
               "JSON as its model card (pages then quote them).")
+@DEVICE_OPTION
 @handle_errors
 def evaluate(midi_dir: str, model_path: str | None, bars: int, split: str | None,
              max_windows: int, metrics: int, as_json: bool, skipped_csv: str | None,
              record: bool) -> None:
     """Accuracy (teacher-forced and free-running), KL bits of repeated vs new bars and the
     paired ratio, context transfer (does B follow a new bar 1?), and ELBO bits per bar."""
+    from tvae.devices import pick_device
     from tvae.inference import evaluate_folder
 
+    device = str(pick_device(click.get_current_context().meta.get("tvae_device", "cpu")))
     result = evaluate_folder(midi_dir, model_path, bars, split, max_windows,
-                             progress=not as_json, metrics=metrics, skipped_csv=skipped_csv)
+                             progress=not as_json, metrics=metrics, skipped_csv=skipped_csv,
+                             device=device)
     if record:
         from tvae.model.checkpoint import record_evaluation
 
