@@ -63,7 +63,7 @@ def _config_file(path: str | None) -> tuple[dict[type, object], tuple[str, ...]]
     if path is None:
         return {}, ()
     from tvae.config import MAX_JSON_BYTES, config_from_dict, parse_json, read_regular_file
-    from tvae.model.checkpoint import legacy_model_fields
+    from tvae.model.checkpoint import legacy_fields, legacy_model_fields
 
     saved = parse_json(read_regular_file(path, MAX_JSON_BYTES, "config"), "config", path)
     if not isinstance(saved, dict):
@@ -73,7 +73,8 @@ def _config_file(path: str | None) -> tuple[dict[type, object], tuple[str, ...]]
     for key, cls in sections.items():
         if key in saved:
             try:
-                value = legacy_model_fields(saved[key]) if key == "model" else saved[key]
+                value = (legacy_model_fields(saved[key]) if key == "model"
+                         else legacy_fields(key, saved[key]))
                 bases[cls] = config_from_dict(cls, value)
             except TvaeError as exc:
                 raise TvaeError(f"config section '{key}': {exc.reason}", path) from None

@@ -156,6 +156,22 @@ def legacy_model_fields(model: Any, data: DataConfig | None = None) -> Any:
     return model
 
 
+# What fields added since a section was first written meant before they existed: a saved
+# config without them is read with these values, so an old run resumes as it began.
+LEGACY = {
+    "data": {"repeat_augment": 0.0, "repeat_edits": 0.0},
+    "train": {"pointer_weight": 0.0, "pointer_cap": 1.0, "pointer_edits": 0},
+}
+
+
+def legacy_fields(section: str, values: Any) -> Any:
+    """`values` (a saved data or train section) with the fields it lacks at their LEGACY
+    meaning; anything else (another section, not a dict) unchanged."""
+    if not isinstance(values, dict) or section not in LEGACY:
+        return values
+    return {**{k: v for k, v in LEGACY[section].items() if k not in values}, **values}
+
+
 def _configs(meta: dict[str, Any], json_path: Path) -> tuple[GridConfig, ModelConfig]:
     """The grid and model configs of a checkpoint's JSON, every field type- and range-checked,
     the data and training configs and the other sections checked too."""
@@ -172,10 +188,11 @@ def _configs(meta: dict[str, Any], json_path: Path) -> tuple[GridConfig, ModelCo
     try:
         grid = config_from_dict(GridConfig, meta["grid"])
         section = "data"
-        data = None if meta.get("data") is None else config_from_dict(DataConfig, meta["data"])
+        data = None if meta.get("data") is None else config_from_dict(
+            DataConfig, legacy_fields("data", meta["data"]))
         section = "train"
         if meta.get("train") is not None:
-            config_from_dict(TrainConfig, meta["train"])
+            config_from_dict(TrainConfig, legacy_fields("train", meta["train"]))
         section = "model"
         config = config_from_dict(ModelConfig, legacy_model_fields(meta["model"], data))
     except KeyError as exc:

@@ -25,7 +25,7 @@ from tvae.config import (
 from tvae.data.dataset import format_skipped, load_songs
 from tvae.data.songs import write_skipped
 from tvae.errors import TvaeError
-from tvae.model.checkpoint import legacy_model_fields, load_checkpoint
+from tvae.model.checkpoint import legacy_fields, legacy_model_fields, load_checkpoint
 from tvae.training.runfolder import read_run_config, run_lock, save_run_config
 from tvae.training.trainer import RunState, Trainer  # noqa: F401 (importable from here too)
 
@@ -93,8 +93,8 @@ def _resumed(run_dir: Path, limits: dict[str, Any] | None) -> tuple[Configs, dic
     try:
         configs = Configs(config_from_dict(GridConfig, saved["grid"]),
                           config_from_dict(ModelConfig, legacy_model_fields(saved["model"])),
-                          config_from_dict(DataConfig, saved["data"]),
-                          config_from_dict(TrainConfig, saved["train"]))
+                          config_from_dict(DataConfig, legacy_fields("data", saved["data"])),
+                          config_from_dict(TrainConfig, legacy_fields("train", saved["train"])))
     except TvaeError as exc:
         raise TvaeError(f"cannot resume: {exc.reason}", run_dir / "config.json") from None
     if limits:
