@@ -7,6 +7,7 @@ Hd head width, F step features, M meters.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -260,3 +261,19 @@ class Block(nn.Module):
                     cache["mk"], cache["mv"] = mk, mv
             x = x + self.drop(self.cross_attn(self.ln2(x), mk, mv, cross_mask))
         return x + self.ff(self.ln3(x))
+
+
+def on_real_bars(fn: Callable[..., Tensor], bar_mask: Tensor, *tensors: Tensor | None
+                 ) -> Tensor:
+    """`fn(*tensors)` for per-bar tensors (B, N, ...), computed on the real bars only where that
+    saves work: on the CPU, the real bars are gathered into one row (1, R, ...), and the result
+    is put back in place, zeros on all-PAD bars (which no real bar reads: windows are padded
+    at the end, and attention masks padding). Long windows of short songs then cost what
+    their bars cost. On accelerators (static shapes, no host sync) every bar is computed."""
+    if bar_mask.device.type != "cpu" or bool(bar_mask.all()):
+        return fn(*tensors)
+    packed = [None if t is None else t[bar_mask][None] for t in tensors]  # (1, R, ...)
+    out = fn(*packed)[0]  # (R, ...)
+    full = out.new_zeros((*bar_mask.shape, *out.shape[1:]))  # (B, N, ...)
+    full[bar_mask] = out
+    return full

@@ -31,6 +31,7 @@ from tvae.model.modules import (
     BarEncoderMLP,
     Block,
     mask_logits,
+    on_real_bars,
     positions,
 )
 from tvae.model.pointer import (
@@ -40,8 +41,7 @@ from tvae.model.pointer import (
     mixture_log_probs,
     pointer_log_weights,
 )
-
-Sampler = Callable[[Tensor], Tensor]  # masked logits (..., V) -> classes (...)
+from tvae.model.sampling import Sampler, argmax_sampler
 
 
 @dataclass
@@ -91,33 +91,6 @@ def kl_per_bar(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
 
 
-def argmax_sampler(logits: Tensor) -> Tensor:
-    return logits.argmax(-1)
-
-
-def make_sampler(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                 generator: torch.Generator | None = None) -> Sampler:
-    """Greedy when temperature is 0; else temperature, top-k and nucleus (top-p) sampling."""
-    if temperature <= 0:
-        return argmax_sampler
-
-    def sample(logits: Tensor) -> Tensor:
-        logits = logits / temperature
-        if top_k > 0:
-            kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if top_p < 1.0:
-            sorted_logits, order = logits.sort(dim=-1, descending=True)
-            cum = sorted_logits.softmax(-1).cumsum(-1)
-            drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
-            logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-        probs = logits.softmax(-1).reshape(-1, logits.shape[-1])
-        return torch.multinomial(probs, 1, generator=generator).view(logits.shape[:-1])
-
-    sample.generator = generator  # type: ignore[attr-defined]  # the copy path draws with it
-    return sample
-
-
 def _mask(bar_mask: Tensor, causal: bool) -> Tensor:
     """(B, 1, N, N) bool attention mask (True = may attend). Built on the device every time
     (no host sync to test for padding): at bar level N is small."""
@@ -126,22 +99,6 @@ def _mask(bar_mask: Tensor, causal: bool) -> Tensor:
     if causal:
         allowed = allowed & torch.ones(N, N, dtype=torch.bool, device=bar_mask.device).tril()
     return allowed | torch.eye(N, dtype=torch.bool, device=bar_mask.device)  # never an empty row
-
-
-def on_real_bars(fn: Callable[..., Tensor], bar_mask: Tensor, *tensors: Tensor | None
-                 ) -> Tensor:
-    """`fn(*tensors)` for per-bar tensors (B, N, ...), computed on the real bars only where that
-    saves work: on the CPU, the real bars are gathered into one row (1, R, ...), and the result
-    is put back in place, zeros on all-PAD bars (which no real bar reads: windows are padded
-    at the end, and attention masks padding). Long windows of short songs then cost what
-    their bars cost. On accelerators (static shapes, no host sync) every bar is computed."""
-    if bar_mask.device.type != "cpu" or bool(bar_mask.all()):
-        return fn(*tensors)
-    packed = [None if t is None else t[bar_mask][None] for t in tensors]  # (1, R, ...)
-    out = fn(*packed)[0]  # (R, ...)
-    full = out.new_zeros((*bar_mask.shape, *out.shape[1:]))  # (B, N, ...)
-    full[bar_mask] = out
-    return full
 
 
 class TransformerVAE(nn.Module):
