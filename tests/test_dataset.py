@@ -225,6 +225,48 @@ def test_add_repeats_edits_keep_the_rhythm_and_move_one_or_two_pitches() -> None
     assert edited > 200  # most windows hold a near-repeat: a copy with 1 or 2 moved pitches
 
 
+def test_extended_short_songs_go_on_without_holes_and_reach_every_offset() -> None:
+    from tvae.data.augment import add_repeats
+
+    rng = np.random.default_rng(0)
+    tokens = np.full((300, 33, 16), PAD)
+    tokens[:, :, ::4] = 2  # holds everywhere, onsets on the beats of the song's bars only
+    lengths = rng.integers(3, 12, size=300)  # every song far shorter than the window
+    for b, n in enumerate(lengths):
+        tokens[b, :n, ::4] = rng.integers(10, 40, size=(n, 4))
+        tokens[b, n:] = PAD
+    tokens[:, 0, :8] = PAD  # a pickup: never played again
+    out = add_repeats(tokens, 0.5, np.random.default_rng(1), extend=True)
+    offsets = set()
+    for b in range(len(out)):
+        real = (out[b] != PAD).any(-1)  # (N,)
+        n = int(real.sum())
+        assert real.all()  # every song goes on to the window's end
+        assert np.array_equal(out[b, 0], tokens[b, 0])  # the pickup stays, played once
+        assert not any(np.array_equal(out[b, k], tokens[b, 0]) for k in range(1, n))
+        for k in range(1, n):
+            offsets |= {k - j for j in range(k) if np.array_equal(out[b, k], out[b, j])}
+    assert set(range(1, 32)) <= offsets  # songs of 3-11 bars teach repeats 31 bars back
+    # (32 back would copy the pickup)
+    plain = add_repeats(tokens, 0.5, np.random.default_rng(1))
+    assert max(int((plain[b] != PAD).any(-1).sum()) for b in range(300)) < 24  # not without
+
+
+def test_whole_window_batches_keep_every_bar_even_when_trimmed(small_folder: Path,
+                                                               tmp_path: Path) -> None:
+    songs, _ = load(small_folder, tmp_path)
+    data = DataConfig(bars=40, stride=1, transpose=0, repeat_augment=0.5, repeat_reach=0.5)
+    windows = Windows(songs, None, data)
+    rng = np.random.default_rng(0)
+    widths = [windows.batch(np.arange(len(windows)), rng, trim=True)[0].shape[1]
+              for _ in range(40)]
+    longest = int(windows.lengths.max())
+    assert longest < 40 and set(widths) == {longest, 40}  # some batches keep the whole window
+    off = Windows(songs, None, DataConfig(bars=40, stride=1, transpose=0, repeat_reach=0.0))
+    assert {off.batch(np.arange(len(off)), rng, trim=True)[0].shape[1]
+            for _ in range(10)} == {longest}
+
+
 def test_one_cache_is_a_prepared_shard_and_old_caches_are_ignored(small_folder: Path,
                                                                   tmp_path: Path) -> None:
     cache = tmp_path / "cache"

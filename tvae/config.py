@@ -268,6 +268,11 @@ class DataConfig:
                                     "common ones", 0.0, 1.0)
     repeat_edits: float = setting(0.3, "share of those repeats given 1 or 2 moved pitches (a "
                                   "near-repeat, to be copied with edits)", 0.0, 1.0)
+    repeat_reach: float = setting(0.2, "share of training batches that keep the whole window: "
+                                  "in them a short song given a repeat is first played on past "
+                                  "its end (again as written, or a few semitones away), so "
+                                  "repeats up to the window's length back and its late bars are "
+                                  "learned from short songs too", 0.0, 1.0)
 
     def __post_init__(self) -> None:
         validate_fields(self)

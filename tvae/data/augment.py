@@ -30,7 +30,8 @@ PHRASES = (1, 2, 4, 8)  # lengths, in bars, of the phrases `add_repeats` repeats
 
 
 def add_repeats(tokens: np.ndarray, share: float, rng: np.random.Generator,
-                edit_share: float = 0.0, grid: GridConfig = GridConfig()) -> np.ndarray:
+                edit_share: float = 0.0, grid: GridConfig = GridConfig(),
+                extend: bool = False) -> np.ndarray:
     """In a `share` of the windows (B, N, S), a phrase of 1, 2, 4 or 8 bars is repeated at an
     offset drawn uniformly from 1..N-1 (so every offset the window can hold is met as often as
     any other, not just the folk corpus' common 1, 2, 4 and 8), over later bars of the song or
@@ -38,16 +39,25 @@ def add_repeats(tokens: np.ndarray, share: float, rng: np.random.Generator,
     played twice does). Only full bars are copied or overwritten (a pickup or a short last bar
     stays). In an `edit_share` of those windows, one repeated bar then gets 1 or 2 of its onsets
     moved by a few semitones: a near-repeat, which the copy path should encode as a copy with
-    edits."""
+    edits.
+
+    With `extend`, every song that ends before the window does is first played on to the
+    window's end (`extend_song`), so that offsets up to N - 1 and the window's late bars are met
+    by short songs too, not only by the few long ones."""
     tokens = tokens.copy()
     N = tokens.shape[1]
     pads = (tokens == PAD).sum(-1)  # (B, N) PAD steps of each bar
     real = pads < tokens.shape[2]  # (B, N)
-    for b in np.flatnonzero(rng.random(len(tokens)) < share):
-        if not real[b].any() or N < 2:
+    chosen = rng.random(len(tokens)) < share  # (B,)
+    for b in range(len(tokens)):
+        if not (chosen[b] or extend) or not real[b].any() or N < 2:
             continue
         length = int(np.flatnonzero(real[b])[-1]) + 1  # bars of the song in this window
         full = real[b] & (pads[b] == pads[b][real[b]].min())  # (N,)
+        if extend and length < N and full[:length].any():
+            length = extend_song(tokens[b], full, length, N, rng, grid)
+        if not chosen[b]:
+            continue
         placed = _place_phrase(full, length, N, rng)
         if placed is None:
             continue
@@ -57,6 +67,28 @@ def add_repeats(tokens: np.ndarray, share: float, rng: np.random.Generator,
         if rng.random() < edit_share:
             _edit_bar(tokens[b, start + int(rng.integers(size))], rng, grid)
     return tokens
+
+
+def extend_song(window: np.ndarray, full: np.ndarray, length: int, until: int,
+                rng: np.random.Generator, grid: GridConfig) -> int:
+    """Play the song of `window` (N, S) on past its last bar `length` - 1 up to bar `until` - 1,
+    in place, with its own full bars from the first one on: as written in half the cases (the
+    tune played again, a whole-section repeat `length` bars back), otherwise moved by 1 to 5
+    semitones (new bars in the song's style). `full` (N,) is updated; returns `until`."""
+    sources = np.flatnonzero(full[:length])
+    shift = 0 if rng.random() < 0.5 else int(rng.integers(1, 6)) * (1 if rng.random() < 0.5
+                                                                      else -1)
+    added = window[np.resize(sources, until - length)]  # (until - length, S)
+    onset = added >= N_SPECIAL
+    if shift and onset.any():
+        lo, hi = int(added[onset].min()), int(added[onset].max())
+        if not (lo + shift >= N_SPECIAL and hi + shift < grid.vocab_size):
+            shift = -shift
+        if lo + shift >= N_SPECIAL and hi + shift < grid.vocab_size:
+            added = np.where(onset, added + shift, added)
+    window[length:until] = added
+    full[length:until] = True
+    return until
 
 
 def _place_phrase(full: np.ndarray, length: int, n: int, rng: np.random.Generator,

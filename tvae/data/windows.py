@@ -74,11 +74,15 @@ class Windows:
         With `rng`, each window is transposed by a random shift in [-transpose, transpose],
         narrowed so that every onset class stays inside the vocabulary, and a `repeat_augment`
         share of the windows gets a repeated phrase, some of them with edits (`add_repeats`).
+        A `repeat_reach` share of the batches keeps the whole window (even with `trim`), and in
+        them a short song is played on past its end before its repeat is placed.
         """
         indices = np.asarray(indices, dtype=np.int64)
         song, start = self.song[indices], self.start[indices]  # (B,)
         N = self.data.bars
-        if trim and len(indices):
+        reach = rng is not None and self.data.repeat_augment > 0 and self.data.repeat_reach > 0 \
+            and rng.random() < self.data.repeat_reach  # this batch keeps the whole window
+        if trim and len(indices) and not reach:
             N = int(self.lengths[indices].max())
         bar = start[:, None] + np.arange(N)[None, :]  # (B, N) bar within the song
         inside = bar < self._lengths[song][:, None]  # (B, N)
@@ -90,5 +94,5 @@ class Windows:
             tokens = transpose_tokens(tokens, self.data.transpose, rng, self.grid)
         if rng is not None and self.data.repeat_augment > 0:
             tokens = add_repeats(tokens, self.data.repeat_augment, rng, self.data.repeat_edits,
-                                 self.grid)
+                                 self.grid, extend=reach)
         return tokens, meters.astype(np.int64)
