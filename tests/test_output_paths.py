@@ -150,3 +150,43 @@ def test_a_trailing_slash_means_a_folder(tiny_ckpt: Path, tmp_path: Path) -> Non
     got = invoke(["decode", tmp_path / "latents" / "mary.npy", "-o", f"{tmp_path / 'midi'}/",
                   "--model", tiny_ckpt])
     assert got.code == 0 and (tmp_path / "midi" / "mary.mid").is_file()
+
+
+def test_encode_never_writes_two_outputs_to_one_file(tiny_ckpt: Path, tmp_path: Path) -> None:
+    """Two songs of one name from two folders, and x.mid's --sigma beside x_sigma.mid's means,
+    are refused before anything is written."""
+    import shutil
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        shutil.copy(MARY, tmp_path / name / "song.mid")
+    out = tmp_path / "out"
+    got = invoke(["encode", tmp_path / "a" / "song.mid", tmp_path / "b" / "song.mid", "-o", out,
+                  "--model", tiny_ckpt])
+    assert contract_problem(got, "error", out / "song.npy") is None, got
+    assert "would both be written" in got.err and not out.exists()
+    shutil.copy(MARY, tmp_path / "x.mid")
+    shutil.copy(MARY, tmp_path / "x_sigma.mid")
+    got = invoke(["encode", tmp_path / "x.mid", tmp_path / "x_sigma.mid", "-o", out, "--sigma",
+                  "--model", tiny_ckpt])
+    assert contract_problem(got, "error", out / "x_sigma.npy") is None, got
+    assert not out.exists()
+    got = invoke(["encode", tmp_path / "x.mid", tmp_path / "a" / "song.mid", "-o", out,
+                  "--sigma", "--model", tiny_ckpt])  # distinct names: all four written
+    assert got.code == 0 and sorted(p.name for p in out.iterdir()) == [
+        "song.npy", "song_sigma.npy", "x.npy", "x_sigma.npy"]
+
+
+@pytest.mark.parametrize("command", ["encode", "decode"])
+def test_a_fifo_at_the_output_is_never_replaced(command: str, tiny_ckpt: Path,
+                                                tmp_path: Path) -> None:
+    """A FIFO (or a device node) where the output would go stays as it is: one line, exit 2,
+    and no hang (nothing opens it)."""
+    fifo = tmp_path / ("out.npy" if command == "encode" else "out.mid")
+    os.mkfifo(fifo)
+    latents = tmp_path / "z.npy"
+    np.save(latents, LATENTS)
+    args = [MARY] if command == "encode" else [latents]
+    got = invoke([command, *args, "-o", fifo, "--model", tiny_ckpt])
+    assert contract_problem(got, "error", fifo) is None, got
+    assert "never replaced" in got.err and fifo.is_fifo()

@@ -4,7 +4,9 @@ No dependencies beyond the standard library, so any module can write files throu
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -53,12 +55,30 @@ def ensure_folder(path: str | Path) -> None:
                         path) from None
 
 
+def check_replaceable(path: str | Path) -> None:
+    """Refuse, in one line naming `path`, to write over anything but a regular file: a device
+    node, a FIFO, a socket or a folder there is left as it is (even for root)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # a name too long, a loop of links, a file where a folder should be
+        if exc.errno in (errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP):  # said when written
+            return
+        raise TvaeWriteError(f"cannot write here ({exc.strerror or exc})", path) from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or " \
+            "socket)"
+        raise TvaeWriteError(f"cannot write here: it is {kind}, which is never replaced", path)
+
+
 def write_bytes_atomic(data: bytes, path: str | Path) -> None:
     """Write `data` to `path` through a temporary file and a rename: never a half-written file.
-    Any failure (a file where a folder should be, no permission, a full disk) is one TvaeError
-    naming the path, and leaves no temporary file behind."""
+    Any failure (a file where a folder should be, no permission, a full disk, a device or FIFO
+    at `path`) is one TvaeError naming the path, and leaves no temporary file behind."""
     path = Path(path)
     ensure_folder(path)
+    check_replaceable(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:

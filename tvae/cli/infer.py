@@ -12,7 +12,7 @@ import click
 
 from tvae.cli.common import handle_errors
 from tvae.config import MAX_BARS
-from tvae.errors import TvaeError
+from tvae.errors import TvaeError, TvaeWriteError
 from tvae.files import check_folder, is_folder
 
 MODEL_HELP = "Checkpoint (NAME.json or a run folder). Default: the model bundled with tvae."
@@ -137,6 +137,28 @@ def _save_npy(array, path: Path) -> None:  # noqa: ANN001
     write_bytes_atomic(buffer.getvalue(), path)
 
 
+def _sigma_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}_sigma.npy")
+
+
+def _check_distinct(midi_files: tuple[str, ...], paths: list[Path], sigma: bool) -> None:
+    """Refuse, before any work, inputs whose outputs would land on one file (two songs of one
+    name from two folders, or x.mid's standard deviations and x_sigma.mid's means), and an
+    output path where something other than a regular file stands."""
+    from tvae.files import check_replaceable
+
+    written: dict[str, str] = {}
+    for midi_file, path in zip(midi_files, paths, strict=True):
+        for target in (path, _sigma_path(path)) if sigma else (path,):
+            key = os.path.normpath(os.path.abspath(target))
+            if key in written:
+                raise TvaeWriteError(f"{written[key]} and {midi_file} would both be written "
+                                     "here: give them different names, or encode them one at "
+                                     "a time with -o", target)
+            written[key] = midi_file
+            check_replaceable(target)
+
+
 def _names_folder(out: str | None) -> bool:
     """`-o NAME/`: a trailing slash means a folder, made if missing, never a file NAME."""
     return bool(out) and out.endswith(("/", os.sep))
@@ -164,18 +186,19 @@ def encode(midi_files: tuple[str, ...], out: str | None, sigma: bool,
                                    or _names_folder(out)) else None
     # A file where the folder should be is refused before any work.
     check_folder(folder if folder is not None else Path(out or "x.npy").parent)
+    paths = [(folder / f"{Path(f).stem}.npy") if folder else Path(out or f"{Path(f).stem}.npy")
+             for f in midi_files]
+    _check_distinct(midi_files, paths, sigma)  # no output overwrites another
     model = _load(model_path)  # first: its pitch range is the one notes are folded into
     # every file is read before anything is written
     melodies = [read_melody(path, grid=model.grid) for path in midi_files]
-    for midi_file, melody in zip(midi_files, melodies, strict=True):
+    for midi_file, melody, path in zip(midi_files, melodies, paths, strict=True):
         mu, std = model.posterior(melody)
-        stem = Path(midi_file).stem
-        path = (folder / f"{stem}.npy") if folder else Path(out or f"{stem}.npy")
         _save_npy(mu, path)  # makes the folder, or says in one line why it cannot
         click.echo(f"wrote {path}: {mu.shape[0]} bars x {mu.shape[1]} latent dims")
         if sigma:
-            _save_npy(std, path.with_name(f"{path.stem}_sigma.npy"))
-            click.echo(f"wrote {path.with_name(path.stem + '_sigma.npy')}")
+            _save_npy(std, _sigma_path(path))
+            click.echo(f"wrote {_sigma_path(path)}")
         kl = " ".join(f"{v:.2f}" for v in model.kl_bits_of(mu, std))
         click.echo(f"KL bits per bar: {kl}")
         copies = [f"{k + 1}={j + 1} ({w:.2f})" for k, (j, w) in enumerate(model.copy_choices(mu))
