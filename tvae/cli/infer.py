@@ -192,7 +192,7 @@ def encode(midi_files: tuple[str, ...], out: str | None, sigma: bool,
     model = _load(model_path)  # first: its pitch range is the one notes are folded into
     # every file is read before anything is written
     melodies = [read_melody(path, grid=model.grid) for path in midi_files]
-    for midi_file, melody, path in zip(midi_files, melodies, paths, strict=True):
+    for melody, path in zip(melodies, paths, strict=True):
         mu, std = model.posterior(melody)
         _save_npy(mu, path)  # makes the folder, or says in one line why it cannot
         click.echo(f"wrote {path}: {mu.shape[0]} bars x {mu.shape[1]} latent dims")
