@@ -376,7 +376,8 @@ def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, 
     if len(windows) == 0:
         raise TvaeError(f"no {split or ''} windows to evaluate", midi_dir)
     result = evaluate_windows(trained.model, windows, max_windows=max_windows, progress=progress)
-    out = {"model": str(trained.path), "split": split or "all", **result,
+    out = {"model": str(trained.path), "weights_sha256": trained.meta.get("weights_sha256"),
+           "split": split or "all", **result,
            "skipped_files": sum(skipped.values())}
     if metrics > 0:
         chosen = np.unique(windows.song)

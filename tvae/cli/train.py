@@ -185,9 +185,7 @@ def evaluate(midi_dir: str, model_path: str | None, bars: int, split: str | None
                              progress=not as_json, metrics=metrics, skipped_csv=skipped_csv,
                              device=device)
     if record:
-        from tvae.model.checkpoint import record_evaluation
-
-        record_evaluation(result["model"], result, f"{Path(midi_dir).name} ({result['split']})")
+        _record(result, f"{Path(midi_dir).name} ({result['split']})")
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -243,3 +241,18 @@ def export(checkpoint: str, out: str, full: bool) -> None:
 
 # added to `tvae.cli.main`
 COMMANDS = (prepare, train, evaluate, plot_schedule_cmd, export)
+
+
+def _record(result: dict, data: str) -> None:
+    """`evaluate --record`: the card goes into the JSON of the very weights evaluated, under the
+    run folder's lock when a training run may be saving there (its .lock file exists)."""
+    from contextlib import nullcontext
+
+    from tvae.model.checkpoint import checkpoint_paths, record_evaluation
+    from tvae.training.runfolder import LOCK_NAME, run_lock
+
+    json_path, _ = checkpoint_paths(result["model"])
+    folder = json_path.parent
+    hint = "--record its checkpoints when it has stopped, or export one and record that"
+    with run_lock(folder, hint) if (folder / LOCK_NAME).exists() else nullcontext():
+        record_evaluation(json_path, result, data, result.get("weights_sha256"))

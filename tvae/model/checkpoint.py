@@ -7,11 +7,11 @@ dataclasses, and the model is rebuilt from them. Both files are written atomical
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,9 @@ from tvae.errors import TvaeError
 from tvae.files import ensure_folder, is_folder, write_bytes_atomic
 from tvae.model.vae import TransformerVAE
 from tvae.model.weights_file import (
+    MAX_WEIGHTS_BYTES,
     PICKLE_MAGIC,
+    WHAT,
     check_fit,
     read_header,
     read_tensors,
@@ -47,6 +49,7 @@ from tvae.model.weights_file import (
 FORMAT = "tvae-checkpoint"
 FORMAT_VERSION = 1
 MAX_PARAMETERS = 300_000_000  # largest model a checkpoint may describe (1.2 GB in float32)
+READ_TRIES = 5  # reads of a pair that a save replaced meanwhile, before it is called mismatched
 
 
 def vocabulary(grid: GridConfig) -> dict[str, int]:
@@ -224,19 +227,47 @@ def expected_shapes(config: ModelConfig, grid: GridConfig, path: Path | None = N
 def _matching_meta(meta: dict[str, Any], digest: str, json_path: Path
                    ) -> tuple[dict[str, Any], bool]:
     """The JSON that belongs to these weights, and whether it does: `meta`, or the staged one
-    when a save was killed between its two renames (then the pair is completed). Checkpoints
+    when a save is between its two renames (killed there, or still writing). A reader only
+    reads: the writer, or `finish_interrupted_save`, completes the pair on disk. Checkpoints
     from before the weights were hashed carry no hash and are taken as they are."""
     expected = meta.get("weights_sha256")
     if expected is None or expected == digest:
         return meta, True
     staged = _staged(json_path)
-    if staged.is_file():
-        candidate = _read_meta(staged)
-        if candidate.get("weights_sha256") == digest:
-            with contextlib.suppress(OSError):  # a read-only folder: use it, fix nothing
-                os.replace(staged, json_path)  # finish the interrupted save
-            return candidate, True
+    try:
+        candidate = _read_meta(staged) if staged.is_file() else None
+    except TvaeError:  # replaced or removed by the writer while it was read
+        candidate = None
+    if candidate is not None and candidate.get("weights_sha256") == digest:
+        return candidate, True
     return meta, False
+
+
+def _meta_of_pair(json_path: Path) -> dict[str, Any]:
+    """The pair's JSON; the staged one when a first save was killed before its JSON was put in
+    place (weights and the staged JSON only)."""
+    staged = _staged(json_path)
+    try:
+        first_save = not json_path.exists() and not json_path.is_symlink() and staged.is_file()
+    except OSError:
+        first_save = False
+    return _read_meta(staged if first_save else json_path)
+
+
+def finish_interrupted_save(path: str | Path) -> None:
+    """Complete, on disk, a save that was killed between its two renames: the staged JSON
+    replaces the pair's when it is the one that matches the weights. Only the pair's writer may
+    call this (a training run holding its run folder's lock): a reader that renamed would pull
+    the staged file from under a save in progress."""
+    json_path, weights_path = checkpoint_paths(path)
+    staged = _staged(json_path)
+    if not staged.is_file():
+        return
+    digest = hashlib.sha256(read_regular_file(weights_path, MAX_WEIGHTS_BYTES, WHAT)).hexdigest()
+    if _read_meta(staged).get("weights_sha256") == digest:
+        os.replace(staged, json_path)
+    else:
+        staged.unlink(missing_ok=True)  # staged for weights that never came: stale
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
@@ -250,12 +281,16 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
     json_path, weights_path = checkpoint_paths(path)
     if Path(path).suffix not in ("", ".json", ".safetensors") and Path(path).is_file():
         _read_meta(Path(path))  # e.g. a .pt file: refused with a clear message
-    meta = _read_meta(json_path)
-    header = read_header(weights_path)
-    grid, config = _configs(meta, json_path)
-    check_fit(header, expected_shapes(config, grid, json_path), weights_path)
-    tensors, digest = read_weights(weights_path, header)
-    taken, paired = _matching_meta(meta, digest, json_path)
+    for attempt in range(READ_TRIES):  # a save may replace the pair while it is read
+        meta = _meta_of_pair(json_path)
+        header = read_header(weights_path)
+        grid, config = _configs(meta, json_path)
+        check_fit(header, expected_shapes(config, grid, json_path), weights_path)
+        tensors, digest = read_weights(weights_path, header)
+        taken, paired = _matching_meta(meta, digest, json_path)
+        if paired:
+            break
+        time.sleep(0.05 * (attempt + 1))
     if not paired:  # the right shapes, but not the weights this JSON was written with
         raise TvaeError(f"checkpoint pair does not match: the weights are not the ones "
                         f"{json_path.name} was written with (written by another save, or "
@@ -307,11 +342,18 @@ CARD_KEYS = ("split", "windows", "tf_accuracy", "free_accuracy", "kl_bits_per_ba
              "near_repeats_exact", "transfer_edit_follow_rate", "by_distance")
 
 
-def record_evaluation(path: str | Path, result: dict[str, Any], data: str) -> Path:
+def record_evaluation(path: str | Path, result: dict[str, Any], data: str,
+                      evaluated: str | None = None) -> Path:
     """Store an evaluation's main numbers in a checkpoint's JSON as its model card
-    ("evaluation": what it was evaluated on and how it scored); the weights are untouched."""
+    ("evaluation": what it was evaluated on and how it scored); the weights are untouched.
+    `evaluated`: the weights_sha256 of the model that was evaluated; if the pair on disk is no
+    longer that one (a training run saved over it meanwhile), nothing is written. The caller
+    holds the run folder's lock where a run may be writing (`tvae evaluate --record`)."""
     json_path, _ = checkpoint_paths(path)
     meta = _read_meta(json_path)
+    if evaluated is not None and meta.get("weights_sha256") != evaluated:
+        raise TvaeError("the checkpoint was replaced while it was evaluated (a training run "
+                        "saved over it): evaluate it again to --record", json_path)
     meta["evaluation"] = {"data": data, **{k: result.get(k) for k in CARD_KEYS}}
     write_bytes_atomic((json.dumps(meta, indent=2) + "\n").encode(), json_path)
     return json_path

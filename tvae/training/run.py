@@ -25,7 +25,12 @@ from tvae.config import (
 from tvae.data.dataset import format_skipped, load_songs
 from tvae.data.songs import write_skipped
 from tvae.errors import TvaeError
-from tvae.model.checkpoint import legacy_fields, legacy_model_fields, load_checkpoint
+from tvae.model.checkpoint import (
+    finish_interrupted_save,
+    legacy_fields,
+    legacy_model_fields,
+    load_checkpoint,
+)
 from tvae.training.runfolder import read_run_config, run_lock, save_run_config
 from tvae.training.trainer import RunState, Trainer  # noqa: F401 (importable from here too)
 
@@ -114,6 +119,9 @@ def _train(data_dir: Any, run_dir: Path, configs: Configs, label_column: str | N
     """The body of `train`, run while holding the run folder's lock."""
     saved: dict[str, Any] = {}
     if resume:
+        for name in ("last", "best"):  # this run holds the lock: it may complete its saves
+            if (run_dir / f"{name}.safetensors").is_file():
+                finish_interrupted_save(run_dir / name)
         configs, saved = _resumed(run_dir, limits)
         data_dir, label_column = saved["data_dir"], saved.get("label_column")
         init_from = None  # the run's own checkpoint has the weights

@@ -39,9 +39,11 @@ def make_run_folder(run_dir: Path) -> None:
 
 
 @contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
+def run_lock(run_dir: Path, hint: str = "wait for it or choose another --out"
+             ) -> Iterator[None]:
     """Hold the run folder's lock (an OS file lock, so it dies with its process and a copied
-    folder is not locked) for the duration of the block."""
+    folder is not locked) for the duration of the block; `hint` ends the message when another
+    process holds it."""
     make_run_folder(run_dir)
     path = run_dir / LOCK_NAME
     try:
@@ -58,7 +60,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
                 handle.seek(0)
                 owner = handle.read().strip() or "another process"
                 raise TvaeError(f"another training run (process {owner}) is using this run "
-                                "folder; wait for it or choose another --out", run_dir) from None
+                                f"folder; {hint}", run_dir) from None
         acquired = True
         with contextlib.suppress(OSError):  # the owner's id is for messages only (full disk)
             handle.seek(0)

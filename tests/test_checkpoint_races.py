@@ -1,0 +1,101 @@
+"""Checkpoint pairs read while they are written (issue 20 D2, D3, D6): readers never rename,
+never fail on a save in progress, and an evaluation is recorded only on the weights evaluated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from checkpoint_helpers import tiny
+from cli_contract import contract_problem, invoke
+
+import tvae.model.checkpoint as checkpoint
+from tvae.errors import TvaeError
+from tvae.model.checkpoint import (
+    finish_interrupted_save,
+    load_checkpoint,
+    record_evaluation,
+    save_checkpoint,
+)
+
+
+def test_a_first_save_killed_before_its_json_rename_loads_and_resumes(tmp_path: Path) -> None:
+    """Only the weights and the staged JSON of a run's first save exist: loading takes the
+    staged JSON (nothing renamed), and the owner completes the pair."""
+    path = tmp_path / "last"
+    save_checkpoint(path, tiny(seed=2), state={"step": 4})
+    (tmp_path / "last.json").rename(tmp_path / ".last.json.next")
+    model, meta, _ = load_checkpoint(path)
+    assert meta["state"]["step"] == 4 and not (tmp_path / "last.json").exists()
+    for key, value in tiny(seed=2).state_dict().items():
+        assert torch.equal(model.state_dict()[key], value)
+    finish_interrupted_save(path)
+    assert json.loads((tmp_path / "last.json").read_text())["state"]["step"] == 4
+    assert not (tmp_path / ".last.json.next").exists()
+
+
+def test_a_stale_staged_json_is_dropped_by_the_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "m"
+    save_checkpoint(path, tiny(seed=0), state={"step": 1})
+    staged = tmp_path / ".m.json.next"
+    staged.write_text(json.dumps({**json.loads((tmp_path / "m.json").read_text()),
+                                  "weights_sha256": "0" * 64}))  # weights that never came
+    assert load_checkpoint(path)[1]["state"]["step"] == 1 and staged.exists()
+    finish_interrupted_save(path)
+    assert not staged.exists() and load_checkpoint(path)[1]["state"]["step"] == 1
+
+
+def test_a_pair_replaced_while_it_is_read_is_read_again(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The JSON read belongs to the weights before a save, the weights read to the ones after
+    it, and the save has already put its JSON in place: the reader reads the pair again."""
+    path = tmp_path / "last"
+    save_checkpoint(path, tiny(seed=0), state={"step": 3})
+    old = json.loads((tmp_path / "last.json").read_text())
+    save_checkpoint(path, tiny(seed=1), state={"step": 6})
+    real, calls = checkpoint._meta_of_pair, []
+
+    def racing(json_path: Path) -> dict:
+        calls.append(json_path)
+        return old if len(calls) == 1 else real(json_path)
+
+    monkeypatch.setattr(checkpoint, "_meta_of_pair", racing)
+    assert load_checkpoint(path)[1]["state"]["step"] == 6 and len(calls) == 2
+    monkeypatch.setattr(checkpoint, "_meta_of_pair", lambda json_path: old)
+    monkeypatch.setattr(checkpoint.time, "sleep", lambda seconds: None)
+    with pytest.raises(TvaeError, match="pair does not match"):  # never settles: refused
+        load_checkpoint(path)
+
+
+def test_record_refuses_weights_replaced_since_they_were_evaluated(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "best", tiny(seed=0))
+    evaluated = json.loads(path.read_text())["weights_sha256"]
+    save_checkpoint(tmp_path / "best", tiny(seed=1))  # a training run saved over it
+    before = path.read_bytes()
+    with pytest.raises(TvaeError, match="replaced while it was evaluated"):
+        record_evaluation(path, {"free_accuracy": 0.5}, "songs", evaluated)
+    assert path.read_bytes() == before
+    now = json.loads(path.read_text())["weights_sha256"]
+    record_evaluation(path, {"free_accuracy": 0.5}, "songs", now)
+    assert json.loads(path.read_text())["evaluation"]["free_accuracy"] == 0.5
+
+
+def test_evaluate_record_waits_for_no_run_and_names_it(tmp_path: Path, folk_corpus: Path
+                                                       ) -> None:
+    """`evaluate --record` on a checkpoint in a folder whose run is training is refused in one
+    line; the JSON is untouched."""
+    from tvae.training.runfolder import run_lock
+
+    run = tmp_path / "run"
+    path = save_checkpoint(run / "best", tiny(seed=0))
+    before = path.read_bytes()
+    with run_lock(run):  # a training run holds the folder
+        got = invoke(["evaluate", folk_corpus, "--model", path, "--max-windows", "2",
+                      "--record", "--json"])
+    assert contract_problem(got, "error", run) is None, got
+    assert "training run" in got.err and path.read_bytes() == before
+    got = invoke(["evaluate", folk_corpus, "--model", path, "--max-windows", "2", "--record",
+                  "--json"])
+    assert got.code == 0 and "evaluation" in json.loads(path.read_text())
