@@ -74,6 +74,10 @@ def _type_problem(value: Any, annotation: Any, infinite_ok: bool = False) -> str
         return None if isinstance(value, bool) else "true or false"
     if annotation in ("str", str):
         return None if isinstance(value, str) else "a string"
+    if annotation in ("dict[str, float]", dict[str, float]):
+        ok = isinstance(value, dict) and len(value) <= 64 and all(
+            isinstance(k, str) and _type_problem(v, float) is None for k, v in value.items())
+        return None if ok else "an object of at most 64 finite numbers"
     return None
 
 

@@ -38,6 +38,7 @@ from tvae.errors import TvaeError, TvaeWarning
 from tvae.evaluate import evaluate_windows
 from tvae.model.checkpoint import save_checkpoint
 from tvae.model.vae import LN2, Noise, TransformerVAE
+from tvae.training.interrupt import StopNow, StopRequest
 from tvae.training.metrics_log import MetricsLog
 from tvae.training.plots import plot_metrics
 from tvae.training.resume import load_resume_point
@@ -61,6 +62,9 @@ class RunState:
     skipped: int = 0  # steps skipped for a non-finite loss
     seconds: float = 0.0  # wall time of the run so far: steps, validation and checkpoints
     finished: bool = False
+    # sums of the train row being gathered (count and SUMMED) when the checkpoint was saved
+    # between two log rows: a resumed run logs the row an uninterrupted one would have
+    pending: dict[str, float] = field(default_factory=dict)
 
 
 def _warn_if_tiny(train_windows: int, valid_windows: int) -> None:
@@ -122,12 +126,17 @@ class Trainer:
         self.log = MetricsLog(run_dir / "metrics.csv", enabled=self.main)
         self.clock = time.monotonic  # seconds; what --max-minutes measures (tests replace it)
         self._wall_base, self._wall_start = 0.0, self.clock()  # reset by fit()
+        self.stop = StopRequest()  # Ctrl-C, noted and acted on at a step boundary
+        self._acc: dict[str, Any] = {"count": 0}  # sums of the train row being gathered
         self._reserve = 0.0  # seconds the slowest end of epoch (validation, plots) took
 
     # -- checkpoints ---------------------------------------------------------------------
     def save(self, name: str) -> None:
         if not self.main:
             return
+        if self.dist is None:  # (ranks' sums differ; a DDP run resumes with a fresh row)
+            self.state.pending = {k: float(v) for k, v in self._acc.items()
+                                  if k in ("count", *SUMMED)} if self._acc["count"] else {}
         save_checkpoint(self.run_dir / name, self.model, data=self.data_cfg, train=self.cfg,
                         state=asdict(self.state), optimizer=self.optimizer, labels=self.labels)
 
@@ -257,9 +266,11 @@ class Trainer:
         cfg, st = self.cfg, self.state
         order = self.train_windows.epoch_order(
             cfg.batch_size, np.random.default_rng([cfg.seed, 1_000_000 + st.epoch]))
-        acc: dict[str, Any] = {"count": 0}
+        acc = self._acc = self._pending()
         started = self.clock()
         while st.batch < self.batches:
+            if self._stop_requested():
+                raise KeyboardInterrupt  # at a step boundary: the state is whole
             if self._should_stop(started):
                 self._clock()
                 return False
@@ -280,12 +291,27 @@ class Trainer:
                 bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}",
                                 kl=f"{row['kl_bits']:.2f}b", beta=f"{row['beta']:.3g}",
                                 p_tf=f"{row['p_tf']:.2f}")
-                acc = {"count": 0}
+                acc = self._acc = {"count": 0}
             if st.step % cfg.checkpoint_every == 0:
                 self._clock()
                 self.save("last")
         self._clock()
+        self._acc = {"count": 0}  # a row left unfinished at an epoch's end is not logged
         return True
+
+    def _pending(self) -> dict[str, Any]:
+        """The sums of the train row being gathered: those a resumed checkpoint saved, once."""
+        pending, self.state.pending = self.state.pending, {}
+        acc: dict[str, Any] = {k: v for k, v in pending.items() if k in SUMMED}
+        acc["count"] = int(pending.get("count", 0))
+        return acc
+
+    def _stop_requested(self) -> bool:
+        """Ctrl-C was pressed (all ranks decide together, at log steps)."""
+        if self.dist is None:
+            return self.stop.requested
+        at_log = self.state.step % self.cfg.log_every == 0
+        return at_log and self.dist.any(self.stop.requested)
 
     def end_epoch(self, bar: Any) -> None:
         began = self.clock()
@@ -294,6 +320,7 @@ class Trainer:
         self._clock()
 
     def _end_epoch(self, bar: Any) -> None:
+        self._acc = {"count": 0}
         self._read_guard(bar)
         row = self.validate()
         st = self.state
@@ -321,12 +348,19 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=st.step, desc="train", unit="step",
                    disable=not (self.progress and self.main), dynamic_ncols=True)
         try:
-            while not st.finished and st.epoch < self.cfg.epochs:
-                if not self.run_epoch(bar):
-                    break
-                self.end_epoch(bar)
-            else:
-                st.finished = True
+            with self.stop.installed():
+                while not st.finished and st.epoch < self.cfg.epochs:
+                    if not self.run_epoch(bar):
+                        break
+                    self.end_epoch(bar)
+                else:
+                    st.finished = True
+        except StopNow:
+            bar.close()
+            if self.main:
+                print(f"\nstopped: the last checkpoint ({self.run_dir / 'last.json'}) is kept "
+                      "as it was; continue with --resume", file=sys.stderr)
+            raise SystemExit(130) from None
         except KeyboardInterrupt:
             self.save("last")
             bar.close()

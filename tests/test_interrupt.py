@@ -1,0 +1,83 @@
+"""Ctrl-C while training (issue 20 D1, D7): the first SIGINT stops the run at a step boundary,
+so the saved checkpoint is whole (every Adam counter equal) and a resumed run logs the very
+rows and weights of an uninterrupted one; a second SIGINT stops at once and saves nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from test_train import TINY, _train_cfg
+
+import tvae.training.trainer as trainer_module
+from tvae.config import DataConfig
+from tvae.model.checkpoint import load_checkpoint
+from tvae.training.run import train
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+DATA = DataConfig(bars=4, stride=2)
+
+
+def _config(**kw: object):  # noqa: ANN202
+    return _train_cfg(**{"epochs": 1, "max_steps": 14, "log_every": 4, "checkpoint_every": 100,
+                         **kw})
+
+
+def _signals_during_step(monkeypatch: pytest.MonkeyPatch, at_step: int, times: int) -> None:
+    """SIGINT `times` times from inside optimizer step `at_step`, before its update."""
+    real, seen = trainer_module.train_step, {"n": 0}
+
+    def step(*args: object, **kwargs: object) -> dict:
+        seen["n"] += 1
+        if seen["n"] == at_step:
+            for _ in range(times):
+                signal.raise_signal(signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train_step", step)
+
+
+def _rows(run: Path) -> list[tuple[str, str, str]]:
+    with open(run / "metrics.csv") as f:
+        return [(r["step"], r["split"], r["loss"]) for r in csv.DictReader(f)]
+
+
+def test_ctrl_c_mid_step_saves_a_whole_step_and_resumes_exactly(
+        folk_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = tmp_path / "whole"
+    train(folk_corpus, whole, model_config=TINY, data_config=DATA, train_config=_config(),
+          progress=False)
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _signals_during_step(patch, at_step=6, times=1)  # off the log boundary (every 4)
+        with pytest.raises(SystemExit) as stopped:
+            train(folk_corpus, run, model_config=TINY, data_config=DATA,
+                  train_config=_config(), progress=False)
+    assert stopped.value.code == 130
+    meta = json.loads((run / "last.json").read_text())
+    assert meta["state"]["step"] == 6 and meta["state"]["pending"]["count"] == 2
+    _, _, optim = load_checkpoint(run / "last")
+    counters = {float(v) for k, v in optim.items() if k.endswith("/step")}
+    assert counters == {6.0}  # every parameter stepped exactly 6 times
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    train(folk_corpus, run, resume=True, progress=False)
+    assert _rows(run) == _rows(whole)  # the row at step 8 sums steps 5-8, as it would have
+    a = load_checkpoint(run / "last")[0].state_dict()
+    b = load_checkpoint(whole / "last")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(
+        folk_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    _signals_during_step(monkeypatch, at_step=6, times=2)
+    with pytest.raises(SystemExit) as stopped:
+        train(folk_corpus, run, model_config=TINY, data_config=DATA,
+              train_config=_config(checkpoint_every=4), progress=False)
+    assert stopped.value.code == 130 and "kept as it was" in capsys.readouterr().err
+    assert json.loads((run / "last.json").read_text())["state"]["step"] == 4
