@@ -99,3 +99,45 @@ def test_evaluate_record_waits_for_no_run_and_names_it(tmp_path: Path, folk_corp
     got = invoke(["evaluate", folk_corpus, "--model", path, "--max-windows", "2", "--record",
                   "--json"])
     assert got.code == 0 and "evaluation" in json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_readers_hammering_a_training_run_never_fail_it_nor_fail(folk_corpus: Path,
+                                                                  tmp_path: Path) -> None:
+    """A run saving a checkpoint every step, read over and over meanwhile (and `evaluate
+    --record` tried on it): every read gets a whole pair, the run ends cleanly, and its last
+    pair still matches."""
+    import subprocess
+    import sys
+    import time
+
+    from test_train import TINY_ARGS
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tvae", "train", str(folk_corpus), "--out", str(run), *TINY_ARGS,
+         "--bars", "4", "--batch-size", "4", "--max-steps", "80", "--log-every", "1",
+         "--checkpoint-every", "1", "--eval-windows", "8", "--num-threads", "1", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reads, recorded, refused = 0, 0, 0
+    try:
+        while proc.poll() is None:
+            if not (run / "last.safetensors").exists():
+                time.sleep(0.01)
+                continue
+            load_checkpoint(run / "last")  # never "pair does not match"
+            reads += 1
+            if reads % 10 == 0:
+                got = invoke(["evaluate", folk_corpus, "--model", run / "last.json",
+                              "--max-windows", "1", "--bars", "4", "--record", "--json"])
+                if got.code == 0:
+                    recorded += 1
+                else:
+                    refused += 1
+                    assert "training run" in got.err, got.err
+    finally:
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert reads >= 20 and refused >= 1  # the run was really read while it saved
+    assert load_checkpoint(run / "last")[1]["state"]["step"] == 80
+    assert not (run / ".last.json.next").exists()

@@ -7,6 +7,7 @@ dataclasses, and the model is rebuilt from them. Both files are written atomical
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -288,6 +289,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
         check_fit(header, expected_shapes(config, grid, json_path), weights_path)
         tensors, digest = read_weights(weights_path, header)
         taken, paired = _matching_meta(meta, digest, json_path)
+        if not paired:  # saved over while read: the JSON written for these weights, read now
+            with contextlib.suppress(TvaeError):
+                taken, paired = _matching_meta(_meta_of_pair(json_path), digest, json_path)
         if paired:
             break
         time.sleep(0.05 * (attempt + 1))
