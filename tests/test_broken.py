@@ -302,3 +302,24 @@ def test_bad_grid_and_size_options_exit_2_before_data_is_read(tmp_path: Path, co
     lines = got.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and flag in lines[0], got.err
     assert str(missing) not in lines[0] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", [1e20, 3e38, 1e25, -2e3])
+def test_latents_far_outside_any_posterior_are_refused(tiny_ckpt: Path, tmp_path: Path,
+                                                       value: float) -> None:
+    """Huge finite latents used to decode to a melody of 0 or 3 bars with exit 0; now one line
+    naming the file, and latents up to the bound decode to every bar asked for."""
+    z = np.zeros((6, 8), np.float32)
+    z[4, 2] = value
+    path = tmp_path / "huge.npy"
+    np.save(path, z)
+    got = invoke(["decode", path, "-o", tmp_path / "out.mid", "--model", tiny_ckpt])
+    assert contract_problem(got, "error", path) is None, got
+    assert "bar 5, value 3" in got.err and not (tmp_path / "out.mid").exists()
+    z[4, 2] = 1e3 if value > 0 else -1e3
+    np.save(path, z)
+    got = invoke(["decode", path, "-o", tmp_path / "out.mid", "--model", tiny_ckpt])
+    assert got.code == 0, got
+    from tvae.midi import read_melody
+
+    assert read_melody(tmp_path / "out.mid").n_bars == 6

@@ -89,12 +89,29 @@ def load_latents(path: str | Path, d_latent: int | None = None, max_bars: int = 
             if d_latent is not None and shape[1] != d_latent:
                 raise TvaeError(f"latents must have shape (bars, {d_latent}), got {shape}", path)
             handle.seek(0)
-            return np.load(handle, allow_pickle=False)
+            z = np.load(handle, allow_pickle=False)
+        check_latent_values(z, path)
+        return z
     except TvaeError:
         raise
     except (OSError, ValueError, EOFError) as exc:
         reason = " ".join(str(getattr(exc, "strerror", None) or exc).split())[:160]
         raise TvaeError(f"not a latents .npy file ({reason})", path) from None
+
+
+MAX_LATENT = 1e3  # |z| above this is refused: posteriors lie within a few units of 0
+
+
+def check_latent_values(z: np.ndarray, path: str | Path | None = None) -> None:
+    """Refuse latents (N, Z) that are not finite or lie beyond ±MAX_LATENT: far outside any
+    posterior, where the decoder's arithmetic overflows and bars go missing."""
+    if not np.isfinite(z).all():
+        raise TvaeError("latents contain NaN or infinite values", path)
+    if z.size and np.abs(z).max() > MAX_LATENT:
+        bar, dim = np.unravel_index(int(np.abs(z).argmax()), z.shape)
+        raise TvaeError(f"latents must lie within ±{MAX_LATENT:g} (a model's lie within a few "
+                        f"units of 0); bar {bar + 1}, value {dim + 1} is "
+                        f"{float(z[bar, dim]):.3g}", path)
 
 
 class TrainedModel:
@@ -267,8 +284,7 @@ class TrainedModel:
                             f"got {z.shape}")
         if len(z) > MAX_BARS:
             raise TvaeError(f"{len(z)} bars of latents; tvae decodes at most {MAX_BARS}")
-        if not np.isfinite(z).all():
-            raise TvaeError("latents contain NaN or infinite values")
+        check_latent_values(z)
         if not (math.isfinite(qpm) and 1.0 <= qpm <= 1000.0):
             raise TvaeError(f"qpm must be between 1 and 1000, got {qpm}")
         meter = normalize_meter(meter)
