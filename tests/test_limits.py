@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_contract import MARY, invoke
 from click.testing import CliRunner
 
 from tvae.cli.main import main
+from tvae.errors import TvaeError
 from tvae.inference import TrainedModel, load_model
 from tvae.melody import Melody, Note
 from tvae.midi import read_melody
@@ -149,7 +151,7 @@ def test_readme_guarantees_state_the_limits_in_the_code() -> None:
     """The README's limits table quotes the values the code enforces."""
     from tvae.cli.infer import MAX_SAMPLES
     from tvae.config import MAX_BARS
-    from tvae.inference import COPY_CHUNK, ENCODE_CHUNK
+    from tvae.inference import COPY_CHUNK, ENCODE_CHUNK, MAX_LATENT, MAX_STEPS
     from tvae.midi import MAX_FILE_BYTES, MAX_LISTED_TRACKS, MAX_MERGED_PARTS
 
     text = (DATA.parent / "README.md").read_text()
@@ -171,7 +173,8 @@ def test_readme_guarantees_state_the_limits_in_the_code() -> None:
                   f"≤ {MAX_LAYERS} layers", f"widths ≤ {MAX_WIDTH:,}",
                   f"copy offsets ≤ {MAX_COPY_OFFSETS}", f"JSON ≤ {MAX_JSON_BYTES // 2**20} MB",
                   f"{MAX_JSON_DEPTH} levels", f"weights ≤ {MAX_WEIGHTS_BYTES // 2**30} GB",
-                  f"≤ {MAX_PARAMETERS:,} parameters"):
+                  f"≤ {MAX_PARAMETERS:,} parameters", f"2 to {MAX_STEPS:,}",
+                  f"within ±{MAX_LATENT:,.0f}", "`tvae.training.budget`"):
         assert value in section, value
 
 
@@ -188,3 +191,29 @@ def test_export_into_an_existing_folder_is_one_line(tiny_ckpt: Path, tmp_path: P
     r = CliRunner().invoke(main, ["export", str(tiny_ckpt), str(tmp_path)])
     assert r.exit_code == 2 and r.stderr.startswith(f"error: {tmp_path}: is a folder"), r.stderr
     assert r.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["--d-model", "16384", "--enc-layers", "64", "--dec-layers", "64"],  # 3 TB of parameters
+    ["--bars", "4096"],  # attention maps of 4096 x 4096 bars at batch 64
+    ["--batch-size", "1048576"],
+])
+def test_a_run_that_cannot_fit_memory_is_refused_before_any_work(args: list[str],
+                                                                  folk_corpus: Path,
+                                                                  tmp_path: Path) -> None:
+    """Each option within its range, the product beyond this machine: one line, exit 2,
+    decided on the meta device (nothing allocated) before the data is read."""
+    got = invoke(["train", folk_corpus, "--out", tmp_path / "run", *args])
+    assert got.code == 2 and got.crash is None and "GiB for one step" in got.err, got
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_counts_past_memory_are_refused_by_their_options(tiny_ckpt: Path, tmp_path: Path
+                                                         ) -> None:
+    for args in (["interpolate", MARY, MARY, "--steps", "100000000000"],
+                 ["sample", "--seed", str(2**64), "-n", "1"],
+                 ["train", tmp_path, "--num-threads", "4096"]):
+        got = invoke([*args, "--model", tiny_ckpt] if args[0] != "train" else args)
+        assert got.code == 2 and got.crash is None and "Traceback" not in got.err, (args, got)
+    with pytest.raises(TvaeError, match="2 to 1000 steps"):
+        load_model(tiny_ckpt).interpolate(_melody(2), _melody(2), steps=1001)

@@ -239,7 +239,7 @@ class TrainConfig:
     eval_windows: int = setting(2000, "validation windows evaluated per epoch (0: all)", 0)
     seed: int = setting(0, "seeds data order, augmentation, dropout and sampling", 0, 2**63 - 1)
     device: str = setting("auto", '"auto" (CUDA when present), "cpu", "cuda", "cuda:1"...')
-    num_threads: int = setting(0, "torch CPU threads (0: torch's default)", 0, 4096)
+    num_threads: int = setting(0, "torch CPU threads (0: torch's default)", 0, 256)
 
     def __post_init__(self) -> None:
         validate_fields(self)

@@ -99,6 +99,7 @@ def load_latents(path: str | Path, d_latent: int | None = None, max_bars: int = 
         raise TvaeError(f"not a latents .npy file ({reason})", path) from None
 
 
+MAX_STEPS = 1000  # melodies in one interpolation
 MAX_LATENT = 1e3  # |z| above this is refused: posteriors lie within a few units of 0
 
 
@@ -340,8 +341,8 @@ class TrainedModel:
         different lengths are interpolated over the shorter one's bars."""
         if a.meter != b.meter:  # a Melody's meter is normalised already
             raise TvaeError("interpolation needs songs in one meter")
-        if steps < 2:
-            raise TvaeError("interpolation needs at least 2 steps")
+        if not 2 <= steps <= MAX_STEPS:
+            raise TvaeError(f"interpolation takes 2 to {MAX_STEPS} steps, got {steps}")
         za, zb = self.encode(a), self.encode(b)
         n = min(len(za), len(zb))
         if len(za) != len(zb):

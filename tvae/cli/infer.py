@@ -272,7 +272,7 @@ def reconstruct(midi_file: str, out: str, model_path: str | None, html: bool) ->
               help="Sample among the k likeliest classes.")
 @click.option("--top-p", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0,
               callback=_finite, help="Nucleus sampling threshold, in (0, 1].")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
               help="First seed.")
 @click.option("--meter", default="4/4", show_default=True, help="Meter of the samples.")
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)
@@ -320,12 +320,12 @@ def _sample_metrics(items: list, out: Path) -> None:
 @click.argument("a", type=click.Path())
 @click.argument("b", type=click.Path())
 @click.option("-o", "--out", "out", default="tvae-output", show_default=True, help="Folder.")
-@click.option("--steps", type=int, default=5, show_default=True,
-              help="Melodies from A to B, both ends included.")
+@click.option("--steps", type=click.IntRange(2, 1000), default=5, show_default=True,
+              help="Melodies from A to B, both ends included (2-1000).")
 @click.option("--temperature", type=click.FloatRange(0.0, 100.0), default=0.0,
               show_default=True, callback=_finite,
               help="Step sampling temperature of the decoding (0: greedy).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
               help="Seed of the sampling when --temperature > 0.")
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)
 @DEVICE_OPTION

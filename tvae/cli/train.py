@@ -205,9 +205,10 @@ def evaluate(midi_dir: str, model_path: str | None, bars: int, split: str | None
 @click.command("plot-schedule")
 @click.option("--out", "-o", "out", default="schedule.png", show_default=True,
               help="PNG file to write.")
-@click.option("--steps", type=int, default=10000, show_default=True, help="Training steps drawn.")
-@click.option("--batches-per-epoch", type=int, default=1000, show_default=True,
-              help="N_b of the logistic schedule.")
+@click.option("--steps", type=click.IntRange(1, 10_000_000), default=10000, show_default=True,
+              help="Training steps drawn.")
+@click.option("--batches-per-epoch", type=click.IntRange(1, 10_000_000), default=1000,
+              show_default=True, help="N_b of the logistic schedule.")
 @config_options(TrainConfig)
 @handle_errors
 def plot_schedule_cmd(out: str, steps: int, batches_per_epoch: int, **options: object) -> None:

@@ -24,6 +24,7 @@ from tvae.config import (
 )
 from tvae.data.dataset import format_skipped, load_songs
 from tvae.data.songs import write_skipped
+from tvae.devices import pick_device
 from tvae.errors import TvaeError
 from tvae.model.checkpoint import (
     finish_interrupted_save,
@@ -31,6 +32,7 @@ from tvae.model.checkpoint import (
     legacy_model_fields,
     load_checkpoint,
 )
+from tvae.training.budget import check_budget
 from tvae.training.runfolder import read_run_config, run_lock, save_run_config
 from tvae.training.trainer import RunState, Trainer  # noqa: F401 (importable from here too)
 
@@ -130,6 +132,8 @@ def _train(data_dir: Any, run_dir: Path, configs: Configs, label_column: str | N
                         "choose another --out", run_dir)
     grid, model, data, train = configs.grid, configs.model, configs.data, configs.train
     dist = ddp.setup(train.device)  # None unless started by torchrun
+    check_budget(model, grid, data, train, dist.device if dist else pick_device(train.device),
+                 1 if dist is None else dist.world)  # before any data is read
     threads = torch.get_num_threads()  # --num-threads applies to this run only
     finished = False
     try:
