@@ -190,3 +190,26 @@ def test_a_fifo_at_the_output_is_never_replaced(command: str, tiny_ckpt: Path,
     got = invoke([command, *args, "-o", fifo, "--model", tiny_ckpt])
     assert contract_problem(got, "error", fifo) is None, got
     assert "never replaced" in got.err and fifo.is_fifo()
+
+
+def test_file_names_that_are_not_utf8_write_pages_and_midi(tiny_ckpt: Path,
+                                                           tmp_path: Path) -> None:
+    """A name with bytes that are not UTF-8 (legal on Linux) used to crash page and MIDI
+    writing; the files keep their names, the pages and tracks show U+FFFD."""
+    import shutil
+
+    song = tmp_path / os.fsdecode(b"\xff\xfe.mid")
+    shutil.copy(MARY, song)
+    latents = tmp_path / os.fsdecode(b"\xff.npy")
+    np.save(latents, LATENTS)
+    m = ["--model", tiny_ckpt]
+    for args in (["transfer", song, song, "-o", tmp_path / "t", *m],
+                 ["reconstruct", song, "-o", tmp_path / "r", "--html", *m],
+                 ["interpolate", song, song, "-o", tmp_path / "i", "--steps", "2", "--html", *m],
+                 ["decode", latents, "-o", f"{tmp_path / 'd'}/", "--html", *m]):
+        got = invoke(args)
+        assert contract_problem(got, "ok") is None, (args[0], got)
+    for folder in ("t", "r", "i", "d"):
+        html = next((tmp_path / folder).glob("*.html")).read_text(encoding="utf-8")
+        assert "\ufffd" in html
+    assert (tmp_path / "d" / os.fsdecode(b"\xff.mid")).is_file()  # the name kept on disk

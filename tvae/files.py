@@ -19,6 +19,12 @@ def _umask() -> int:
     return mask
 
 
+def readable(text: str) -> str:
+    """`text` as any encoder takes it: bytes of a file name that are not UTF-8 (which Python
+    keeps as lone surrogates) become U+FFFD, so titles, pages and messages never fail on them."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def check_folder(folder: str | Path, path: str | Path | None = None) -> None:
     """Refuse, in one line naming `path` (default: `folder`), a folder that cannot exist
     because a file stands where it or a folder above it should be. Creates nothing, so

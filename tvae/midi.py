@@ -19,7 +19,7 @@ import symusic
 
 from tvae.config import MAX_BARS, GridConfig
 from tvae.errors import TvaeError, TvaeWarning
-from tvae.files import write_bytes_atomic
+from tvae.files import readable, write_bytes_atomic
 from tvae.melody import Melody, Note, fit_pitch_range, meter_steps, normalize_meter
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # larger files are refused before parsing
@@ -313,7 +313,7 @@ def read_score(score: symusic.Score, path: str | Path = "score", track: int | No
     last = notes[-1].start + notes[-1].duration + offset
     if last > MAX_BARS * bar:
         raise TvaeError(f"melody is {last // bar} bars long; tvae reads at most {MAX_BARS}", path)
-    title = report.track_name or path.stem
+    title = readable(report.track_name or path.stem)
     melody = Melody(tuple(notes), meter, report.qpm, pickup, title)
     melody, moved = fit_pitch_range(melody, grid)
     report.warn("octave_moved", moved,
@@ -343,7 +343,7 @@ def _melody_score(melody: Melody, program: int) -> symusic.Score:
     else:
         score.time_signatures.append(symusic.TimeSignature(0, num, den))
     score.tempos.append(symusic.Tempo(0, float(melody.qpm)))
-    track = symusic.Track(name=melody.title or "melody", program=program, is_drum=False)
+    track = symusic.Track(name=readable(melody.title or "melody"), program=program, is_drum=False)
     for note in melody.notes:
         track.notes.append(
             symusic.Note(note.start * step, note.duration * step, note.pitch, VELOCITY)

@@ -3,6 +3,7 @@ Ctrl-C as exit 130. The command modules import this, never `tvae.cli` (which imp
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import warnings
@@ -24,6 +25,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if issubclass(category, TvaeWarning):
                 click.echo(f"warning: {message}", err=True)
 
+        _name_safe_streams()
         with warnings.catch_warnings():
             warnings.simplefilter("always", TvaeWarning)
             warnings.showwarning = show
@@ -37,3 +39,13 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
                 sys.exit(130)
 
     return wrapper
+
+
+def _name_safe_streams() -> None:
+    """Let stdout and stderr print file names whose bytes are not UTF-8 (Python holds them as
+    lone surrogates): they are written back as the same bytes, as `ls` shows them, instead of
+    failing on a strict UTF-8 stream."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            with contextlib.suppress(ValueError, OSError, AttributeError):
+                stream.reconfigure(errors="surrogateescape")

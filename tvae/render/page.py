@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from tvae.errors import TvaeError
-from tvae.files import is_folder, write_bytes_atomic
+from tvae.files import is_folder, readable, write_bytes_atomic
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 ASSETS_DIR = "assets"  # folder next to each page that holds the player's scripts
@@ -102,7 +102,7 @@ ROLL_BORDER_PX = 1.0  # the visualizer's border: where the roll's time 0 is draw
 
 
 def _text(value: object) -> str:
-    return escape(str(value), quote=True)
+    return escape(readable(str(value)), quote=True)
 
 
 def _check_href(href: str) -> str:
@@ -298,7 +298,7 @@ def write_page(
     try:
         if assets == "copy":
             copy_assets(path.parent)
-        write_bytes_atomic(html.encode("utf-8"), path)
+        write_bytes_atomic(readable(html).encode("utf-8"), path)
     except TvaeError:
         raise  # already one line naming the file that could not be written
     except OSError as exc:
