@@ -89,7 +89,7 @@ def test_refuses_files_that_are_not_regular_before_reading(saved: Path, no_real_
 def test_refuses_oversized_files_from_their_size(saved: Path, no_real_model: None) -> None:
     """Sparse files (no disk or memory used) over the caps are refused before reading."""
 
-    from tvae.config import MAX_JSON_BYTES
+    from tvae.files import MAX_JSON_BYTES
     from tvae.model.weights_file import MAX_WEIGHTS_BYTES
 
     weights = saved.with_suffix(".safetensors")

@@ -167,3 +167,57 @@ def test_corpus_without_music21_says_how_to_install_it(monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "music21", None)  # as if it were not installed
     with pytest.raises(TvaeError, match=r'pip install "tvae\[corpus\]"'):
         corpus_root()
+
+
+def test_a_damaged_state_file_is_read_around_not_crashed_on(tmp_path: Path) -> None:
+    """Lines that are torn, edited, nested 200,000 deep or of the wrong types are redone, not a
+    traceback; a manifest or state file that is a folder is one line before any work."""
+    out = tmp_path / "corpus"
+    export_corpus(out, limit=3, workers=1, progress=False)
+    rows = read_manifest(out)
+    state = out / STATE_FILE
+    good = state.read_text().splitlines()
+    bad = ['{"id": 1', "[" * 200_000 + "]" * 200_000, '{"id": "x", "collection": "c", '
+           '"status": "ok", "path": null}', '{"id": "y", "collection": "c", "status": "ok", '
+           '"bars": "many"}', "[1, 2]"]
+    state.write_text("\n".join([good[0], *bad, *good[1:]]) + "\n")
+    result = CliRunner().invoke(main, ["corpus", str(out), "--limit", "3"])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert read_manifest(out) == rows
+    (out / "summary.json").unlink()
+    (out / "summary.json").mkdir()
+    result = CliRunner().invoke(main, ["corpus", str(out), "--limit", "4"])
+    assert result.exit_code == 2 and "summary.json" in result.stderr, result.output
+    assert len(result.stderr.splitlines()) == 1 and read_manifest(out) == rows
+    (out / "summary.json").rmdir()
+    state.unlink()
+    state.mkdir()
+    result = CliRunner().invoke(main, ["corpus", str(out), "--limit", "3"])
+    assert result.exit_code == 2 and STATE_FILE in result.stderr, result.output
+
+
+def test_a_full_disk_while_exporting_is_one_line_and_keeps_what_was_done(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import io
+
+    out = tmp_path / "corpus"
+    export_corpus(out, limit=2, workers=1, progress=False)
+    done = (out / STATE_FILE).read_text()
+    real_open = Path.open
+
+    def full(self: Path, mode: str = "r", *args: object, **kwargs: object) -> io.IOBase:
+        handle = real_open(self, mode, *args, **kwargs)
+        if self.name == STATE_FILE and "a" in mode:
+            def no_room(text: str) -> int:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            handle.write = no_room  # type: ignore[method-assign]
+        return handle
+
+    monkeypatch.setattr(Path, "open", full)
+    result = CliRunner().invoke(main, ["corpus", str(out), "--limit", "4", "--workers", "1"])
+    assert result.exit_code == 2 and "No space left" in result.stderr, result.output
+    messages = [line for line in result.stderr.splitlines() if line and "%|" not in line]
+    assert len(messages) == 1 and messages[0].startswith("error: ")  # beside the progress bar
+    assert "Traceback" not in result.stderr
+    assert (out / STATE_FILE).read_text() == done  # what was recorded stays

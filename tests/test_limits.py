@@ -158,12 +158,11 @@ def test_readme_guarantees_state_the_limits_in_the_code() -> None:
     section = text[text.index("## Guarantees"):text.index("## The Python API")]
     from tvae.config import (
         MAX_COPY_OFFSETS,
-        MAX_JSON_BYTES,
-        MAX_JSON_DEPTH,
         MAX_LAYERS,
         MAX_STEPS_PER_BAR,
         MAX_WIDTH,
     )
+    from tvae.files import MAX_JSON_BYTES, MAX_JSON_DEPTH
     from tvae.model.checkpoint import MAX_PARAMETERS
     from tvae.model.weights_file import MAX_WEIGHTS_BYTES
 

@@ -1,16 +1,25 @@
-"""Writing files safely: a temporary file and a rename, and one-line errors naming the path.
-No dependencies beyond the standard library, so any module can write files through it.
+"""Reading and writing files safely, with one-line errors naming the path.
+
+Writing: a temporary file and a rename, never over a device or FIFO. Reading: only regular
+files, within a size cap, opened so that a FIFO never hangs; JSON through one reader whose
+nesting is capped. No dependencies beyond the standard library, so any module can use it.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import tempfile
+import typing
 from pathlib import Path
+from typing import Any
 
-from tvae.errors import TvaeWriteError
+from tvae.errors import TvaeError, TvaeWriteError
+
+MAX_JSON_BYTES = 16 * 2**20  # a checkpoint's or run's JSON (configs, state, optimizer groups)
+MAX_JSON_DEPTH = 32  # nesting of JSON objects and arrays (tvae writes at most 4)
 
 
 def _umask() -> int:
@@ -100,3 +109,89 @@ def write_bytes_atomic(data: bytes, path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# -- reading ------------------------------------------------------------------------------
+def read_regular_file(path: str | Path, limit: int, what: str) -> bytes:
+    """The bytes of `path`, refusing before reading anything that is not a regular file once
+    symlinks are resolved (a folder, /dev/zero, a FIFO: never opened in a blocking way) or that
+    holds more than `limit` bytes."""
+    with open_regular_file(path, limit, what) as file:
+        try:
+            data = file.read(limit + 1)
+        except OSError as exc:
+            raise TvaeError(f"cannot read {what} ({exc.strerror or exc})", path) from None
+    if len(data) > limit:
+        raise TvaeError(f"{what} larger than {limit} bytes", path)
+    return data
+
+
+def open_regular_file(path: str | Path, limit: int, what: str) -> typing.BinaryIO:
+    """`path` opened for reading, after checking (os.stat, then fstat on the open file) that it
+    is a regular file of at most `limit` bytes; opened non-blocking, so a FIFO never hangs."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise TvaeError(f"{what} not found", path) from None
+    except (OSError, ValueError) as exc:
+        raise TvaeError(f"cannot read {what} ({getattr(exc, 'strerror', None) or exc})",
+                        path) from None
+    _check_regular(info, limit, what, path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        file = os.fdopen(os.open(path, flags), "rb")
+    except OSError as exc:
+        raise TvaeError(f"cannot read {what} ({exc.strerror or exc})", path) from None
+    try:
+        _check_regular(os.fstat(file.fileno()), limit, what, path)  # replaced meanwhile?
+    except TvaeError:
+        file.close()
+        raise
+    return file
+
+
+def _check_regular(info: os.stat_result, limit: int, what: str, path: str | Path) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise TvaeError(f"{what}: a folder, not a file", path)
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else
+                "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
+                "not a file")
+        raise TvaeError(f"{what}: not a regular file ({kind})", path)
+    if info.st_size > limit:
+        raise TvaeError(f"{what} too large ({info.st_size} bytes; at most {limit})", path)
+
+
+def parse_json(raw: bytes, what: str, path: str | Path) -> Any:
+    """JSON from bytes, refusing invalid text and nesting deeper than MAX_JSON_DEPTH (a
+    100,000-deep file is a clear error, not a RecursionError)."""
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise TvaeError(f"{what} nested too deeply (at most {MAX_JSON_DEPTH} levels)",
+                        path) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TvaeError(f"{what} is not valid JSON ({exc})", path) from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise TvaeError(f"{what} nested too deeply (at most {MAX_JSON_DEPTH} levels)", path)
+    return data
+
+
+def json_depth(data: Any) -> int:
+    """How deeply objects and arrays nest in parsed JSON (a scalar: 0), without recursion."""
+    deepest, todo = 0, [(data, 1)]
+    while todo:
+        item, depth = todo.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                return depth
+            todo.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def read_json(path: str | Path, what: str, limit: int = MAX_JSON_BYTES) -> Any:
+    """The JSON in `path`: a regular file of at most `limit` bytes, nested at most
+    MAX_JSON_DEPTH levels. Every JSON tvae reads goes through here."""
+    return parse_json(read_regular_file(path, limit, what), what, path)

@@ -62,10 +62,11 @@ def _config_file(path: str | None) -> tuple[dict[type, object], tuple[str, ...]]
     its data folders; nothing when `path` is None."""
     if path is None:
         return {}, ()
-    from tvae.config import MAX_JSON_BYTES, config_from_dict, parse_json, read_regular_file
+    from tvae.config import config_from_dict
+    from tvae.files import read_json
     from tvae.model.checkpoint import legacy_fields, legacy_model_fields
 
-    saved = parse_json(read_regular_file(path, MAX_JSON_BYTES, "config"), "config", path)
+    saved = read_json(path, "config")
     if not isinstance(saved, dict):
         raise TvaeError("the config must be a JSON object", path)
     sections = {"grid": GridConfig, "model": ModelConfig, "data": DataConfig, "train": TrainConfig}

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,16 @@ from tvae.data.abc_tunes import (
     tune_to_melody,
 )
 from tvae.data.songs import melody_hash, split_of  # the split rule, shared with loading
-from tvae.errors import TvaeError
+from tvae.errors import TvaeError, TvaeWriteError
+from tvae.files import check_replaceable, read_regular_file, write_bytes_atomic
 
 COLLECTIONS = ("essenFolksong", "oneills1850", "ryansMammoth", "airdsAirs", "miscFolk")
 EXPORT_VERSION = 2  # bump when the conversion changes; state lines of other versions are redone
 STATE_FILE = "state.jsonl"
 MANIFEST_COLUMNS = ("id", "collection", "title", "meter", "key", "bars", "split", "path")
 
+
+MAX_STATE_BYTES = 256 * 2**20  # the export's state file (about 3 MB for the whole corpus)
 
 @dataclass
 class TuneResult:
@@ -140,12 +144,12 @@ def load_state(out_dir: Path) -> dict[str, TuneResult]:
     """Results of earlier runs of this export version; unreadable lines are ignored."""
     done: dict[str, TuneResult] = {}
     path = out_dir / STATE_FILE
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return done
-    for line in path.read_text().splitlines():
-        try:
-            result = TuneResult(**json.loads(line))
-        except (ValueError, TypeError):
+    text = read_regular_file(path, MAX_STATE_BYTES, "the export's state file")
+    for line in text.decode("utf-8", "replace").splitlines():
+        result = _state_line(line)
+        if result is None:
             continue
         ok_file = result.status != "ok" or (out_dir / result.path).is_file()
         if result.version == EXPORT_VERSION and ok_file:
@@ -153,18 +157,34 @@ def load_state(out_dir: Path) -> dict[str, TuneResult]:
     return done
 
 
+def _state_line(line: str) -> TuneResult | None:
+    """One line of the state file as a TuneResult, or None if it is not one (a torn last line,
+    an edit, another version's fields): such tunes are simply exported again."""
+    try:
+        result = TuneResult(**json.loads(line))
+    except (ValueError, TypeError, RecursionError):
+        return None
+    hints = {f.name: f.type for f in fields(TuneResult)}
+    for name, kind in hints.items():
+        value = getattr(result, name)
+        if kind in ("str", "int") and type(value).__name__ != kind:
+            return None
+    if not isinstance(result.repairs, dict) or not all(
+            isinstance(k, str) and type(v) is int for k, v in result.repairs.items()):
+        return None
+    return result
+
+
 def write_manifest(out_dir: Path, results: list[TuneResult]) -> None:
     """manifest.csv with one row per usable tune (written through a temporary file)."""
-    tmp = out_dir / "manifest.csv.tmp"
-    with tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(MANIFEST_COLUMNS)
-        for r in results:
-            if r.status == "ok":
-                split = split_of(r.content_hash)
-                row = [r.id, r.collection, r.title, r.meter, r.key, r.bars, split, r.path]
-                writer.writerow(row)
-    os.replace(tmp, out_dir / "manifest.csv")
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle)
+    writer.writerow(MANIFEST_COLUMNS)
+    for r in results:
+        if r.status == "ok":
+            split = split_of(r.content_hash)
+            writer.writerow([r.id, r.collection, r.title, r.meter, r.key, r.bars, split, r.path])
+    write_bytes_atomic(handle.getvalue().encode("utf-8"), out_dir / "manifest.csv")
 
 
 def summarize(results: list[TuneResult]) -> dict[str, Any]:
@@ -218,15 +238,22 @@ def export_corpus(out_dir: str | Path, limit: int | None = None, workers: int | 
     done = load_state(out_dir)
     todo = [(s, str(out_dir)) for s in sources if s.id not in done]
     workers = workers or os.cpu_count() or 1
+    for name in ("manifest.csv", "summary.json"):  # a folder in the way: before any work
+        check_replaceable(out_dir / name)
     if todo:
-        with (out_dir / STATE_FILE).open("a") as state, Pool(min(workers, len(todo))) as pool:
-            results = pool.imap_unordered(_export_one, todo, chunksize=4)
-            for result in tqdm(results, total=len(todo), disable=not progress, unit="tune"):
-                state.write(json.dumps(asdict(result)) + "\n")
-                state.flush()
-                done[result.id] = result
+        state_path = out_dir / STATE_FILE
+        try:
+            with state_path.open("a") as state, Pool(min(workers, len(todo))) as pool:
+                results = pool.imap_unordered(_export_one, todo, chunksize=4)
+                for result in tqdm(results, total=len(todo), disable=not progress, unit="tune"):
+                    state.write(json.dumps(asdict(result)) + "\n")
+                    state.flush()
+                    done[result.id] = result
+        except OSError as exc:  # a full disk: what was recorded stays, and is not redone
+            raise TvaeWriteError(f"cannot write ({exc.strerror or exc}); run `tvae corpus` "
+                                 "again to go on where it stopped", state_path) from None
     results = [done[s.id] for s in sources]
     write_manifest(out_dir, results)
     summary = summarize(results)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_bytes_atomic((json.dumps(summary, indent=2) + "\n").encode(), out_dir / "summary.json")
     return summary

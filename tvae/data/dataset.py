@@ -27,6 +27,7 @@ from tvae.data.arrays import SongArrays
 from tvae.data.prepare import MARKER, is_prepared, load_prepared, prepare_folder
 from tvae.data.songs import Listing, Skipped, format_skipped, list_folder, song_labels
 from tvae.errors import TvaeError
+from tvae.files import read_json
 
 __all__ = ["SongArrays", "Skipped", "default_cache_dir", "format_skipped", "load_folder",
            "load_songs"]
@@ -64,7 +65,7 @@ def _open_cached(shard: Path, listing: Listing, grid: GridConfig, data: DataConf
         return None
     try:
         songs, skipped = load_prepared([shard], grid, data, label_column)
-        complete = json.loads((shard / MARKER).read_text())["files"] == len(listing.files)
+        complete = read_json(shard / MARKER, "prepared.json")["files"] == len(listing.files)
         complete = complete and len(songs.tokens) == int(np.load(shard / "offsets.npy")[-1])
     except (TvaeError, OSError, ValueError, KeyError, TypeError, EOFError):
         return None

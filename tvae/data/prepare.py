@@ -51,7 +51,7 @@ from tvae.data.songs import (
     write_skipped,
 )
 from tvae.errors import TvaeError, TvaeWarning, TvaeWriteError
-from tvae.files import ensure_folder
+from tvae.files import ensure_folder, read_json
 
 MARKER = "prepared.json"
 FORMAT = "tvae-prepared"
@@ -265,10 +265,9 @@ def find_shards(paths: Sequence[str | Path]) -> list[tuple[Path, dict[str, Any]]
         folders.extend(found)
     shards = []
     for folder in folders:
-        try:
-            marker = json.loads((folder / MARKER).read_text())
-        except (OSError, ValueError) as exc:
-            raise TvaeError(f"unreadable prepared.json ({exc})", folder) from None
+        marker = read_json(folder / MARKER, "prepared.json")
+        if not isinstance(marker, dict) or not isinstance(marker.get("shard"), int):
+            raise TvaeError("prepared.json is not a prepared shard's marker", folder / MARKER)
         if marker.get("format") != FORMAT or marker.get("format_version") != FORMAT_VERSION:
             raise TvaeError("prepared with another tvae version: run `tvae prepare` again", folder)
         shards.append((folder, marker))

@@ -22,7 +22,6 @@ from safetensors.torch import save as save_safetensors
 from tvae import __version__
 from tvae.config import (
     HOLD,
-    MAX_JSON_BYTES,
     PAD,
     REST,
     DataConfig,
@@ -31,11 +30,16 @@ from tvae.config import (
     TrainConfig,
     config_from_dict,
     config_to_dict,
-    parse_json,
-    read_regular_file,
 )
 from tvae.errors import TvaeError
-from tvae.files import ensure_folder, is_folder, write_bytes_atomic
+from tvae.files import (
+    MAX_JSON_BYTES,
+    ensure_folder,
+    is_folder,
+    parse_json,
+    read_regular_file,
+    write_bytes_atomic,
+)
 from tvae.model.vae import TransformerVAE
 from tvae.model.weights_file import (
     MAX_WEIGHTS_BYTES,

@@ -21,8 +21,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
-from tvae.config import open_regular_file, parse_json
 from tvae.errors import TvaeError
+from tvae.files import open_regular_file, parse_json
 
 PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+ and torch.save's zip archive
 ITEM_BYTES = {"F32": 4, "F16": 2, "BF16": 2}  # the dtypes tvae reads (cast to float32)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tvae.errors import TvaeError
-from tvae.files import write_bytes_atomic
+from tvae.files import read_json, write_bytes_atomic
 
 try:
     import fcntl
@@ -86,9 +86,9 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     sections (objects) and the data folder(s). A damaged one is a TvaeError naming it."""
     path = run_dir / "config.json"
     try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise TvaeError(f"cannot resume: no readable config.json ({exc})", run_dir) from None
+        saved = read_json(path, "the run's config.json")
+    except TvaeError as exc:
+        raise TvaeError(f"cannot resume: {exc.reason}", path) from None
     if not isinstance(saved, dict):
         raise TvaeError("cannot resume: the run's config must be a JSON object", path)
     for key in ("grid", "model", "data", "train"):
