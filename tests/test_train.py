@@ -312,3 +312,29 @@ def test_num_threads_applies_to_the_run_only(folk_corpus: Path, tmp_path: Path) 
     train(folk_corpus, tmp_path / "run", model_config=TINY, data_config=DataConfig(bars=4),
           train_config=_train_cfg(epochs=1, num_threads=before + 1), progress=False)
     assert torch.get_num_threads() == before
+
+
+def test_resume_refuses_the_options_it_would_ignore(tiny_run: Path, folk_corpus: Path,
+                                                    tmp_path: Path) -> None:
+    """--label-column, --init-from, --config and another MIDI_DIR with --resume are one line,
+    nothing rewritten; the run's own folder may be given."""
+    from click.testing import CliRunner
+
+    from tvae.cli.main import main
+
+    import shutil
+
+    tiny_run = Path(shutil.copytree(tiny_run, tmp_path / "run"))  # the fixture stays as it is
+    before = (tiny_run / "config.json").read_bytes()
+    other = tmp_path / "other"
+    other.mkdir()
+    for extra in (["--label-column", "folder"], ["--init-from", str(tiny_run / "best.json")],
+                  ["--config", str(tiny_run / "config.json")]):
+        got = CliRunner().invoke(main, ["train", "--out", str(tiny_run), "--resume", *extra])
+        assert got.exit_code == 2 and extra[0] in got.stderr, got.output
+    got = CliRunner().invoke(main, ["train", str(other), "--out", str(tiny_run), "--resume"])
+    assert got.exit_code == 2 and "own data" in got.stderr, got.output
+    assert (tiny_run / "config.json").read_bytes() == before
+    got = CliRunner().invoke(main, ["train", str(folk_corpus), "--out", str(tiny_run),
+                                    "--resume", "--quiet"])
+    assert got.exit_code == 0, got.output  # its own folder: fine (the run had finished)

@@ -120,8 +120,14 @@ def train(midi_dir: tuple[str, ...], config_path: str | None, out: str, resume: 
     from tvae.devices import pick_device
     from tvae.training.run import train as run_training
 
-    if config_path and resume:
-        raise TvaeError("--resume continues a run from its own config.json; drop --config")
+    if resume:  # the run's own config.json says what it trains on: nothing may say otherwise
+        given = [flag for flag, value in (("--config", config_path), ("--label-column",
+                 label_column), ("--init-from", init_from)) if value]
+        if given:
+            raise TvaeError(f"--resume continues a run from its own config.json; drop "
+                            f"{', '.join(given)}")
+        if midi_dir:
+            _check_same_data(Path(out), midi_dir)
     bases, data_dirs = _config_file(config_path)
     midi_dir = midi_dir or data_dirs
     if not midi_dir and not resume:  # --resume reads it from the run's config.json
@@ -258,3 +264,22 @@ def _record(result: dict, data: str) -> None:
     hint = "--record its checkpoints when it has stopped, or export one and record that"
     with run_lock(folder, hint) if (folder / LOCK_NAME).exists() else nullcontext():
         record_evaluation(json_path, result, data, result.get("weights_sha256"))
+
+
+def _check_same_data(run_dir: Path, midi_dir: tuple[str, ...]) -> None:
+    """`--resume` with MIDI_DIR: it must be the run's own data folder(s) (MIDI_DIR may be left
+    out); another folder is refused rather than silently ignored."""
+    from tvae.training.runfolder import read_run_config
+
+    try:
+        saved = read_run_config(run_dir)["data_dir"]
+    except TvaeError:
+        return  # resuming reports a missing or damaged config.json itself, in one line
+    saved = [saved] if isinstance(saved, str) else saved
+    if sorted(map(_same_path, saved)) != sorted(map(_same_path, midi_dir)):
+        raise TvaeError(f"--resume trains on the run's own data ({', '.join(saved)}); leave "
+                        "MIDI_DIR out, or give that folder", midi_dir[0])
+
+
+def _same_path(path: str) -> str:
+    return os.path.normpath(os.path.abspath(path))
