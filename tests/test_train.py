@@ -318,11 +318,11 @@ def test_resume_refuses_the_options_it_would_ignore(tiny_run: Path, folk_corpus:
                                                     tmp_path: Path) -> None:
     """--label-column, --init-from, --config and another MIDI_DIR with --resume are one line,
     nothing rewritten; the run's own folder may be given."""
+    import shutil
+
     from click.testing import CliRunner
 
     from tvae.cli.main import main
-
-    import shutil
 
     tiny_run = Path(shutil.copytree(tiny_run, tmp_path / "run"))  # the fixture stays as it is
     before = (tiny_run / "config.json").read_bytes()
