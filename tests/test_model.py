@@ -102,7 +102,7 @@ def test_encoder_is_causal(padded: bool) -> None:
         bar_mask[0, 4:] = False
     for k in range(N):
         bar_vecs.grad = None
-        mu, logvar = model._posterior(bar_vecs, bar_mask)
+        mu, logvar = model._posterior(bar_vecs, bar_mask, random_bars(2, N, seed=3)[0])
         (mu[:, k].sum() + logvar[:, k].sum()).backward()
         assert torch.equal(bar_vecs.grad[:, k + 1 :], torch.zeros_like(bar_vecs.grad[:, k + 1 :]))
         seen = bar_vecs.grad[1, : k + 1].abs().sum(-1)  # window 1 has no padding
@@ -112,7 +112,8 @@ def test_encoder_is_causal(padded: bool) -> None:
 def test_unmasked_encoder_sees_the_future() -> None:
     model = tiny(mask_encoder=False)
     bar_vecs = torch.randn(2, 5, 32, requires_grad=True)
-    mu, _ = model._posterior(bar_vecs, torch.ones(2, 5, dtype=torch.bool))
+    mu, _ = model._posterior(bar_vecs, torch.ones(2, 5, dtype=torch.bool),
+                             random_bars(2, 5, seed=3)[0])
     mu[:, 1].sum().backward()
     assert bool((bar_vecs.grad[:, 2:].abs().sum(-1) > 0).all())
 

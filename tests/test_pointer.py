@@ -125,3 +125,43 @@ def test_hostile_copy_settings_are_refused_before_building(field: str, value: ob
 
     with pytest.raises(TvaeError, match=field):
         ModelConfig(**{field: value})
+
+
+# -- what the encoder is told about repeats ------------------------------------------------------
+def test_repeat_features_mark_exact_and_near_repeats_at_their_offset() -> None:
+    from tvae.model.pointer import repeat_features
+
+    tokens, _ = random_bars(1, 12, seed=5, meters=torch.zeros(1, 12, dtype=torch.long))
+    tokens[0, 9] = tokens[0, 2]  # exact, 7 back
+    tokens[0, 11] = tokens[0, 1]
+    tokens[0, 11, 3] = tokens[0, 1, 3] % 20 + 3  # one step changed: near, 10 back
+    tokens[0, 10] = PAD  # a padding bar repeats nothing and is repeated by nothing
+    f = repeat_features(tokens, 10)  # (1, 12, 20)
+    assert f.shape == (1, 12, 20)
+    exact, near = f[0, :, :10], f[0, :, 10:]
+    assert exact.nonzero().tolist() == [[9, 6]]  # bar 9, offset 7
+    assert near.nonzero().tolist() == [[11, 9]]  # bar 11, offset 10
+    assert repeat_features(tokens, 4)[0].sum() == 0  # both beyond a reach of 4
+
+
+def test_the_encoder_reads_repeats_causally_and_in_linear_cost() -> None:
+    """With repeat features (non-zero weights), bar k's posterior is unchanged by any later
+    bar, and a song of 3,000 bars is featured without an N x N comparison."""
+    from tvae.model.pointer import repeat_features
+
+    model = tiny(copy="bar", copy_offsets=6)
+    assert model.repeats_in is not None
+    torch.nn.init.normal_(model.repeats_in.weight, std=1.0)
+    tokens, meters = random_bars(2, 8, seed=2)
+    tokens[:, 5] = tokens[:, 1]
+    mu, _ = model.encode(tokens, meters)
+    for k in range(7):
+        later = tokens.clone()
+        later[:, k + 1 :] = tokens[:, 1:2]  # every later bar becomes a repeat of bar 1
+        mu2, _ = model.encode(later, meters)
+        assert torch.allclose(mu[:, : k + 1], mu2[:, : k + 1], atol=1e-6)
+    assert not torch.allclose(mu, model.encode(tokens.flip(1), meters)[0])
+    long_song, _ = random_bars(1, 3000, seed=1)
+    assert repeat_features(long_song, 32).shape == (1, 3000, 64)
+    without = tiny(copy="bar", copy_offsets=6, encoder_repeats=False)
+    assert without.repeats_in is None

@@ -167,6 +167,10 @@ class ModelConfig:
     copy_edit_steps: bool = setting(True, '"bar": each step of a copy has its own edit chance, '
                                     "read from the bar's latent, so a near-repeat is a copy that "
                                     "pays only for its edits")
+    encoder_repeats: bool = setting(True, "the encoder is told which earlier bars (within the "
+                                    "copy path's reach) each bar repeats, exactly or with 1 or 2 "
+                                    "steps changed: found from the input, so a repeat 30 bars "
+                                    "back is as easy to encode as one 1 bar back")
     trained_bars: int = setting(0, "bars per window the model was trained on, set by training "
                                 "from the data config (0: not recorded); longer songs are read "
                                 "and decoded window by window", 0, MAX_BARS, cli=False)

@@ -97,6 +97,30 @@ def step_differences(tokens: Tensor) -> Tensor:
     return torch.where(layout, diff.sum(-1), torch.full_like(layout, S + 1, dtype=torch.long))
 
 
+NEAR_STEPS = 2  # a bar differing from an earlier one in at most this many steps is a near-repeat
+
+
+def repeat_features(tokens: Tensor, max_offset: int) -> Tensor:
+    """(B, N, 2 * max_offset) float: for bar k and offset o in 1..max_offset, whether bar k - o
+    is identical to bar k (column o - 1) and whether it differs in 1 to NEAR_STEPS steps with the
+    same layout (column max_offset + o - 1). A function of the input alone, which the encoder
+    reads so that it need not find repeats by attention. Linear in N: one comparison per
+    offset. tokens (B, N, S)."""
+    B, N, S = tokens.shape
+    out = tokens.new_zeros((B, N, 2 * max_offset), dtype=torch.float32)
+    real = (tokens != PAD).any(-1)  # (B, N)
+    pads = tokens == PAD
+    for o in range(1, min(max_offset, N - 1) + 1):
+        now, then = tokens[:, o:], tokens[:, :-o]  # (B, N - o, S): bar k and bar k - o
+        both = real[:, o:] & real[:, :-o]
+        diff = (now != then).sum(-1)  # (B, N - o)
+        layout = (pads[:, o:] == pads[:, :-o]).all(-1)
+        out[:, o:, o - 1] = (both & (diff == 0)).float()
+        out[:, o:, max_offset + o - 1] = (both & layout & (diff >= 1)
+                                          & (diff <= NEAR_STEPS)).float()
+    return out
+
+
 def copy_target(tokens: Tensor, max_offset: int, max_edits: int = 0) -> Tensor:
     """(B, N, N) bool: bar j (within max_offset bars back) is a repeat source of bar k. The
     data's own labels of which bars repeat, for the pointer's auxiliary loss: the bars that k

@@ -40,6 +40,7 @@ from tvae.model.pointer import (
     chosen_log_probs,
     mixture_log_probs,
     pointer_log_weights,
+    repeat_features,
 )
 from tvae.model.sampling import Sampler, argmax_sampler
 
@@ -116,6 +117,11 @@ class TransformerVAE(nn.Module):
                   for _ in range(config.enc_layers)]
         self.encoder = nn.ModuleList(blocks)
         self.enc_norm = nn.LayerNorm(D)
+        self.repeats_in = None  # (2 O) repeat features of a bar -> (D), added to its vector
+        if config.encoder_repeats and config.copy != "none" and config.copy_offsets > 0:
+            self.repeats_in = nn.Linear(2 * config.copy_offsets, D)
+            nn.init.zeros_(self.repeats_in.weight)  # starts as if absent (fine-tuning too)
+            nn.init.zeros_(self.repeats_in.bias)
         self.mu = nn.Linear(D, Z)  # posterior heads, shared by every bar position
         self.logvar = nn.Linear(D, Z)
         self.start = nn.Parameter(torch.zeros(D))  # decoder input of bar 0
@@ -145,11 +151,16 @@ class TransformerVAE(nn.Module):
     def encode(self, tokens: Tensor, meters: Tensor) -> tuple[Tensor, Tensor]:
         """tokens (B, N, S), meters (B, N) -> mu, logvar (B, N, Z)."""
         bar_mask = (tokens != PAD).any(-1)  # (B, N)
-        return self._posterior(on_real_bars(self.bar_encoder, bar_mask, tokens, meters), bar_mask)
+        return self._posterior(on_real_bars(self.bar_encoder, bar_mask, tokens, meters), bar_mask,
+                               tokens)
 
-    def _posterior(self, bar_vecs: Tensor, bar_mask: Tensor) -> tuple[Tensor, Tensor]:
+    def _posterior(self, bar_vecs: Tensor, bar_mask: Tensor, tokens: Tensor
+                   ) -> tuple[Tensor, Tensor]:
         B, N, D = bar_vecs.shape
         x = bar_vecs + positions(N, D, bar_vecs.device)  # (B, N, D)
+        if self.repeats_in is not None:  # where each bar repeats an earlier one (pointer.py)
+            features = repeat_features(tokens, self.config.copy_offsets)  # (B, N, 2 O)
+            x = x + self.repeats_in(features.to(x.dtype))
         mask = _mask(bar_mask, self.config.mask_encoder)
         for block in self.encoder:
             x = block(x, mask, self.config.mask_encoder)
@@ -364,7 +375,7 @@ class TransformerVAE(nn.Module):
         sample and of scheduled sampling (else they come from torch's generator)."""
         bar_mask = (tokens != PAD).any(-1)  # (B, N) real bars
         true_vecs = on_real_bars(self.bar_encoder, bar_mask, tokens, meters)  # (B, N, D)
-        mu, logvar = self._posterior(true_vecs, bar_mask)
+        mu, logvar = self._posterior(true_vecs, bar_mask, tokens)
         if sample:
             eps = torch.randn_like(mu) if noise is None else noise.latent  # (B, N, Z)
             z = mu + eps * (0.5 * logvar).exp()

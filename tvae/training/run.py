@@ -42,11 +42,17 @@ RESUME_LIMITS = ("epochs", "max_steps", "max_minutes", "patience")
 
 def _init_weights(trainer: Trainer, path: str | Path) -> None:
     source, _, _ = load_checkpoint(path, trainer.device)
-    if (replace(source.config, trained_bars=0) != replace(trainer.model.config, trained_bars=0)
-            or source.grid != trainer.grid):  # the window length may change
+    target = trainer.model.config
+    adds = not source.config.encoder_repeats and target.encoder_repeats
+    if (replace(source.config, trained_bars=0, encoder_repeats=target.encoder_repeats)
+            != replace(target, trained_bars=0) or source.grid != trainer.grid
+            or source.config.encoder_repeats and not target.encoder_repeats):
         raise TvaeError("--init-from needs a checkpoint of the same model and grid config "
                         f"(it has {source.config})", path)
-    trainer.model.load_state_dict(source.state_dict())
+    # The window length may change, and the encoder's repeat features may be added: they start
+    # at zero, so the fine-tune begins exactly where the checkpoint was.
+    missing, _ = trainer.model.load_state_dict(source.state_dict(), strict=not adds)
+    assert all(key.startswith("repeats_in.") for key in missing), missing
 
 
 def train(data_dir: str | Path | Sequence[str | Path], run_dir: str | Path, *,
