@@ -338,3 +338,41 @@ def test_resume_refuses_the_options_it_would_ignore(tiny_run: Path, folk_corpus:
     got = CliRunner().invoke(main, ["train", str(folk_corpus), "--out", str(tiny_run),
                                     "--resume", "--quiet"])
     assert got.exit_code == 0, got.output  # its own folder: fine (the run had finished)
+
+
+def test_init_from_an_older_model_adds_the_encoder_repeat_features(folk_corpus: Path,
+                                                                     tmp_path: Path) -> None:
+    """A checkpoint without repeat features fine-tunes into today's default model: its weights
+    are taken as they are, the features start at zero (the same model at step 0); a checkpoint
+    with them does not go into a model without."""
+    import torch
+
+    from tvae.errors import TvaeError
+    from tvae.model.checkpoint import load_checkpoint, save_checkpoint
+    from tvae.model.vae import TransformerVAE
+    from tvae.training.run import Trainer
+
+    torch.manual_seed(0)
+    old = TransformerVAE(replace(TINY, encoder_repeats=False))
+    path = save_checkpoint(tmp_path / "old", old)
+    seen = {}
+    original = Trainer.fit
+
+    def check_then_fit(self: Trainer) -> None:
+        seen["weights"] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        original(self)
+
+    try:
+        Trainer.fit = check_then_fit  # type: ignore[method-assign]
+        train(folk_corpus, tmp_path / "tuned", model_config=TINY, data_config=DataConfig(bars=4),
+              train_config=_train_cfg(epochs=1, max_steps=2), init_from=path, progress=False)
+    finally:
+        Trainer.fit = original  # type: ignore[method-assign]
+    weights = seen["weights"]
+    assert all(torch.equal(weights[k], v) for k, v in old.state_dict().items())
+    assert not weights["repeats_in.weight"].any() and not weights["repeats_in.bias"].any()
+    assert load_checkpoint(tmp_path / "tuned" / "last")[0].config.encoder_repeats
+    with pytest.raises(TvaeError, match="same model"):
+        train(folk_corpus, tmp_path / "back", model_config=replace(TINY, encoder_repeats=False),
+              data_config=DataConfig(bars=4), train_config=_train_cfg(epochs=1, max_steps=2),
+              init_from=tmp_path / "tuned" / "last.json", progress=False)
