@@ -22,6 +22,7 @@ EXPERIMENTS = {
     "sampling": "experiments.sampling",
     "structure": "experiments.structure",
     "reach": "experiments.reach",
+    "finetune": "experiments.finetune",
 }
 
 

@@ -154,19 +154,21 @@ def _spec(ctx: Context, model: ModelConfig, data: DataConfig, train: TrainConfig
 
 
 def train_run(ctx: Context, songs: SongArrays, name: str, model: ModelConfig, train: TrainConfig,
-              data: DataConfig | None = None, extra: dict[str, Any] | None = None
-              ) -> tuple[TrainedModel, dict[str, Any]]:
+              data: DataConfig | None = None, extra: dict[str, Any] | None = None,
+              init_from: Path | None = None) -> tuple[TrainedModel, dict[str, Any]]:
     """Train run `name` (or reuse it: a finished run with the same settings is loaded, an
     interrupted one resumed) and return its last checkpoint and {steps, seconds, run}.
+    `init_from`: a checkpoint whose weights a new run starts from (fine-tuning).
 
     `extra` holds settings outside the configs (such as the labelled share) that make the run
     what it is; a folder holding a run with other settings is refused, never overwritten.
     """
-    from tvae.training.run import Trainer
+    from tvae.training.run import Trainer, init_weights
 
     data = data or ctx.scale.data
     run_dir = ctx.runs / name
-    spec = _spec(ctx, model, data, train, extra)
+    spec = _spec(ctx, model, data, train,
+                 {**(extra or {}), **({"init_from": str(init_from)} if init_from else {})})
     spec_path = run_dir / "experiment.json"
     if spec_path.exists() and json.loads(spec_path.read_text()) != spec:
         raise TvaeError("this run folder holds a run with other settings; delete it or choose "
@@ -178,6 +180,8 @@ def train_run(ctx: Context, songs: SongArrays, name: str, model: ModelConfig, tr
         trainer.resume()
     else:
         (run_dir / "metrics.csv").unlink(missing_ok=True)  # from a run killed before saving
+        if init_from is not None:
+            init_weights(trainer, init_from)
     if not trainer.state.finished:
         ctx.log(f"training {name} ({train.max_steps} steps at most)")
         trainer.fit()

@@ -157,7 +157,7 @@ def test_report_gathers_every_result(results: Path) -> None:
     for name in EXPERIMENTS:
         assert f"## {_result(results, name)['title']}" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) == 7 and all((report.parent / link).is_file() for link in links)
+    assert len(links) == 8 and all((report.parent / link).is_file() for link in links)
 
 
 @pytest.mark.slow

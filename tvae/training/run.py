@@ -40,7 +40,8 @@ from tvae.training.trainer import RunState, Trainer  # noqa: F401 (importable fr
 RESUME_LIMITS = ("epochs", "max_steps", "max_minutes", "patience")
 
 
-def _init_weights(trainer: Trainer, path: str | Path) -> None:
+def init_weights(trainer: Trainer, path: str | Path) -> None:
+    """Start `trainer`'s model from checkpoint `path`'s weights (`--init-from`)."""
     source, _, _ = load_checkpoint(path, trainer.device)
     target = trainer.model.config
     adds = not source.config.encoder_repeats and target.encoder_repeats
@@ -162,7 +163,7 @@ def _train(data_dir: Any, run_dir: Path, configs: Configs, label_column: str | N
             if limits and main:
                 save_run_config(run_dir, saved, None)
         elif init_from:
-            _init_weights(trainer, init_from)
+            init_weights(trainer, init_from)
         if main:
             songs.save_split(run_dir / "split.csv")
             write_skipped(run_dir / "skipped.csv", skipped)  # each skipped file and why
