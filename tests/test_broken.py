@@ -323,3 +323,13 @@ def test_latents_far_outside_any_posterior_are_refused(tiny_ckpt: Path, tmp_path
     from tvae.midi import read_melody
 
     assert read_melody(tmp_path / "out.mid").n_bars == 6
+
+
+def test_decoding_a_fifo_is_one_line_not_a_hang(tiny_ckpt: Path, tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "z.npy"
+    os.mkfifo(fifo)
+    got = invoke(["decode", fifo, "--model", tiny_ckpt])
+    assert contract_problem(got, "error", fifo) is None, got
+    assert "FIFO" in got.err

@@ -21,6 +21,7 @@ import torch
 
 from tvae.config import MAX_BARS, PAD, REST, DataConfig
 from tvae.errors import TvaeError, TvaeWarning
+from tvae.files import open_regular_file
 from tvae.melody import (
     Bars,
     Melody,
@@ -75,7 +76,7 @@ def load_latents(path: str | Path, d_latent: int | None = None, max_bars: int = 
     of being loaded and then decoded."""
     path = Path(path)
     try:
-        with open(path, "rb") as handle:
+        with open_regular_file(path, MAX_LATENTS_BYTES, "latents") as handle:  # never a FIFO
             version = np.lib.format.read_magic(handle)
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                            else np.lib.format.read_array_header_2_0)
@@ -100,6 +101,7 @@ def load_latents(path: str | Path, d_latent: int | None = None, max_bars: int = 
 
 
 MAX_STEPS = 1000  # melodies in one interpolation
+MAX_LATENTS_BYTES = 2**30  # a latents .npy (4,096 bars of the widest latents fit)
 MAX_LATENT = 1e3  # |z| above this is refused: posteriors lie within a few units of 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tvae.errors import TvaeError
-from tvae.files import write_bytes_atomic
+from tvae.files import check_replaceable, read_regular_file, write_bytes_atomic
 
 METRIC_FIELDS = ["step", "epoch", "split", "loss", "recon", "kl_bits", "accuracy", "tf_accuracy",
                  "free_accuracy", "kl_bits_repeated", "kl_bits_new", "class_accuracy", "beta",
@@ -40,6 +40,9 @@ def _whole_number(text: str | None) -> int | None:
         return None
 
 
+MAX_METRICS_BYTES = 2**30  # metrics.csv (about 300 bytes a row)
+
+
 class MetricsLog:
     """Appends rows to `path` (a CSV with METRIC_FIELDS); `enabled=False` writes nothing (the
     non-zero ranks of a distributed run)."""
@@ -51,6 +54,7 @@ class MetricsLog:
         """Append `rows` in one write; on failure the file is cut back to its old length."""
         if not self.enabled:
             return
+        check_replaceable(self.path)  # appended to: a regular file, never a FIFO or device
         size = self.path.stat().st_size if self.path.exists() else 0
         data = _csv_text(rows, header=size == 0).encode()
         try:
@@ -66,7 +70,8 @@ class MetricsLog:
     def read(self) -> list[dict[str, str]]:
         """The rows, checked: a TvaeError names the file and the first bad line. A last line
         without its newline (a write cut short by a kill) is not a row yet and is ignored."""
-        text = self.path.read_text(errors="replace")
+        raw = read_regular_file(self.path, MAX_METRICS_BYTES, "the metrics log")  # not a FIFO
+        text = raw.decode("utf-8", "replace")
         if text and not text.endswith("\n"):
             text = text[: text.rfind("\n") + 1]
         reader = csv.DictReader(io.StringIO(text, newline=""))

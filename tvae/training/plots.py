@@ -14,7 +14,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from tvae.config import TrainConfig
-from tvae.files import write_bytes_atomic
+from tvae.files import read_regular_file, write_bytes_atomic
+from tvae.training.metrics_log import MAX_METRICS_BYTES
 from tvae.training.schedules import beta_at, tf_at
 
 PANELS = {
@@ -30,8 +31,8 @@ PANELS = {
 
 
 def read_metrics(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    raw = read_regular_file(path, MAX_METRICS_BYTES, "the metrics log")
+    return list(csv.DictReader(io.StringIO(raw.decode("utf-8", "replace"), newline="")))
 
 
 def _series(rows: list[dict[str, str]], split: str, key: str) -> tuple[list[int], list[float]]:
