@@ -141,3 +141,24 @@ def test_readers_hammering_a_training_run_never_fail_it_nor_fail(folk_corpus: Pa
     assert reads >= 20 and refused >= 1  # the run was really read while it saved
     assert load_checkpoint(run / "last")[1]["state"]["step"] == 80
     assert not (run / ".last.json.next").exists()
+
+
+def test_a_save_failing_on_its_weights_leaves_no_staged_json(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    from tvae.errors import TvaeWriteError
+
+    path = tmp_path / "last"
+    save_checkpoint(path, tiny(seed=0), state={"step": 1})
+    real = checkpoint.write_bytes_atomic
+
+    def full_disk(data: bytes, target: Path) -> None:
+        if Path(target).suffix == ".safetensors":
+            raise TvaeWriteError("cannot write (No space left on device)", target)
+        real(data, target)
+
+    monkeypatch.setattr(checkpoint, "write_bytes_atomic", full_disk)
+    with pytest.raises(TvaeWriteError):
+        save_checkpoint(path, tiny(seed=1), state={"step": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.json", "last.safetensors"]
+    assert load_checkpoint(path)[1]["state"]["step"] == 1

@@ -87,6 +87,20 @@ def check_replaceable(path: str | Path) -> None:
         raise TvaeWriteError(f"cannot write here: it is {kind}, which is never replaced", path)
 
 
+def temporary_prefix(name: str) -> str:
+    """How the temporary files of `name` begin (then 8 random characters and .tmp)."""
+    return f".{_shortened(name, 200)}."
+
+
+def _shortened(name: str, limit: int) -> str:
+    """`name` cut to at most `limit` bytes of the file system's encoding (whole characters)."""
+    raw = os.fsencode(name)
+    if len(raw) <= limit:
+        return name
+    return os.fsdecode(raw[:limit].decode("utf-8", "ignore").encode("utf-8")) if not any(
+        0xDC80 <= ord(c) <= 0xDCFF for c in name) else os.fsdecode(raw[:limit])
+
+
 def write_bytes_atomic(data: bytes, path: str | Path) -> None:
     """Write `data` to `path` through a temporary file and a rename: never a half-written file.
     Any failure (a file where a folder should be, no permission, a full disk, a device or FIFO
@@ -94,8 +108,9 @@ def write_bytes_atomic(data: bytes, path: str | Path) -> None:
     path = Path(path)
     ensure_folder(path)
     check_replaceable(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:  # the temporary name adds 14 bytes: a long name is shortened there (255 is the limit)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name),
+                                   suffix=".tmp")
     except OSError as exc:
         raise TvaeWriteError(f"cannot write here ({exc.strerror or exc})", path) from None
     try:

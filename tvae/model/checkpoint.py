@@ -8,6 +8,7 @@ dataclasses, and the model is rebuilt from them. Both files are written atomical
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import math
@@ -38,6 +39,7 @@ from tvae.files import (
     is_folder,
     parse_json,
     read_regular_file,
+    temporary_prefix,
     write_bytes_atomic,
 )
 from tvae.model.vae import TransformerVAE
@@ -114,11 +116,16 @@ def _write_pair(weights: bytes, meta: dict[str, Any], json_path: Path, weights_p
     Killed between the two renames, the old JSON no longer matches the weights' hash, and
     loading takes the staged one, which does."""
     ensure_folder(json_path)
-    for stale in json_path.parent.glob(f".{json_path.stem}.*.tmp"):  # from earlier kills
-        stale.unlink(missing_ok=True)
+    for name in (json_path.name, weights_path.name, _staged(json_path).name):
+        for stale in json_path.parent.glob(f"{glob.escape(temporary_prefix(name))}*.tmp"):
+            stale.unlink(missing_ok=True)  # from earlier kills
     staged = _staged(json_path)
     write_bytes_atomic((json.dumps(meta, indent=2) + "\n").encode(), staged)
-    write_bytes_atomic(weights, weights_path)
+    try:
+        write_bytes_atomic(weights, weights_path)
+    except BaseException:  # the old weights are in place: the staged JSON is for nothing
+        staged.unlink(missing_ok=True)
+        raise
     os.replace(staged, json_path)
 
 
