@@ -81,3 +81,24 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(
               train_config=_config(checkpoint_every=4), progress=False)
     assert stopped.value.code == 130 and "kept as it was" in capsys.readouterr().err
     assert json.loads((run / "last.json").read_text())["state"]["step"] == 4
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_cleanly(
+        folk_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Only config.json and some metrics rows survive (killed before the first save):
+    --resume starts the run again from step 0 and ends as the uninterrupted run did."""
+    whole = tmp_path / "whole"
+    train(folk_corpus, whole, model_config=TINY, data_config=DATA, train_config=_config(),
+          progress=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_bytes((whole / "config.json").read_bytes())
+    rows = (whole / "metrics.csv").read_text().splitlines(keepends=True)
+    (run / "metrics.csv").write_text("".join(rows[:3]))  # rows of the killed start
+    capsys.readouterr()
+    train(folk_corpus, run, resume=True, progress=False)
+    assert "starts again from step 0" in capsys.readouterr().err
+    assert _rows(run) == _rows(whole)
+    a = load_checkpoint(run / "last")[0].state_dict()
+    b = load_checkpoint(whole / "last")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -85,9 +85,15 @@ def train(data_dir: str | Path | Sequence[str | Path], run_dir: str | Path, *,
     except TvaeError:
         raise
     except OSError as exc:  # e.g. a full disk while writing metrics, plots or a checkpoint
-        raise TvaeError(f"training stopped: cannot write ({exc.strerror or exc}); the last "
-                        "checkpoint is intact, continue with --resume once this is fixed",
-                        exc.filename or run_dir) from None
+        kept = ("the last checkpoint is intact, continue" if _has_checkpoint(run_dir) else
+                "no checkpoint was saved yet; --resume starts the run again")
+        raise TvaeError(f"training stopped: cannot write ({exc.strerror or exc}); {kept} with "
+                        "--resume once this is fixed", exc.filename or run_dir) from None
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    """Whether the run saved a checkpoint (its first save may lack its JSON rename)."""
+    return (run_dir / "last.safetensors").is_file()
 
 
 @dataclass(frozen=True)
@@ -158,12 +164,20 @@ def _train(data_dir: Any, run_dir: Path, configs: Configs, label_column: str | N
             save_run_config(run_dir, saved_configs, command)
         trainer = Trainer(songs, run_dir, grid, model, data, train, progress, dist=dist,
                           compile_model=compile_model)
-        if resume:
+        restart = resume and not _has_checkpoint(run_dir)  # killed before its first save
+        if resume and not restart:
             trainer.resume()  # checks the checkpoint and metrics before anything is written
-            if limits and main:
-                save_run_config(run_dir, saved, None)
+        elif restart:
+            trainer.log.truncate(0, 0)  # rows logged before the kill: logged again
+            if saved.get("init_from"):
+                init_weights(trainer, saved["init_from"])
+            if main:
+                print("no checkpoint yet: the run starts again from step 0, as configured",
+                      file=sys.stderr)
         elif init_from:
             init_weights(trainer, init_from)
+        if resume and limits and main:
+            save_run_config(run_dir, saved, None)
         if main:
             songs.save_split(run_dir / "split.csv")
             write_skipped(run_dir / "skipped.csv", skipped)  # each skipped file and why
