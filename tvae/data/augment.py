@@ -42,8 +42,10 @@ def add_repeats(tokens: np.ndarray, share: float, rng: np.random.Generator,
     edits.
 
     With `extend`, every song that ends before the window does is first played on to the
-    window's end (`extend_song`), so that offsets up to N - 1 and the window's late bars are met
-    by short songs too, not only by the few long ones."""
+    window's end (`extend_song`), and the windows given repeats get 1 to 3 phrases at offsets
+    from the far half of the window (N/2 to N - 1), so that repeats that far back, whose only
+    source is that far, and the window's late bars are met by short songs too, not only by the
+    few long ones."""
     tokens = tokens.copy()
     N = tokens.shape[1]
     pads = (tokens == PAD).sum(-1)  # (B, N) PAD steps of each bar
@@ -58,26 +60,30 @@ def add_repeats(tokens: np.ndarray, share: float, rng: np.random.Generator,
             length = extend_song(tokens[b], full, length, N, rng, grid)
         if not chosen[b]:
             continue
-        placed = _place_phrase(full, length, N, rng)
-        if placed is None:
-            continue
-        start, offset, size = placed
-        for t in range(start, start + size):  # in order: overlapping phrases stay periodic
-            tokens[b, t] = tokens[b, t - offset]
-        if rng.random() < edit_share:
-            _edit_bar(tokens[b, start + int(rng.integers(size))], rng, grid)
+        # an extended song gets 1-3 phrases from the far half of the window: the offsets that
+        # short songs never hold (the nearer ones are met in every other batch)
+        far = extend and N >= 4
+        for _ in range(int(rng.integers(1, 4)) if far else 1):
+            placed = _place_phrase(full, length, N, rng, min_offset=N // 2 if far else 1)
+            if placed is None:
+                continue
+            start, offset, size = placed
+            for t in range(start, start + size):  # in order: overlapping phrases stay periodic
+                tokens[b, t] = tokens[b, t - offset]
+            if rng.random() < edit_share:
+                _edit_bar(tokens[b, start + int(rng.integers(size))], rng, grid)
     return tokens
 
 
 def extend_song(window: np.ndarray, full: np.ndarray, length: int, until: int,
                 rng: np.random.Generator, grid: GridConfig) -> int:
     """Play the song of `window` (N, S) on past its last bar `length` - 1 up to bar `until` - 1,
-    in place, with its own full bars from the first one on: as written in half the cases (the
-    tune played again, a whole-section repeat `length` bars back), otherwise moved by 1 to 5
-    semitones (new bars in the song's style). `full` (N,) is updated; returns `until`."""
+    in place, with its own full bars from the first one on: as written in a quarter of the
+    cases (the tune played again, a whole-section repeat `length` bars back), otherwise moved by
+    1 to 5 semitones (new bars in the song's style, which repeat nothing before them). `full` (N,) is updated; returns `until`."""
     sources = np.flatnonzero(full[:length])
-    shift = 0 if rng.random() < 0.5 else int(rng.integers(1, 6)) * (1 if rng.random() < 0.5
-                                                                      else -1)
+    shift = 0 if rng.random() < 0.25 else int(rng.integers(1, 6)) * (1 if rng.random() < 0.5
+                                                                       else -1)
     added = window[np.resize(sources, until - length)]  # (until - length, S)
     onset = added >= N_SPECIAL
     if shift and onset.any():
@@ -92,13 +98,13 @@ def extend_song(window: np.ndarray, full: np.ndarray, length: int, until: int,
 
 
 def _place_phrase(full: np.ndarray, length: int, n: int, rng: np.random.Generator,
-                  tries: int = 8) -> tuple[int, int, int] | None:
+                  tries: int = 8, min_offset: int = 1) -> tuple[int, int, int] | None:
     """(start, offset, size) of a phrase repeat in a window of `n` bars whose first `length`
     are the song's (`full` (N,) marks the full bars): the sources are full bars of the song,
     the targets full bars or padding that begins at the song's end (never a hole)."""
     for _ in range(tries):
         size = int(rng.choice(PHRASES))
-        offset = int(rng.integers(1, n))
+        offset = int(rng.integers(min_offset, n))
         starts = [k for k in range(offset, min(length, n - size) + 1)
                   if full[k - offset : k - offset + size].all()
                   and all(full[t] or t >= length for t in range(k, k + size))]
