@@ -151,7 +151,8 @@ def startup_child(data: str, run: str, report: str) -> None:
     import torch
 
     from tvae.config import TrainConfig
-    from tvae.training.run import Trainer, train
+    from tvae.training.run import train
+    from tvae.training.trainer import Trainer
 
     imported_at = time.time()
 

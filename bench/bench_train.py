@@ -22,7 +22,7 @@ from bench.machine import describe_machine
 from tvae.config import DataConfig, GridConfig, TrainConfig
 from tvae.data.dataset import load_folder
 from tvae.inference import bundled_model_path
-from tvae.training.run import Trainer
+from tvae.training.trainer import Trainer
 
 WARMUP = 5
 

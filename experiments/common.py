@@ -163,7 +163,8 @@ def train_run(ctx: Context, songs: SongArrays, name: str, model: ModelConfig, tr
     `extra` holds settings outside the configs (such as the labelled share) that make the run
     what it is; a folder holding a run with other settings is refused, never overwritten.
     """
-    from tvae.training.run import Trainer, init_weights
+    from tvae.training.run import init_weights
+    from tvae.training.trainer import Trainer
 
     data = data or ctx.scale.data
     run_dir = ctx.runs / name

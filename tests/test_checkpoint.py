@@ -261,9 +261,9 @@ def test_safetensors_whose_header_length_starts_with_0x80_loads(tmp_path: Path) 
     assert data[0] == 0x80 and struct.unpack("<Q", data[:8])[0] % 256 == 0x80
     path = tmp_path / "w.safetensors"
     path.write_bytes(data)
-    from tvae.model.checkpoint import _read_tensors
+    from tvae.model.weights_file import read_tensors
 
-    assert torch.equal(_read_tensors(path)["w"], torch.zeros(3))
+    assert torch.equal(read_tensors(path)["w"], torch.zeros(3))
 
 
 def test_a_save_killed_between_its_two_renames_leaves_a_consistent_pair(tmp_path: Path) -> None:

@@ -20,9 +20,10 @@ from tvae.data.dataset import load_folder
 from tvae.errors import TvaeError
 from tvae.model.vae import Noise, TransformerVAE
 from tvae.training.objective import vae_objective
-from tvae.training.run import Trainer, train
+from tvae.training.run import train
 from tvae.training.schedules import beta_at, lr_at, pointer_at, tf_at
 from tvae.training.step import StepGuard, UpdateUndo, apply_update
+from tvae.training.trainer import Trainer
 
 TINY = ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64,
                    bar_hidden=32, dropout=0.0)

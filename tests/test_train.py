@@ -163,7 +163,7 @@ def test_init_from_starts_from_the_checkpoint_weights(tiny_run: Path, folk_corpu
 
     from tvae.errors import TvaeError
     from tvae.model.checkpoint import load_checkpoint
-    from tvae.training.run import Trainer
+    from tvae.training.trainer import Trainer
 
     seen = {}
     original = Trainer.fit
@@ -268,7 +268,7 @@ def test_max_minutes_bounds_wall_time_validation_included(folk_corpus: Path,
     """On a clock that moves 1 s per training step and 5 s per validation, --max-minutes 1
     stops early enough that the final validation still ends within the 60 s."""
     from tvae.data.dataset import load_folder
-    from tvae.training.run import Trainer
+    from tvae.training.trainer import Trainer
 
     songs, _ = load_folder(folk_corpus, progress=False)
     cfg = _train_cfg(epochs=100, max_minutes=1.0, checkpoint_every=1000)
@@ -297,7 +297,7 @@ def test_max_minutes_bounds_wall_time_validation_included(folk_corpus: Path,
 def test_tiny_data_is_warned_about(folk_corpus: Path, tmp_path: Path) -> None:
     from tvae.data.dataset import load_folder
     from tvae.errors import TvaeWarning
-    from tvae.training.run import Trainer
+    from tvae.training.trainer import Trainer
 
     songs, _ = load_folder(folk_corpus, progress=False)  # 40 tunes: one window each
     with pytest.warns(TvaeWarning, match=r"tiny data: \d+ training and \d+ validation windows"):
@@ -350,7 +350,7 @@ def test_init_from_an_older_model_adds_the_encoder_repeat_features(folk_corpus: 
     from tvae.errors import TvaeError
     from tvae.model.checkpoint import load_checkpoint, save_checkpoint
     from tvae.model.vae import TransformerVAE
-    from tvae.training.run import Trainer
+    from tvae.training.trainer import Trainer
 
     torch.manual_seed(0)
     old = TransformerVAE(replace(TINY, encoder_repeats=False))

@@ -80,7 +80,8 @@ def extend_song(window: np.ndarray, full: np.ndarray, length: int, until: int,
     """Play the song of `window` (N, S) on past its last bar `length` - 1 up to bar `until` - 1,
     in place, with its own full bars from the first one on: as written in a quarter of the
     cases (the tune played again, a whole-section repeat `length` bars back), otherwise moved by
-    1 to 5 semitones (new bars in the song's style, which repeat nothing before them). `full` (N,) is updated; returns `until`."""
+    1 to 5 semitones (new bars in the song's style, which repeat nothing before them). `full`
+    (N,) is updated; returns `until`."""
     sources = np.flatnonzero(full[:length])
     shift = 0 if rng.random() < 0.25 else int(rng.integers(1, 6)) * (1 if rng.random() < 0.5
                                                                        else -1)

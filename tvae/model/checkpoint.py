@@ -49,7 +49,6 @@ from tvae.model.weights_file import (
     WHAT,
     check_fit,
     read_header,
-    read_tensors,
     read_weights,
 )
 
@@ -148,11 +147,6 @@ def _read_meta(json_path: Path) -> dict[str, Any]:
         raise TvaeError(f"checkpoint format version {str(meta.get('format_version'))[:20]} is "
                         f"not supported (this tvae reads {FORMAT_VERSION})", json_path)
     return meta
-
-
-def _read_tensors(weights_path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a safetensors file (its header checked first)."""
-    return read_tensors(weights_path)
 
 
 def legacy_model_fields(model: Any, data: DataConfig | None = None) -> Any:

@@ -33,13 +33,6 @@ class Loss:
     pointer_term: Tensor | float = 0.0  # pointer_weight * pointer_loss: its part of `loss`
 
 
-def step_nll(log_probs: Tensor, tokens: Tensor) -> Tensor:
-    """(B, N, S) negative log-likelihood of each step's true class; 0 on PAD steps."""
-    target = tokens != PAD
-    picked = log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, N, S)
-    return torch.where(target, -picked, torch.zeros_like(picked))
-
-
 def pointer_nll(log_pi: Tensor, tokens: Tensor, max_edits: int = 0, cap: float = 1.0
                 ) -> tuple[Tensor, Tensor]:
     """Summed -log(pointer weight on the bars that a bar repeats) over the bars that repeat

@@ -34,7 +34,7 @@ from tvae.model.checkpoint import (
 )
 from tvae.training.budget import check_budget
 from tvae.training.runfolder import read_run_config, run_lock, save_run_config
-from tvae.training.trainer import RunState, Trainer  # noqa: F401 (importable from here too)
+from tvae.training.trainer import Trainer
 
 # The TrainConfig fields `--resume` may change: they extend (or shorten) a run's limits.
 RESUME_LIMITS = ("epochs", "max_steps", "max_minutes", "patience")

@@ -245,21 +245,21 @@ class Trainer:
         """Bring state.seconds up to date: the wall time of earlier processes plus this one's."""
         self.state.seconds = self._wall_base + self.clock() - self._wall_start
 
-    def _out_of_time(self, started: float = 0.0) -> bool:
+    def _out_of_time(self) -> bool:
         """--max-minutes is wall time: stop early enough that the last validation and
         checkpoint (timed when they last ran) still end within the limit."""
         limit = self.cfg.max_minutes * 60
         self._clock()
         return bool(limit) and self.state.seconds + self._reserve >= limit
 
-    def _should_stop(self, started: float) -> bool:
+    def _should_stop(self) -> bool:
         """The step or time limit is reached (ranks decide on time together, at log steps)."""
         if self.state.step >= self.total_steps:
             return True
         if self.dist is None or not self.cfg.max_minutes:
-            return self._out_of_time(started)
+            return self._out_of_time()
         at_log = self.state.step % self.cfg.log_every == 0
-        return at_log and self.dist.any(self._out_of_time(started))
+        return at_log and self.dist.any(self._out_of_time())
 
     def run_epoch(self, bar: Any) -> bool:
         """Train to the end of the current epoch; False if a step or time limit stopped it."""
@@ -267,11 +267,10 @@ class Trainer:
         order = self.train_windows.epoch_order(
             cfg.batch_size, np.random.default_rng([cfg.seed, 1_000_000 + st.epoch]))
         acc = self._acc = self._pending()
-        started = self.clock()
         while st.batch < self.batches:
             if self._stop_requested():
                 raise KeyboardInterrupt  # at a step boundary: the state is whole
-            if self._should_stop(started):
+            if self._should_stop():
                 self._clock()
                 return False
             stats = self.step(self._batch(order, st.batch))
