@@ -218,3 +218,11 @@ def test_file_names_that_are_not_utf8_write_pages_and_midi(tiny_ckpt: Path,
         html = next((tmp_path / folder).glob("*.html")).read_text(encoding="utf-8")
         assert "\ufffd" in html
     assert (tmp_path / "d" / os.fsdecode(b"\xff.mid")).is_file()  # the name kept on disk
+
+
+def test_demo_takes_o_like_every_other_command(tiny_ckpt: Path, tmp_path: Path) -> None:
+    got = invoke(["demo", "-o", tmp_path / "site", "--model", tiny_ckpt])
+    assert contract_problem(got, "ok") is None, got
+    assert (tmp_path / "site" / "index.html").is_file()
+    got = invoke(["demo", tmp_path / "a", "-o", tmp_path / "b", "--model", tiny_ckpt])
+    assert got.code == 2 and "two output folders" in got.err

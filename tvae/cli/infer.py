@@ -350,18 +350,23 @@ def interpolate(a: str, b: str, out: str, steps: int, temperature: float, seed: 
 
 
 @click.command()
-@click.argument("out_dir", type=click.Path())
+@click.argument("out_dir", type=click.Path(), required=False)
+@click.option("-o", "--out", "out", default=None, help="Folder of the demo site, as every other "
+              "command takes it (default: tvae-demo; OUT_DIR as an argument works too).")
 @click.option("--examples", default=None,
               help="Folder with mary.mid, jingle.mid, twinkle.mid and ode.mid (default: the "
               "copies shipped in the package, so the demo works from any folder).")
 @click.option("--model", "model_path", default=None, help=MODEL_HELP)
 @DEVICE_OPTION
 @handle_errors
-def demo(out_dir: str, examples: str | None, model_path: str | None) -> None:
+def demo(out_dir: str | None, out: str | None, examples: str | None, model_path: str | None
+         ) -> None:
     """Build the demo site: context transfers, reconstructions, samples, an interpolation."""
     from tvae.demo import build_demo
 
-    page = build_demo(out_dir, examples, _load(model_path), say=click.echo)
+    if out_dir and out and out_dir != out:
+        raise TvaeError(f"two output folders given ({out_dir} and -o {out}): give one")
+    page = build_demo(out or out_dir or "tvae-demo", examples, _load(model_path), say=click.echo)
     click.echo(f"wrote the demo site: {page}")
 
 
