@@ -326,3 +326,17 @@ def test_a_state_saved_before_any_validation_resumes(tmp_path: Path) -> None:
     for bad in (float("nan"), "low"):
         with pytest.raises(TvaeError, match="best_loss"):
             run_state({"best_loss": bad}, RunState, path)
+
+
+def test_a_300_character_out_is_one_line_with_or_without_resume(folk_corpus: Path,
+                                                                 tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tvae.cli.main import main
+
+    out = tmp_path / ("d" * 300)
+    for args in (["train", "--out", str(out), "--resume"],
+                 ["train", str(folk_corpus), "--out", str(out), "--max-steps", "1"]):
+        got = CliRunner().invoke(main, args)
+        assert got.exit_code == 2 and "File name too long" in got.stderr, got.output
+        assert len(got.stderr.splitlines()) == 1 and isinstance(got.exception, SystemExit)

@@ -72,7 +72,11 @@ def train(data_dir: str | Path | Sequence[str | Path], run_dir: str | Path, *,
     fields (e.g. more epochs), saved back into it. A file that cannot be written (a full disk)
     stops the run with a TvaeError; the last checkpoint stays as it was."""
     run_dir = Path(run_dir)
-    if resume and not (run_dir / "config.json").is_file():
+    try:
+        has_config = (run_dir / "config.json").is_file()
+    except OSError as exc:  # a name too long, a loop of links
+        raise TvaeError(f"cannot read the run folder ({exc.strerror or exc})", run_dir) from None
+    if resume and not has_config:
         raise TvaeError("cannot resume: this is not a run folder (no config.json)", run_dir)
     configs = Configs(grid_config, model_config, data_config, train_config)
     args = (data_dir, run_dir, configs, label_column, resume, init_from, command, progress,

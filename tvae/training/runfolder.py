@@ -30,7 +30,11 @@ LOCK_NAME = ".lock"
 
 def make_run_folder(run_dir: Path) -> None:
     """Create the run folder, or say in one line why it cannot be one."""
-    if run_dir.exists() and not run_dir.is_dir():
+    try:
+        is_file = run_dir.exists() and not run_dir.is_dir()
+    except OSError as exc:  # a name too long, a loop of links
+        raise TvaeError(f"cannot use this run folder ({exc.strerror or exc})", run_dir) from None
+    if is_file:
         raise TvaeError("--out must be a folder, and this is a file", run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
