@@ -312,7 +312,8 @@ def read_score(score: symusic.Score, path: str | Path = "score", track: int | No
         report.warn("leading_bars", empty_bars, f"dropped {empty_bars} empty bars at the start")
     last = notes[-1].start + notes[-1].duration + offset
     if last > MAX_BARS * bar:
-        raise TvaeError(f"melody is {last // bar} bars long; tvae reads at most {MAX_BARS}", path)
+        raise TvaeError(f"melody is {-(-last // bar)} bars long (its last note ends in bar "
+                        f"{-(-last // bar)}); tvae reads at most {MAX_BARS}", path)
     title = readable(report.track_name or path.stem)
     melody = Melody(tuple(notes), meter, report.qpm, pickup, title)
     melody, moved = fit_pitch_range(melody, grid)
