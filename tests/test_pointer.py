@@ -149,7 +149,7 @@ def test_the_encoder_reads_repeats_causally_and_in_linear_cost() -> None:
     bar, and a song of 3,000 bars is featured without an N x N comparison."""
     from tvae.model.pointer import repeat_features
 
-    model = tiny(copy="bar", copy_offsets=6)
+    model = tiny(copy="bar", copy_offsets=6, encoder_repeats=True)
     assert model.repeats_in is not None
     torch.nn.init.normal_(model.repeats_in.weight, std=1.0)
     tokens, meters = random_bars(2, 8, seed=2)

@@ -364,8 +364,9 @@ def test_init_from_an_older_model_adds_the_encoder_repeat_features(folk_corpus: 
 
     try:
         Trainer.fit = check_then_fit  # type: ignore[method-assign]
-        train(folk_corpus, tmp_path / "tuned", model_config=TINY, data_config=DataConfig(bars=4),
-              train_config=_train_cfg(epochs=1, max_steps=2), init_from=path, progress=False)
+        train(folk_corpus, tmp_path / "tuned", model_config=replace(TINY, encoder_repeats=True),
+              data_config=DataConfig(bars=4), train_config=_train_cfg(epochs=1, max_steps=2),
+              init_from=path, progress=False)
     finally:
         Trainer.fit = original  # type: ignore[method-assign]
     weights = seen["weights"]

@@ -167,10 +167,10 @@ class ModelConfig:
     copy_edit_steps: bool = setting(True, '"bar": each step of a copy has its own edit chance, '
                                     "read from the bar's latent, so a near-repeat is a copy that "
                                     "pays only for its edits")
-    encoder_repeats: bool = setting(True, "the encoder is told which earlier bars (within the "
+    encoder_repeats: bool = setting(False, "the encoder is told which earlier bars (within the "
                                     "copy path's reach) each bar repeats, exactly or with 1 or 2 "
-                                    "steps changed: found from the input, so a repeat 30 bars "
-                                    "back is as easy to encode as one 1 bar back")
+                                    "steps changed (found from the input); experimental: no gain "
+                                    "measured yet (docs/experiments.md, finetune)")
     trained_bars: int = setting(0, "bars per window the model was trained on, set by training "
                                 "from the data config (0: not recorded); longer songs are read "
                                 "and decoded window by window", 0, MAX_BARS, cli=False)
@@ -270,11 +270,10 @@ class DataConfig:
                                     "common ones", 0.0, 1.0)
     repeat_edits: float = setting(0.3, "share of those repeats given 1 or 2 moved pitches (a "
                                   "near-repeat, to be copied with edits)", 0.0, 1.0)
-    repeat_reach: float = setting(0.2, "share of training batches that keep the whole window: "
-                                  "in them a short song given a repeat is first played on past "
-                                  "its end (again as written, or a few semitones away), so "
-                                  "repeats up to the window's length back and its late bars are "
-                                  "learned from short songs too", 0.0, 1.0)
+    repeat_reach: float = setting(0.0, "share of training batches that keep the whole window: "
+                                  "in them short songs are played on past their end and given "
+                                  "repeats from the far half of the window; experimental: no "
+                                  "gain measured yet (docs/experiments.md, finetune)", 0.0, 1.0)
 
     def __post_init__(self) -> None:
         validate_fields(self)
