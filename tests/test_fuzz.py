@@ -301,3 +301,46 @@ def test_a_melody_split_into_parts_reads_back_exactly(scratch: Path, melody: Mel
     back, report = read_midi(path)
     assert back.notes == melody.notes
     assert report.changes.get("merged_parts", 0) == len(parts) - 1
+
+
+# -- the issue-20 cases, at random ----------------------------------------------------------------
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(name=st.text(max_size=12))
+def test_any_device_name_is_taken_or_one_tvae_error(name: str) -> None:
+    import torch
+
+    from tvae.devices import pick_device
+
+    try:
+        assert isinstance(pick_device(name), torch.device)
+    except TvaeError as exc:
+        assert "--device" in str(exc) and "\n" not in str(exc)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(values=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1,
+                       max_size=24))
+def test_any_latent_values_are_decodable_or_refused_naming_them(values: list[float]) -> None:
+    import numpy as np
+
+    from tvae.inference import MAX_LATENT, check_latent_values
+
+    z = np.asarray(values, np.float32).reshape(-1, 1)
+    fine = bool(np.isfinite(z).all() and np.abs(z).max() <= MAX_LATENT)
+    try:
+        check_latent_values(z, "z.npy")
+        assert fine
+    except TvaeError as exc:
+        assert not fine and str(exc).startswith("z.npy: ")
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(raw=st.binary(min_size=1, max_size=40))
+def test_any_file_name_bytes_become_printable_text(raw: bytes) -> None:
+    import os
+
+    from tvae.files import readable
+
+    text = readable(os.fsdecode(raw))
+    text.encode("utf-8")  # never fails: no lone surrogates left
+    assert readable(text) == text

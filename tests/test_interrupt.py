@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,15 @@ def _signals_during_step(monkeypatch: pytest.MonkeyPatch, at_step: int, times: i
 def _rows(run: Path) -> list[tuple[str, str, str]]:
     with open(run / "metrics.csv") as f:
         return [(r["step"], r["split"], r["loss"]) for r in csv.DictReader(f)]
+
+
+@pytest.fixture(autouse=True)
+def sigint_handled() -> Iterator[None]:
+    """These tests send SIGINT: make sure it reaches Python (a test process started in the
+    background inherits SIGINT ignored), and put back whatever was there."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 def test_ctrl_c_mid_step_saves_a_whole_step_and_resumes_exactly(
@@ -102,3 +112,21 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_cleanly(
     a = load_checkpoint(run / "last")[0].state_dict()
     b = load_checkpoint(whole / "last")[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_ignored_sigint_stays_ignored() -> None:
+    """A run started with SIGINT ignored (`tvae train ... &` in a script) is not made to stop
+    on it: the trainer leaves the handler alone."""
+    from tvae.training.interrupt import StopRequest
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = StopRequest()
+    with stop.installed():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.raise_signal(signal.SIGINT)
+    assert not stop.requested
+    with_handler = StopRequest()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with with_handler.installed():
+        signal.raise_signal(signal.SIGINT)
+    assert with_handler.requested and signal.getsignal(signal.SIGINT) is signal.default_int_handler

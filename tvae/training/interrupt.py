@@ -36,8 +36,10 @@ class StopRequest:
 
     @contextmanager
     def installed(self) -> Iterator[None]:
-        """Catch SIGINT for the block (only the main thread can: elsewhere, nothing changes)."""
-        if threading.current_thread() is not threading.main_thread():
+        """Catch SIGINT for the block (only the main thread can: elsewhere, nothing changes; a
+        process started with SIGINT ignored, as `cmd &` is, keeps ignoring it)."""
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
             yield
             return
         previous = signal.signal(signal.SIGINT, self._handle)
