@@ -15,7 +15,7 @@ import torch
 from test_train import TINY, _train_cfg
 
 import tvae.training.trainer as trainer_module
-from tvae.config import DataConfig
+from tvae.config import DataConfig, GridConfig
 from tvae.model.checkpoint import load_checkpoint
 from tvae.training.run import train
 
@@ -130,3 +130,29 @@ def test_an_ignored_sigint_stays_ignored() -> None:
     with with_handler.installed():
         signal.raise_signal(signal.SIGINT)
     assert with_handler.requested and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_weights_gone_non_finite_validate_as_not_finite_never_best(folk_corpus: Path,
+                                                                   tmp_path: Path) -> None:
+    """Validation of non-finite weights (a huge --lr) is an infinite loss, never a "best" of 0,
+    and the epoch line says "not finite" instead of failing to format None."""
+    import math
+
+    from tvae.data.dataset import load_folder
+    from tvae.training.trainer import Trainer
+
+    songs, _ = load_folder(folk_corpus, progress=False)
+    trainer = Trainer(songs, tmp_path, GridConfig(), TINY, DATA, _config(), progress=False)
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.fill_(float("nan"))
+    row = trainer.validate()
+    assert math.isinf(row["loss"])
+    lines: list[str] = []
+
+    class Bar:
+        def write(self, message: str) -> None:
+            lines.append(message)
+
+    trainer._end_epoch(Bar())
+    assert "valid loss not finite" in lines[0] and "(best)" not in lines[0]

@@ -104,8 +104,14 @@ def _cli_train(corpus: Path, run: Path, *extra: str) -> subprocess.Popen:
             "--log-every", "1", "--checkpoint-every", "3", "--eval-windows", "8",
             "--num-threads", "1", "--quiet", *extra]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Ctrl-C as a terminal sends it: the run must see SIGINT even when these tests were started
+    # in the background (which starts every child with SIGINT ignored).
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            text=True)
+                            text=True, preexec_fn=_sigint_default)
+
+
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_checkpoint(run: Path, min_step: int, proc: subprocess.Popen) -> None:

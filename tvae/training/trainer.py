@@ -67,6 +67,11 @@ class RunState:
     pending: dict[str, float] = field(default_factory=dict)
 
 
+def _shown(value: float | None, digits: int) -> str:
+    """A metric for the epoch line: "not finite" where weights gave no number."""
+    return f"{value:.{digits}f}" if value is not None and math.isfinite(value) else "not finite"
+
+
 def _warn_if_tiny(train_windows: int, valid_windows: int) -> None:
     if train_windows < 100 or valid_windows < 10:
         warnings.warn(f"tiny data: {train_windows} training and {valid_windows} validation "
@@ -227,8 +232,9 @@ class Trainer:
             return self.dist.broadcast(None)
         metrics = evaluate_windows(self.model, self.valid_windows,
                                    max_windows=self.cfg.eval_windows, transfer=False)
-        loss = (metrics["recon_nats_per_bar"] or 0.0) + self.cfg.beta * LN2 * (
-            metrics["kl_bits_per_bar"] or 0.0)
+        recon, kl = metrics["recon_nats_per_bar"], metrics["kl_bits_per_bar"]
+        # weights gone non-finite give no number: never a "best" loss of 0
+        loss = math.inf if recon is None or kl is None else recon + self.cfg.beta * LN2 * kl
         row = {"step": self.state.step, "epoch": self.state.epoch, "split": "valid",
                "loss": round(loss, 6), "recon": metrics["recon_nats_per_bar"],
                "kl_bits": metrics["kl_bits_per_bar"], "tf_accuracy": metrics["tf_accuracy"],
@@ -329,9 +335,10 @@ class Trainer:
         st.epoch, st.batch = st.epoch + 1, 0
         if improved:
             self.save("best")
-        self._say(bar, f"epoch {st.epoch}: valid loss {row['loss']:.4f}, teacher-forced acc "
-                  f"{row['tf_accuracy']:.4f}, free-running acc {row['free_accuracy']:.4f}, "
-                  f"KL {row['kl_bits']:.2f} bits/bar" + ("  (best)" if improved else ""))
+        self._say(bar, f"epoch {st.epoch}: valid loss {_shown(row['loss'], 4)}, teacher-forced "
+                  f"acc {_shown(row['tf_accuracy'], 4)}, free-running acc "
+                  f"{_shown(row['free_accuracy'], 4)}, KL {_shown(row['kl_bits'], 2)} bits/bar"
+                  + ("  (best)" if improved else ""))
         if st.bad_epochs >= self.cfg.patience:
             self._say(bar, f"early stopping: no better validation loss for {st.bad_epochs} epochs")
             st.finished = True
