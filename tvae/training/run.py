@@ -21,6 +21,7 @@ from tvae.config import (
     TrainConfig,
     config_from_dict,
     config_to_dict,
+    flag_of,
 )
 from tvae.data.dataset import format_skipped, load_songs
 from tvae.data.songs import write_skipped
@@ -126,7 +127,7 @@ def _resumed(run_dir: Path, limits: dict[str, Any] | None) -> tuple[Configs, dic
         if unknown:
             raise TvaeError(f"--resume continues a run as configured; only --epochs, "
                             f"--max-steps, --max-minutes and --patience may change "
-                            f"(got {', '.join('--' + u.replace('_', '-') for u in unknown)})")
+                            f"(got {', '.join(flag_of(u) for u in unknown)})")
         configs = replace(configs, train=replace(configs.train, **limits))
         saved["train"] = config_to_dict(configs.train)
     return configs, saved

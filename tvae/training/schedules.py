@@ -8,7 +8,7 @@ import math
 import warnings
 from dataclasses import replace
 
-from tvae.config import BETA_SCHEDULES, TF_SCHEDULES, TrainConfig
+from tvae.config import BETA_SCHEDULES, TF_SCHEDULES, TrainConfig, flag_of
 from tvae.errors import TvaeError, TvaeWarning
 
 
@@ -118,7 +118,7 @@ def fit_warmups(cfg: TrainConfig, total_steps: int, say: bool = True) -> TrainCo
     changes = {name: half for name in ("warmup_steps", "beta_steps")
                if getattr(cfg, name) > total_steps}
     if changes and say:
-        told = ", ".join(f"--{k.replace('_', '-')} {getattr(cfg, k)} -> {v}"
+        told = ", ".join(f"{flag_of(k)} {getattr(cfg, k)} -> {v}"
                          for k, v in changes.items())
         warnings.warn(f"the run has {total_steps} steps, fewer than its warm-ups: they were "
                       f"shortened to half of it ({told})", TvaeWarning, stacklevel=3)
