@@ -26,3 +26,24 @@ def test_evaluate_on_a_missing_device_is_one_line(tiny_ckpt: Path) -> None:
     got = invoke(["evaluate", DATA, "--model", tiny_ckpt, "--device", "cuda"])
     assert got.code == 2 and got.crash is None
     assert "CUDA is not available" in got.err and len(got.err.strip().splitlines()) == 1
+
+
+def test_help_quotes_the_bundled_model_card_not_hard_coded_numbers(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`tvae transfer --help` and `tvae encode --help` read their numbers from the card: a
+    different card gives different numbers, and no card gives none."""
+    import tvae.cli.card_help as card_help
+
+    card = {"data": "songs (test)", "transfer_follow_rate": 0.5, "transfer_spurious_rate": 0.02,
+            "kl_bits_repeated": 3.25, "kl_bits_new": 12.0,
+            "by_distance": {"1-4": {"transfer_follow": 0.75}}}
+    path = tmp_path / "weights" / "default.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"evaluation": card}))
+    monkeypatch.setattr(card_help, "__file__", str(tmp_path / "cli" / "card_help.py"))
+    text = card_help.transfer_help()
+    assert "on songs (test)" in text and "50% of B's repeats" in text and "75% 1-4" in text
+    assert "2.0% of B's other bars" in text
+    assert "3.2 bits for a repeated bar, 12.0 for a new one" in card_help.encode_help()
+    path.write_text("{}")
+    assert "bundled model" not in card_help.transfer_help() + card_help.encode_help()

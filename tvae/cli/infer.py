@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from tvae.cli.card_help import encode_help, transfer_help
 from tvae.cli.common import handle_errors
 from tvae.config import MAX_BARS
 from tvae.errors import TvaeError, TvaeWriteError
@@ -88,7 +89,7 @@ def _report(paths: list[Path]) -> None:
         click.echo(f"wrote {path}")
 
 
-@click.command()
+@click.command(help=transfer_help())
 @click.argument("a", type=click.Path())
 @click.argument("b", type=click.Path())
 @click.option("-o", "--out", "out", default="tvae-output", show_default=True,
@@ -101,13 +102,7 @@ def _report(paths: list[Path]) -> None:
 @handle_errors
 def transfer(a: str, b: str, out: str, bars: str, model_path: str | None,
              open_page: bool) -> None:
-    """Context transfer: B's latents with A's first bar (or --bars). Bars that the decoder
-    copies from a transferred bar repeat A's bar, so A's opening is developed in B's flow;
-    B's other bars keep their own latents. Writes MIDI and a playable page.
-
-    With the bundled model, on the folk corpus' test split (33-bar windows), 90% of B's
-    repeats of its first bar repeat A's bar in the output (100% 1-4 bars later, 89% 5-8, 86%
-    9-16, 33% 17-32), and 3.1% of B's other bars become copies of it."""
+    """Context transfer (help: `card_help.transfer_help`, quoting the bundled model's card)."""
     from tvae.midi import read_melody
     from tvae.outputs import transfer_items, write_results
 
@@ -164,7 +159,7 @@ def _names_folder(out: str | None) -> bool:
     return bool(out) and out.endswith(("/", os.sep))
 
 
-@click.command()
+@click.command(help=encode_help())
 @click.argument("midi_files", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--out", "out", default=None, help="Latents file (.npy) for one melody, a "
               "folder for several; default: each MIDI file's name with .npy, in the current "
@@ -176,10 +171,7 @@ def _names_folder(out: str | None) -> bool:
 @handle_errors
 def encode(midi_files: tuple[str, ...], out: str | None, sigma: bool,
            model_path: str | None) -> None:
-    """Encode melodies to their per-bar latents: posterior means (bars x Z, saved as .npy) and,
-    with --sigma, standard deviations; show each bar's KL in bits and which bars the decoder
-    copies from an earlier bar, with the pointer's weight. (The bundled model, on the folk
-    corpus' test split: 6.8 bits for a repeated bar, 20.0 for a new one.)"""
+    """Encode melodies (help: `card_help.encode_help`, quoting the bundled model's card)."""
     from tvae.midi import read_melody
 
     folder = Path(out) if out and (len(midi_files) > 1 or is_folder(out)
