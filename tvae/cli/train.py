@@ -185,7 +185,7 @@ def evaluate(midi_dir: str, model_path: str | None, bars: int, split: str | None
     """Accuracy (teacher-forced and free-running), KL bits of repeated vs new bars and the
     paired ratio, context transfer (does B follow a new bar 1?), and ELBO bits per bar."""
     from tvae.devices import pick_device
-    from tvae.inference import evaluate_folder
+    from tvae.evaluate_folder import evaluate_folder
 
     device = str(pick_device(click.get_current_context().meta.get("tvae_device", "cpu")))
     result = evaluate_folder(midi_dir, model_path, bars, split, max_windows,
