@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from experiments.common import Context, finish, load_songs, settings, train_run
-from experiments.reach import KEYS, _plot, render
+from experiments.reach import _plot, render, score
 from tvae.config import DataConfig, ModelConfig, TrainConfig
 from tvae.data.windows import Windows
 from tvae.errors import TvaeError
-from tvae.evaluate import evaluate_windows
 from tvae.inference import bundled_model_path, load_model
 
 TITLE = "Fine-tuning the bundled model for repeats at every distance"
@@ -58,16 +57,12 @@ def run(ctx: Context) -> dict[str, Any]:
         model = replace(model0, **model_changes)
         trained, info = train_run(ctx, songs, key, model, base, replace(data0, **data_changes),
                                   init_from=Path(start))
-        metrics = evaluate_windows(trained.model, windows, max_windows=ctx.scale.eval_windows)
-        ctx.log(f"{key}: " + ", ".join(f"{k} {metrics[k]}" for k in KEYS[:9]))
-        rows.append({"key": key, "label": label, **info, **{k: metrics.get(k) for k in KEYS}})
+        rows.append(score(ctx, trained.model, windows, key, label, info))
     if ctx.sharded:
         ctx.log("trained this shard's runs; run again without --shard for the report")
         return {}
-    start_metrics = evaluate_windows(load_model(start).model, windows,
-                                     max_windows=ctx.scale.eval_windows)
-    rows.insert(0, {"key": "start", "label": "the starting model", "steps": 0, "seconds": 0,
-                    **{k: start_metrics.get(k) for k in KEYS}})
+    rows.insert(0, score(ctx, load_model(start).model, windows, "start", "the starting model",
+                         {"steps": 0, "seconds": 0}))
     result = {"settings": {**settings(ctx, base, eval_bars=bars, stride=data0.stride),
                            "start": str(start), "model": _config(model0)},
               "variants": rows, "figures": [_plot(ctx, rows)]}

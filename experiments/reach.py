@@ -78,15 +78,21 @@ def run(ctx: Context) -> dict[str, Any]:
             model_changes = {**model_changes, "copy_offsets": 3}
         trained, info = train_run(ctx, songs, key, replace(model0, **model_changes),
                                   replace(base, **train_changes), data)
-        metrics = evaluate_windows(trained.model, windows, max_windows=ctx.scale.eval_windows)
-        ctx.log(f"{key}: " + ", ".join(f"{k} {metrics[k]}" for k in KEYS[:9]))
-        rows.append({"key": key, "label": label, **info, **{k: metrics.get(k) for k in KEYS}})
+        rows.append(score(ctx, trained.model, windows, key, label, info))
     if ctx.sharded:
         ctx.log("trained this shard's runs; run again without --shard for the report")
         return {}
     result = {"settings": settings(ctx, base, eval_bars=bars, stride=data0.stride),
               "variants": rows, "figures": [_plot(ctx, rows)]}
     return finish(ctx, result, TITLE, QUESTION, render)
+
+
+def score(ctx: Context, model: Any, windows: Windows, key: str, label: str,
+          info: dict[str, Any]) -> dict[str, Any]:
+    """One table row: the run's `info` and the KEYS of its evaluation on `windows` (logged)."""
+    metrics = evaluate_windows(model, windows, max_windows=ctx.scale.eval_windows)
+    ctx.log(f"{key}: " + ", ".join(f"{k} {metrics[k]}" for k in KEYS[:9]))
+    return {"key": key, "label": label, **info, **{k: metrics.get(k) for k in KEYS}}
 
 
 def _plot(ctx: Context, rows: list[dict[str, Any]]) -> str:

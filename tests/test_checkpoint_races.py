@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from checkpoint_helpers import tiny
+from checkpoint_helpers import refuses, tiny
 from cli_contract import contract_problem, invoke
 
 import tvae.model.checkpoint as checkpoint
@@ -162,3 +162,27 @@ def test_a_save_failing_on_its_weights_leaves_no_staged_json(tmp_path: Path,
         save_checkpoint(path, tiny(seed=1), state={"step": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.json", "last.safetensors"]
     assert load_checkpoint(path)[1]["state"]["step"] == 1
+
+
+def test_a_save_killed_between_its_two_renames_leaves_a_consistent_pair(tmp_path: Path) -> None:
+    """The weights of step 6 are in place but NAME.json is still step 3's: loading notices (the
+    JSON records its weights' hash) and takes the staged step-6 JSON. A reader never renames
+    (it could pull the file from under a save in progress, issue 20 D3): the run that owns the
+    pair completes it, with `finish_interrupted_save`."""
+
+    path = tmp_path / "last"
+    save_checkpoint(path, tiny(seed=0), state={"step": 3})
+    old_json = (tmp_path / "last.json").read_bytes()
+    save_checkpoint(path, tiny(seed=1), state={"step": 6})
+    staged = tmp_path / ".last.json.next"
+    staged.write_bytes((tmp_path / "last.json").read_bytes())  # as if killed before its rename
+    (tmp_path / "last.json").write_bytes(old_json)
+    model, meta, _ = load_checkpoint(path)
+    assert meta["state"]["step"] == 6 and staged.exists()  # read, not renamed
+    finish_interrupted_save(path)
+    assert not staged.exists()
+    assert json.loads((tmp_path / "last.json").read_text())["state"]["step"] == 6
+    for key, value in tiny(seed=1).state_dict().items():
+        assert torch.equal(model.state_dict()[key], value)
+    (tmp_path / "last.json").write_bytes(old_json)  # no staged JSON to recover from: refused
+    refuses(tmp_path / "last.json", "pair does not match")

@@ -93,12 +93,9 @@ def temporary_prefix(name: str) -> str:
 
 
 def _shortened(name: str, limit: int) -> str:
-    """`name` cut to at most `limit` bytes of the file system's encoding (whole characters)."""
-    raw = os.fsencode(name)
-    if len(raw) <= limit:
-        return name
-    return os.fsdecode(raw[:limit].decode("utf-8", "ignore").encode("utf-8")) if not any(
-        0xDC80 <= ord(c) <= 0xDCFF for c in name) else os.fsdecode(raw[:limit])
+    """`name` cut to at most `limit` bytes of the file system's encoding (a character cut in two
+    stays as its bytes: any bytes but / and NUL make a Linux file name)."""
+    return os.fsdecode(os.fsencode(name)[:limit])
 
 
 def write_bytes_atomic(data: bytes, path: str | Path) -> None:

@@ -95,6 +95,16 @@ class BarEncoderGRU(nn.Module):
         return self.out(h)
 
 
+def attention_mask(bar_mask: Tensor, causal: bool) -> Tensor:
+    """(B, 1, N, N) bool attention mask (True = may attend). Built on the device every time
+    (no host sync to test for padding): at bar level N is small."""
+    N = bar_mask.shape[1]
+    allowed = bar_mask[:, None, None, :].expand(-1, 1, N, N)  # keys that are real bars
+    if causal:
+        allowed = allowed & torch.ones(N, N, dtype=torch.bool, device=bar_mask.device).tril()
+    return allowed | torch.eye(N, dtype=torch.bool, device=bar_mask.device)  # never an empty row
+
+
 def mask_logits(logits: Tensor, meters: Tensor) -> Tensor:
     """Decoding constraint: PAD exactly on the steps a bar's meter does not use."""
     valid = valid_steps(meters, logits.shape[-2]).unsqueeze(-1)  # (B, N, S, 1)

@@ -30,6 +30,7 @@ from tvae.model.modules import (
     BarEncoderGRU,
     BarEncoderMLP,
     Block,
+    attention_mask,
     mask_logits,
     on_real_bars,
     positions,
@@ -92,16 +93,6 @@ def kl_per_bar(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
 
 
-def _mask(bar_mask: Tensor, causal: bool) -> Tensor:
-    """(B, 1, N, N) bool attention mask (True = may attend). Built on the device every time
-    (no host sync to test for padding): at bar level N is small."""
-    N = bar_mask.shape[1]
-    allowed = bar_mask[:, None, None, :].expand(-1, 1, N, N)  # keys that are real bars
-    if causal:
-        allowed = allowed & torch.ones(N, N, dtype=torch.bool, device=bar_mask.device).tril()
-    return allowed | torch.eye(N, dtype=torch.bool, device=bar_mask.device)  # never an empty row
-
-
 class TransformerVAE(nn.Module):
     """The model. Build it from configs: `TransformerVAE(ModelConfig(...), GridConfig(...))`."""
 
@@ -161,7 +152,7 @@ class TransformerVAE(nn.Module):
         if self.repeats_in is not None:  # where each bar repeats an earlier one (pointer.py)
             features = repeat_features(tokens, self.config.copy_offsets)  # (B, N, 2 O)
             x = x + self.repeats_in(features.to(x.dtype))
-        mask = _mask(bar_mask, self.config.mask_encoder)
+        mask = attention_mask(bar_mask, self.config.mask_encoder)
         for block in self.encoder:
             x = block(x, mask, self.config.mask_encoder)
         x = self.enc_norm(x)
@@ -177,8 +168,8 @@ class TransformerVAE(nn.Module):
         B, N, D = prev_vecs.shape
         start = self.start.expand(B, 1, D)
         x = torch.cat([start, prev_vecs[:, :-1]], dim=1) + positions(N, D, prev_vecs.device)
-        self_mask = _mask(bar_mask, self.config.mask_decoder)
-        cross_mask = _mask(bar_mask, self.config.mask_cross)
+        self_mask = attention_mask(bar_mask, self.config.mask_decoder)
+        cross_mask = attention_mask(bar_mask, self.config.mask_cross)
         for block in self.decoder:
             x = block(x, self_mask, self.config.mask_decoder, memory, cross_mask)
         return self.dec_norm(x)
