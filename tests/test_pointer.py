@@ -165,3 +165,68 @@ def test_the_encoder_reads_repeats_causally_and_in_linear_cost() -> None:
     assert repeat_features(long_song, 32).shape == (1, 3000, 64)
     without = tiny(copy="bar", copy_offsets=6, encoder_repeats=False)
     assert without.repeats_in is None
+
+
+def test_the_posterior_mean_reads_repeats_at_any_distance_causally() -> None:
+    """With `latent_repeats`, a bar's posterior mean moves by the learned vector of the offset
+    at which an earlier bar repeats it, at 24 bars back as at 2; zero vectors (as a fine-tune
+    starts) leave the model as it was; later bars never change an earlier bar's mean."""
+    torch.manual_seed(0)
+    model = tiny(copy="bar", copy_offsets=30, latent_repeats=True).eval()
+    plain = tiny(copy="bar", copy_offsets=30).eval()
+    assert model.repeats_mu is not None and plain.repeats_mu is None
+    plain.load_state_dict(model.state_dict(), strict=False)
+    tokens, meters = random_bars(1, 28, seed=3)
+    tokens[:, 26] = tokens[:, 2]  # bar 26 repeats bar 2, 24 bars back
+    tokens[:, 5] = tokens[:, 3]  # bar 5 repeats bar 3, 2 bars back
+    with torch.no_grad():
+        before = model.encode(tokens, meters)[0]
+        assert torch.equal(before, plain.encode(tokens, meters)[0])
+        torch.nn.init.normal_(model.repeats_mu.weight, std=1.0)
+        after = model.encode(tokens, meters)[0]
+    moved = (after - before).abs().sum(-1)[0]  # (N,)
+    assert moved.nonzero().flatten().tolist() == [5, 26]
+    torch.testing.assert_close((after - before)[0, 26], model.repeats_mu.weight[:, 23].detach())
+    torch.testing.assert_close((after - before)[0, 5], model.repeats_mu.weight[:, 1].detach())
+    later = tokens.clone()
+    later[:, 27] = tokens[:, 0]  # a later repeat changes nothing before it
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(later, meters)[0][:, :27], after[:, :27])
+
+
+def test_an_observed_choice_scores_a_repeat_as_a_copy_of_its_sources_only() -> None:
+    """With `choices`, a bar that repeats an earlier one is scored as log sum over its sources
+    of pi_j p(copy j) (never above the marginal likelihood), a bar with no source as
+    log pi_gen + log g; the decoded distribution and the pointer weights do not change."""
+    from tvae.model.pointer import observed_log_weights
+
+    torch.manual_seed(0)
+    model = tiny(copy="bar", copy_offsets=6).eval()
+    tokens, meters = random_bars(2, 8, seed=4)
+    tokens[:, 6] = tokens[:, 2]
+    targets = copy_target(tokens, 6)
+    with torch.no_grad():
+        marginal = model(tokens, meters, sample=False)
+        observed = model(tokens, meters, sample=False, choices=targets)
+    assert torch.equal(marginal.log_probs, observed.log_probs)
+    assert torch.equal(marginal.log_pi, observed.log_pi)
+    assert (observed.log_lik <= marginal.log_lik + 1e-5).all()
+    kept = observed_log_weights(marginal.log_pi, targets)  # (B, N, 1 + N)
+    assert torch.isfinite(kept[:, 6]).sum(-1).tolist() == [1, 1]  # only bar 2
+    assert torch.isfinite(kept[:, 6, 1 + 2]).all() and torch.isinf(kept[:, 6, 0]).all()
+    assert torch.isfinite(kept[:, 5, 0]).all() and torch.isinf(kept[:, 5, 1:]).all()
+    torch.testing.assert_close(kept[:, 6, 1 + 2], marginal.log_pi[:, 6, 1 + 2])
+    # by hand: bar 1 repeats bar 0; generate and copy have weight 1/2 each
+    gen = torch.log(torch.tensor([[[[0.0, 0.5, 0.5], [0.0, 0.25, 0.75]]] * 2]))  # (1, 2, 2, 3)
+    bars = torch.tensor([[[1, 2], [1, 2]]])  # (1, 2, 2)
+    log_pi = torch.log(torch.tensor([[[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]]]))  # (1, 2, 1 + 2)
+    log_eps = torch.log(torch.full((1, 2, 1), 0.1))
+    g = 0.5 * 0.75  # the generator's probability of the bar
+    copy = (0.9 + 0.1 * 0.5) * (0.9 + 0.1 * 0.75)  # copy bar 0, each step kept or edited to it
+    mixed = bar_log_lik(gen, bars, bars, log_pi, log_eps)
+    seen = bar_log_lik(gen, bars, bars, observed_log_weights(log_pi, copy_target(bars, 1)),
+                       log_eps)
+    assert mixed[0, 1].item() == pytest.approx(float(torch.log(torch.tensor(0.5 * g
+                                                                             + 0.5 * copy))))
+    assert seen[0, 1].item() == pytest.approx(float(torch.log(torch.tensor(0.5 * copy))))
+    assert seen[0, 0].item() == pytest.approx(float(torch.log(torch.tensor(g))))

@@ -346,8 +346,10 @@ def test_resume_refuses_the_options_it_would_ignore(tiny_run: Path, folk_corpus:
     assert got.exit_code == 0, got.output  # its own folder: fine (the run had finished)
 
 
-def test_init_from_an_older_model_adds_the_encoder_repeat_features(folk_corpus: Path,
-                                                                     tmp_path: Path) -> None:
+@pytest.mark.parametrize("field, module", [("encoder_repeats", "repeats_in"),
+                                           ("latent_repeats", "repeats_mu")])
+def test_init_from_an_older_model_adds_the_repeat_features(folk_corpus: Path, tmp_path: Path,
+                                                           field: str, module: str) -> None:
     """A checkpoint without repeat features fine-tunes into today's default model: its weights
     are taken as they are, the features start at zero (the same model at step 0); a checkpoint
     with them does not go into a model without."""
@@ -359,7 +361,7 @@ def test_init_from_an_older_model_adds_the_encoder_repeat_features(folk_corpus: 
     from tvae.training.trainer import Trainer
 
     torch.manual_seed(0)
-    old = TransformerVAE(replace(TINY, encoder_repeats=False))
+    old = TransformerVAE(replace(TINY, encoder_repeats=False, latent_repeats=False))
     path = save_checkpoint(tmp_path / "old", old)
     seen = {}
     original = Trainer.fit
@@ -370,16 +372,17 @@ def test_init_from_an_older_model_adds_the_encoder_repeat_features(folk_corpus: 
 
     try:
         Trainer.fit = check_then_fit  # type: ignore[method-assign]
-        train(folk_corpus, tmp_path / "tuned", model_config=replace(TINY, encoder_repeats=True),
+        train(folk_corpus, tmp_path / "tuned", model_config=replace(TINY, **{field: True}),
               data_config=DataConfig(bars=4), train_config=_train_cfg(epochs=1, max_steps=2),
               init_from=path, progress=False)
     finally:
         Trainer.fit = original  # type: ignore[method-assign]
     weights = seen["weights"]
     assert all(torch.equal(weights[k], v) for k, v in old.state_dict().items())
-    assert not weights["repeats_in.weight"].any() and not weights["repeats_in.bias"].any()
-    assert load_checkpoint(tmp_path / "tuned" / "last")[0].config.encoder_repeats
+    added = [k for k in weights if k not in old.state_dict()]
+    assert added and all(k.startswith(module + ".") and not weights[k].any() for k in added)
+    assert getattr(load_checkpoint(tmp_path / "tuned" / "last")[0].config, field)
     with pytest.raises(TvaeError, match="same model"):
-        train(folk_corpus, tmp_path / "back", model_config=replace(TINY, encoder_repeats=False),
+        train(folk_corpus, tmp_path / "back", model_config=replace(TINY, **{field: False}),
               data_config=DataConfig(bars=4), train_config=_train_cfg(epochs=1, max_steps=2),
               init_from=tmp_path / "tuned" / "last.json", progress=False)

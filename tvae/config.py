@@ -171,6 +171,10 @@ class ModelConfig:
                                     "copy path's reach) each bar repeats, exactly or with 1 or 2 "
                                     "steps changed (found from the input); experimental: no gain "
                                     "measured yet (docs/experiments.md, finetune)")
+    latent_repeats: bool = setting(False, "each bar's posterior mean is moved by one learned "
+                                   "vector per offset at which an earlier bar repeats it (exactly, "
+                                   "or with 1 or 2 steps changed; found from the input), so the "
+                                   "pointer can read a repeat at any distance from the latent")
     trained_bars: int = setting(0, "bars per window the model was trained on, set by training "
                                 "from the data config (0: not recorded); longer songs are read "
                                 "and decoded window by window", 0, MAX_BARS, cli=False)

@@ -153,8 +153,8 @@ def legacy_model_fields(model: Any, data: DataConfig | None = None) -> Any:
     """Fill in model fields that older checkpoints lack: written before the copy path existed,
     a model is a stock one (`copy` "none"); written before per-step edits, its copies have one
     edit chance (`copy_edit_steps` false); written before repeat features, its encoder finds
-    repeats alone (`encoder_repeats` false); without `trained_bars` (or with 0, not recorded),
-    the window length is its data config's `bars`."""
+    repeats alone (`encoder_repeats` and `latent_repeats` false); without `trained_bars` (or
+    with 0, not recorded), the window length is its data config's `bars`."""
     if not isinstance(model, dict):
         return model
     if "copy" not in model:
@@ -163,6 +163,8 @@ def legacy_model_fields(model: Any, data: DataConfig | None = None) -> Any:
         model = {**model, "copy_edit_steps": False}
     if "encoder_repeats" not in model:  # before the encoder was told where repeats are
         model = {**model, "encoder_repeats": False}
+    if "latent_repeats" not in model:  # before the posterior was told where repeats are
+        model = {**model, "latent_repeats": False}
     if data is not None and model.get("trained_bars", 0) == 0:
         model = {**model, "trained_bars": data.bars}
     return model

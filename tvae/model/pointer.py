@@ -138,6 +138,19 @@ def copy_target(tokens: Tensor, max_offset: int, max_edits: int = 0) -> Tensor:
     return allowed & (dist == best) & (best <= max_edits)
 
 
+def observed_log_weights(log_pi: Tensor, targets: Tensor) -> Tensor:
+    """The pointer's log weights (B, N, 1 + N) kept only on each bar's observed choice, -inf
+    elsewhere and not renormalised: the bar's copy sources where it has any in reach (targets
+    (B, N, N) from `copy_target`), else "generate". `bar_log_lik` of them is then
+    log p(bar k, choice in T_k | z_k), the likelihood of a model whose copy choice is observed
+    (found in the data) rather than marginalised: a repeat cannot be explained by the
+    generator, so its latent has to say where it comes from, at any distance."""
+    targets = targets & torch.isfinite(log_pi[..., 1:])  # sources the pointer can express
+    has = targets.any(-1, keepdim=True)  # (B, N, 1)
+    keep = torch.cat([~has, targets], dim=-1)  # (B, N, 1 + N)
+    return log_pi.masked_fill(~keep, float("-inf"))
+
+
 def copy_share(log_pi: Tensor) -> Tensor:
     """(B, N) total weight a bar puts on copying rather than generating."""
     return 1.0 - log_pi[..., 0].exp()

@@ -40,6 +40,7 @@ from tvae.model.pointer import (
     choose,
     chosen_log_probs,
     mixture_log_probs,
+    observed_log_weights,
     pointer_log_weights,
     repeat_features,
 )
@@ -113,6 +114,10 @@ class TransformerVAE(nn.Module):
             self.repeats_in = nn.Linear(2 * config.copy_offsets, D)
             nn.init.zeros_(self.repeats_in.weight)  # starts as if absent (fine-tuning too)
             nn.init.zeros_(self.repeats_in.bias)
+        self.repeats_mu = None  # (2 O) repeat features of a bar -> (Z), added to its mean
+        if config.latent_repeats and config.copy != "none" and config.copy_offsets > 0:
+            self.repeats_mu = nn.Linear(2 * config.copy_offsets, Z, bias=False)
+            nn.init.zeros_(self.repeats_mu.weight)
         self.mu = nn.Linear(D, Z)  # posterior heads, shared by every bar position
         self.logvar = nn.Linear(D, Z)
         self.start = nn.Parameter(torch.zeros(D))  # decoder input of bar 0
@@ -149,14 +154,19 @@ class TransformerVAE(nn.Module):
                    ) -> tuple[Tensor, Tensor]:
         B, N, D = bar_vecs.shape
         x = bar_vecs + positions(N, D, bar_vecs.device)  # (B, N, D)
-        if self.repeats_in is not None:  # where each bar repeats an earlier one (pointer.py)
-            features = repeat_features(tokens, self.config.copy_offsets)  # (B, N, 2 O)
-            x = x + self.repeats_in(features.to(x.dtype))
+        features = None  # where each bar repeats an earlier one (pointer.py): (B, N, 2 O)
+        if self.repeats_in is not None or self.repeats_mu is not None:
+            features = repeat_features(tokens, self.config.copy_offsets).to(x.dtype)
+        if self.repeats_in is not None:
+            x = x + self.repeats_in(features)
         mask = attention_mask(bar_mask, self.config.mask_encoder)
         for block in self.encoder:
             x = block(x, mask, self.config.mask_encoder)
         x = self.enc_norm(x)
-        return self.mu(x), self.logvar(x).clamp(-12.0, 8.0)
+        mu = self.mu(x)  # (B, N, Z)
+        if self.repeats_mu is not None:
+            mu = mu + self.repeats_mu(features)
+        return mu, self.logvar(x).clamp(-12.0, 8.0)
 
     # -- decoder ---------------------------------------------------------------------------
     def _memory(self, z: Tensor) -> Tensor:
@@ -208,12 +218,16 @@ class TransformerVAE(nn.Module):
         return mask_logits(chosen_log_probs(gen, sources, log_eps, choose(log_pi)), meters)
 
     def _outputs(self, logits: Tensor, meters: Tensor, tokens: Tensor, sources: Tensor,
-                 log_pi: Tensor | None, log_eps: Tensor | None) -> tuple[Tensor, Tensor]:
-        """(log_probs (B, N, S, V) as decoded, log_lik (B, N) of the true bars `tokens`)."""
+                 log_pi: Tensor | None, log_eps: Tensor | None,
+                 choices: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(log_probs (B, N, S, V) as decoded, log_lik (B, N) of the true bars `tokens`); with
+        `choices` (B, N, N), the likelihood of the per-bar copy choice as observed."""
         log_probs = self._predict(logits, meters, log_pi, log_eps, sources)
         target = tokens != PAD
         if log_eps is not None:
             gen = mask_logits(logits.float(), meters).log_softmax(-1)
+            if choices is not None:
+                log_pi = observed_log_weights(log_pi, choices)
             return log_probs, bar_log_lik(gen, tokens, sources, log_pi, log_eps)
         picked = log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, N, S)
         return log_probs, torch.where(target, picked, torch.zeros_like(picked)).sum(-1)
@@ -355,7 +369,8 @@ class TransformerVAE(nn.Module):
 
     # -- training --------------------------------------------------------------------------
     def forward(self, tokens: Tensor, meters: Tensor, *, p_tf: float = 1.0,
-                sample: bool = True, noise: Noise | None = None) -> VAEOutput:
+                sample: bool = True, noise: Noise | None = None,
+                choices: Tensor | None = None) -> VAEOutput:
         """tokens (B, N, S), meters (B, N) -> the model's distributions (no loss: see
         tvae.training.objective).
 
@@ -363,7 +378,9 @@ class TransformerVAE(nn.Module):
         parallel; bar j as seen by later bars (their decoder input, and what the copy path
         copies) is then, with probability p_tf, the true bar j and otherwise that first pass's
         argmax; a second pass gives the output. `noise` gives the random numbers of the latent
-        sample and of scheduled sampling (else they come from torch's generator)."""
+        sample and of scheduled sampling (else they come from torch's generator). `choices`
+        (B, N, N) bool, the data's copy sources (`pointer.copy_target`), makes the per-bar
+        likelihood that of the choice as observed (`pointer.observed_log_weights`)."""
         bar_mask = (tokens != PAD).any(-1)  # (B, N) real bars
         true_vecs = on_real_bars(self.bar_encoder, bar_mask, tokens, meters)  # (B, N, D)
         mu, logvar = self._posterior(true_vecs, bar_mask, tokens)
@@ -390,7 +407,8 @@ class TransformerVAE(nn.Module):
         draws = None if noise is None else noise.steps
         logits = on_real_bars(lambda *t: self.bar_decoder(*t[:3], p_tf, t[3]), bar_mask, h,
                               meters, tokens, draws)  # (B, N, S, V)
-        log_probs, log_lik = self._outputs(logits, meters, tokens, sources, log_pi, log_eps)
+        log_probs, log_lik = self._outputs(logits, meters, tokens, sources, log_pi, log_eps,
+                                           choices)
         out = VAEOutput(log_probs, log_lik * bar_mask, kl_per_bar(mu, logvar) * bar_mask, mu,
                         logvar, log_pi)
         if self.classifier is not None:

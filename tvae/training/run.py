@@ -45,16 +45,19 @@ def init_weights(trainer: Trainer, path: str | Path) -> None:
     """Start `trainer`'s model from checkpoint `path`'s weights (`--init-from`)."""
     source, _, _ = load_checkpoint(path, trainer.device)
     target = trainer.model.config
-    adds = not source.config.encoder_repeats and target.encoder_repeats
-    if (replace(source.config, trained_bars=0, encoder_repeats=target.encoder_repeats)
-            != replace(target, trained_bars=0) or source.grid != trainer.grid
-            or source.config.encoder_repeats and not target.encoder_repeats):
+    added = [name for name in ("encoder_repeats", "latent_repeats")
+             if getattr(target, name) and not getattr(source.config, name)]
+    dropped = [name for name in ("encoder_repeats", "latent_repeats")
+               if getattr(source.config, name) and not getattr(target, name)]
+    if (replace(source.config, trained_bars=0, encoder_repeats=target.encoder_repeats,
+                latent_repeats=target.latent_repeats) != replace(target, trained_bars=0)
+            or source.grid != trainer.grid or dropped):
         raise TvaeError("--init-from needs a checkpoint of the same model and grid config "
                         f"(it has {source.config})", path)
-    # The window length may change, and the encoder's repeat features may be added: they start
-    # at zero, so the fine-tune begins exactly where the checkpoint was.
-    missing, _ = trainer.model.load_state_dict(source.state_dict(), strict=not adds)
-    assert all(key.startswith("repeats_in.") for key in missing), missing
+    # The window length may change, and the repeat features may be added: they start at zero,
+    # so the fine-tune begins exactly where the checkpoint was.
+    missing, _ = trainer.model.load_state_dict(source.state_dict(), strict=not added)
+    assert all(key.startswith(("repeats_in.", "repeats_mu.")) for key in missing), missing
 
 
 def train(data_dir: str | Path | Sequence[str | Path], run_dir: str | Path, *,
