@@ -18,7 +18,8 @@ import tvae.training.distributed as ddp
 from tvae.config import PAD, DataConfig, GridConfig, ModelConfig, TrainConfig
 from tvae.data.dataset import load_folder
 from tvae.errors import TvaeError
-from tvae.model.vae import Noise, TransformerVAE
+from tvae.model.forward import Noise
+from tvae.model.vae import TransformerVAE
 from tvae.training.objective import vae_objective
 from tvae.training.run import train
 from tvae.training.schedules import beta_at, lr_at, pointer_at, tf_at

@@ -17,9 +17,10 @@ from torch import Tensor
 from tvae.config import PAD, GridConfig, ModelConfig
 from tvae.melody import METER_STEPS, METERS, melody_to_bars
 from tvae.midi import read_melody
+from tvae.model.forward import Noise
 from tvae.model.modules import mask_logits
 from tvae.model.sampling import argmax_sampler, make_sampler
-from tvae.model.vae import Noise, TransformerVAE
+from tvae.model.vae import TransformerVAE
 from tvae.training.objective import vae_objective
 
 GRID = GridConfig()

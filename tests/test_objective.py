@@ -10,7 +10,7 @@ from torch import Tensor
 
 from tests.test_model import DECODERS, random_bars, tiny
 from tvae.config import PAD
-from tvae.model.vae import kl_per_bar
+from tvae.model.forward import kl_per_bar
 from tvae.training.objective import pointer_nll, vae_objective
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

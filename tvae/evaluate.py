@@ -15,8 +15,9 @@ from torch import Tensor
 
 from tvae.config import PAD
 from tvae.data.windows import Windows
+from tvae.model.forward import LN2, kl_per_bar
 from tvae.model.pointer import choose, copy_share, same_bars
-from tvae.model.vae import LN2, TransformerVAE, kl_per_bar
+from tvae.model.vae import TransformerVAE
 from tvae.structure import (
     DISTANCE_BUCKETS,
     bucket_name,

@@ -33,8 +33,8 @@ from tvae.melody import (
     normalize_meter,
 )
 from tvae.model.checkpoint import load_checkpoint
+from tvae.model.forward import LN2, kl_per_bar
 from tvae.model.sampling import make_sampler
-from tvae.model.vae import LN2, kl_per_bar
 
 UNKNOWN_WINDOW = DataConfig().bars  # assumed training window of checkpoints that name none
 ENCODE_CHUNK = 256  # windows a windowed model encodes in one batch (bounds memory, not results)

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tvae.config import PAD
+from tvae.model.forward import LN2, VAEOutput
 from tvae.model.pointer import copy_target
-from tvae.model.vae import LN2, VAEOutput
 
 
 @dataclass

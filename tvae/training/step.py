@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from tvae.config import TrainConfig
-from tvae.model.vae import Noise
+from tvae.model.forward import Noise
 from tvae.training.distributed import Share, share_loss
 from tvae.training.objective import Loss, vae_objective
 

@@ -37,7 +37,8 @@ from tvae.devices import pick_device
 from tvae.errors import TvaeError, TvaeWarning
 from tvae.evaluate import evaluate_windows
 from tvae.model.checkpoint import save_checkpoint
-from tvae.model.vae import LN2, Noise, TransformerVAE
+from tvae.model.forward import LN2, Noise
+from tvae.model.vae import TransformerVAE
 from tvae.training.interrupt import StopNow, StopRequest
 from tvae.training.metrics_log import MetricsLog
 from tvae.training.plots import plot_metrics
