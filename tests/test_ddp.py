@@ -20,10 +20,11 @@ from tvae.data.dataset import load_folder
 from tvae.errors import TvaeError
 from tvae.model.forward import Noise
 from tvae.model.vae import TransformerVAE
+from tvae.training.guard import StepGuard
 from tvae.training.objective import vae_objective
 from tvae.training.run import train
 from tvae.training.schedules import beta_at, lr_at, pointer_at, tf_at
-from tvae.training.step import StepGuard, UpdateUndo, apply_update
+from tvae.training.step import UpdateUndo, apply_update
 from tvae.training.trainer import Trainer
 
 TINY = ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64,
@@ -217,9 +218,17 @@ def test_step_guard_counts_runs_of_bad_steps() -> None:
     guard = StepGuard(torch.device("cpu"))
     for ok in (True, False, False, True, False):
         guard.record(torch.tensor(ok))
-    assert guard.check() == (3, 2)
+    report = guard.check()
+    assert (report.skipped, report.worst) == (3, 2)
     guard.record(torch.tensor(False))
-    assert guard.check() == (1, 2)  # the run of 1 continued the run of 1 before the check
+    report = guard.check()
+    assert (report.skipped, report.worst) == (1, 2)  # the run continued the one before
+    # spikes are counted apart: a spike breaks a run of non-finite steps, and the other way
+    for ok, spike in ((False, True), (False, True), (False, False), (False, True), (True, False)):
+        guard.record(torch.tensor(ok), torch.tensor(spike))
+    report = guard.check()
+    assert (report.skipped, report.spikes, report.worst_spikes) == (4, 3, 2)
+    assert report.worst == 2  # the run of 2 from before the check, broken by the first spike
 
 
 @pytest.fixture(scope="module")

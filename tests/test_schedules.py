@@ -152,3 +152,17 @@ def test_warmups_longer_than_the_run_are_shortened_to_half_of_it() -> None:
     assert (short.warmup_steps, short.beta_steps, short.tf_steps) == (100, 100, 5000)
     assert beta_at(150, short) == short.beta  # the short run reaches its KL weight
     assert fit_warmups(cfg, 2000) is cfg  # both warm-ups fit in 2,000 steps: unchanged
+
+
+def test_the_default_learning_rate_follows_the_batch_size() -> None:
+    """No --lr: 1e-3 up to 64 windows, the square-root rule above, capped at 2e-3; a given lr
+    is kept; the config carries the value chosen (saved in every checkpoint)."""
+    from tvae.config import TrainConfig, config_from_dict
+
+    assert TrainConfig().lr == 1e-3 and TrainConfig(batch_size=8).lr == 1e-3
+    assert TrainConfig(batch_size=128).lr == pytest.approx(1e-3 * 2 ** 0.5)
+    assert TrainConfig(batch_size=256).lr == pytest.approx(2e-3)
+    assert TrainConfig(batch_size=16384).lr == pytest.approx(2e-3)
+    assert TrainConfig(batch_size=1024, lr=5e-4).lr == 5e-4
+    saved = dataclasses.asdict(TrainConfig(batch_size=128))
+    assert config_from_dict(TrainConfig, saved).lr == pytest.approx(1e-3 * 2 ** 0.5)

@@ -192,12 +192,25 @@ class ModelConfig:
             _choice(self, name)
 
 
+BASE_LR, BASE_BATCH, MAX_DEFAULT_LR = 1e-3, 64, 2e-3
+
+
+def default_lr(batch_size: int) -> float:
+    """The learning rate `tvae train` uses when none is given: 1e-3 (the bundled model's) up to
+    64 windows a step, scaled by sqrt(batch / 64) above (the square-root rule for Adam), and
+    at most 2e-3: larger batches on a GPU were measured stable at 1e-3 to 2e-3 (issue 18's
+    H200 runs at batch 1,024), and a loss spike is caught by the step guard."""
+    return min(BASE_LR * math.sqrt(max(batch_size, BASE_BATCH) / BASE_BATCH), MAX_DEFAULT_LR)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, schedules and run control."""
 
     batch_size: int = setting(64, "windows per step", 1, 2**20)
-    lr: float = setting(1e-3, "peak AdamW learning rate", 0.0, above=True)
+    lr: float = setting(0.0, "peak AdamW learning rate (0: chosen from the batch size, "
+                        "1e-3 up to 64 windows, times sqrt(batch / 64) above, at most 2e-3)",
+                        0.0)
     weight_decay: float = setting(0.01, "AdamW weight decay", 0.0)
     warmup_steps: int = setting(300, "linear learning-rate warm-up, in steps", 0)
     min_lr_ratio: float = setting(0.1, "cosine decay ends at lr * min_lr_ratio", 0.0, 1.0)
@@ -237,7 +250,12 @@ class TrainConfig:
     log_every: int = setting(20, "steps between progress and metrics updates", 1)
     checkpoint_every: int = setting(200, "steps between checkpoints inside an epoch (for "
                                     "--resume)", 1)
-    max_bad_steps: int = setting(20, "consecutive non-finite losses before training stops", 1)
+    max_bad_steps: int = setting(20, "consecutive non-finite losses before training stops; "
+                                 "as many spikes in a row go back to the last good weights at "
+                                 "half the learning rate (3 times at most, then it stops)", 1)
+    spike_ratio: float = setting(3.0, "a step whose loss per bar exceeds this many times the "
+                                 "median of the last 64 applied steps is skipped and undone "
+                                 "(0: off)", 0.0)
     eval_windows: int = setting(2000, "validation windows evaluated per epoch (0: all)", 0)
     seed: int = setting(0, "seeds data order, augmentation, dropout and sampling", 0, 2**63 - 1)
     device: str = setting("auto", '"auto" (CUDA when present), "cpu", "cuda", "cuda:1"...')
@@ -245,6 +263,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         validate_fields(self)
+        if self.lr == 0:  # the batch-size rule: the config then carries the value it chose
+            object.__setattr__(self, "lr", default_lr(self.batch_size))
         if self.tf_schedule not in TF_SCHEDULES:
             raise TvaeError(f"unknown teacher-forcing schedule {self.tf_schedule!r} "
                             f"(--tf-schedule: one of {', '.join(TF_SCHEDULES)})")

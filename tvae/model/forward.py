@@ -57,5 +57,7 @@ LN2 = math.log(2.0)  # nats per bit: divide a KL in nats by LN2 for bits
 
 
 def kl_per_bar(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mu, sigma^2) || N(0, I)) in nats, summed over the latent: (..., Z) -> (...)."""
+    """KL(N(mu, sigma^2) || N(0, I)) in nats, summed over the latent: (..., Z) -> (...), in
+    float32."""
+    mu, logvar = mu.float(), logvar.float()  # in float32 under bf16 autocast too
     return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1)

@@ -1,11 +1,13 @@
 """One training step: the same function on one CPU, one GPU and every rank of a DDP run.
 
-A step never waits for the device. A non-finite loss turns into NaN (so after DDP's all-reduce
+A step never waits for the device. A non-finite loss (or a spike, `guard.SpikeFilter`) turns
+into NaN (so after DDP's all-reduce
 every rank sees NaN gradients), `ok` is a 0-d bool tensor saying whether the gradient norm is
 finite, and `apply_update` skips the update where it is false: on an accelerator the optimizer
 steps anyway and `UpdateUndo` puts the parameters and optimizer state back on the device; on
 the CPU, where reading a tensor waits for nothing, the host reads `ok` and does not step.
-`StepGuard` counts skipped steps on the device; the host reads the count every few steps.
+`tvae.training.guard` counts skipped steps on the device; the host reads the count every few
+steps.
 
 The step's random numbers come in with the batch (`Batch.noise`, drawn for the whole global
 batch and cut to this process's rows), so a run on W processes follows the run on one.
@@ -23,6 +25,7 @@ from torch import Tensor
 from tvae.config import TrainConfig
 from tvae.model.forward import Noise
 from tvae.training.distributed import Share, share_loss
+from tvae.training.guard import SpikeFilter
 from tvae.training.objective import Loss, vae_objective
 
 
@@ -48,12 +51,14 @@ class Scheduled:
 
 
 def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, undo: UpdateUndo,
-               batch: Batch, at: Scheduled, cfg: TrainConfig, world: int = 1
-               ) -> dict[str, Tensor]:
+               batch: Batch, at: Scheduled, cfg: TrainConfig, world: int = 1,
+               spikes: SpikeFilter | None = None) -> dict[str, Tensor]:
     """Forward, loss, backward, clipping and update of one batch, without a host sync.
     `net` is the model (or its DDP / compiled wrapper); `world` the number of processes.
+    With `spikes`, a loss far above its running median is skipped like a non-finite one.
     Returns this process's part of the batch's summed statistics (0 when the update was
-    skipped) and 'ok', a 0-d bool tensor: False when the step was skipped as non-finite."""
+    skipped), 'ok', a 0-d bool tensor (False when the step was skipped), and 'spike' (True
+    when it was skipped as a spike)."""
     for group in optimizer.param_groups:
         group["lr"] = at.lr
     net.train()
@@ -64,19 +69,26 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, undo: Upd
                               recon_weight=cfg.recon_weight, labels=batch.labels,
                               class_weight=cfg.class_weight, pointer_weight=at.pointer_weight,
                               pointer_edits=cfg.pointer_edits, pointer_cap=cfg.pointer_cap)
-    loss = poison_nonfinite(share_loss(parts, batch.share, cfg.class_weight))
+    per_bar = parts.loss.detach().float()  # this process's loss per real bar
+    spike = spikes.is_spike(per_bar) if spikes is not None else torch.zeros(
+        (), dtype=torch.bool, device=device)
+    loss = poison_nonfinite(share_loss(parts, batch.share, cfg.class_weight), spike)
     optimizer.zero_grad(set_to_none=True)
     (loss * world).backward()  # DDP averages the ranks' gradients; their sum is the batch's
     params = [p for group in optimizer.param_groups for p in group["params"]]
     ok = torch.isfinite(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))  # 0-d bool
     apply_update(optimizer, ok, undo)
-    return step_stats(parts, loss, batch, ok)
+    if spikes is not None:
+        spikes.record(per_bar, ok)
+    return {**step_stats(parts, loss, batch, ok), "spike": spike & ~ok}
 
 
-def poison_nonfinite(loss: Tensor) -> Tensor:
-    """`loss`, or NaN when it is not finite, so that its gradients (after DDP's all-reduce: on
-    every rank) are NaN and the step is skipped everywhere. Multiplies by exactly 1 otherwise."""
-    return loss * torch.where(torch.isfinite(loss), 1.0, float("nan"))
+def poison_nonfinite(loss: Tensor, spike: Tensor | None = None) -> Tensor:
+    """`loss`, or NaN when it is not finite (or `spike`, a 0-d bool, is true), so that its
+    gradients (after DDP's all-reduce: on every rank) are NaN and the step is skipped
+    everywhere. Multiplies by exactly 1 otherwise."""
+    good = torch.isfinite(loss) if spike is None else torch.isfinite(loss) & ~spike
+    return loss * torch.where(good, 1.0, float("nan"))
 
 
 def apply_update(optimizer: torch.optim.Optimizer, ok: Tensor, undo: UpdateUndo) -> None:
@@ -153,26 +165,3 @@ class UpdateUndo:
             keep = ok if ok.device == tensor.device else ok.to(tensor.device)
             saved = self.saved[key] if key in self.present else torch.zeros_like(tensor)
             tensor.copy_(torch.where(keep, tensor, saved))
-
-
-class StepGuard:
-    """Non-finite (skipped) steps counted on the device; `check` reads them on the host."""
-
-    def __init__(self, device: torch.device) -> None:
-        zero = torch.zeros((), dtype=torch.int64, device=device)
-        self.bad = zero.clone()  # skipped steps since the last check
-        self.run = zero.clone()  # length of the current run of consecutive skipped steps
-        self.worst = zero.clone()  # longest run since the last check
-
-    def record(self, ok: Tensor) -> None:
-        bad = (~ok).long()
-        self.bad += bad
-        self.run = (self.run + 1) * bad
-        self.worst = torch.maximum(self.worst, self.run)
-
-    def check(self) -> tuple[int, int]:
-        """(steps skipped since the last check, longest run of skipped steps in a row)."""
-        bad, worst = torch.stack([self.bad, self.worst]).tolist()
-        self.bad.zero_()
-        self.worst = self.run.clone()
-        return int(bad), int(worst)

@@ -39,12 +39,13 @@ from tvae.evaluate import evaluate_windows
 from tvae.model.checkpoint import save_checkpoint
 from tvae.model.forward import LN2, Noise
 from tvae.model.vae import TransformerVAE
+from tvae.training.guard import Safeguard
 from tvae.training.interrupt import StopNow, StopRequest
 from tvae.training.metrics_log import MetricsLog
 from tvae.training.plots import plot_metrics
 from tvae.training.resume import load_resume_point
 from tvae.training.schedules import beta_at, fit_warmups, lr_at, pointer_at, tf_at
-from tvae.training.step import Batch, Scheduled, StepGuard, UpdateUndo, train_step
+from tvae.training.step import Batch, Scheduled, UpdateUndo, train_step
 
 # per-step stats summed between log rows
 SUMMED = ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n", "pointer")
@@ -60,7 +61,12 @@ class RunState:
     # best validation loss so far; infinite before the first validation
     best_loss: float = field(default=math.inf, metadata={"infinite_ok": True})
     bad_epochs: int = 0  # epochs since the best validation loss
-    skipped: int = 0  # steps skipped for a non-finite loss
+    skipped: int = 0  # steps skipped for a non-finite loss or a loss spike
+    lr_scale: float = 1.0  # halved each time repeated spikes restore the last good weights
+    recoveries: int = 0  # how many times that happened
+    # the spike filter's recent applied losses (per bar), so that a resumed run judges its next
+    # steps as an uninterrupted one would
+    loss_history: list[float] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the run so far: steps, validation and checkpoints
     finished: bool = False
     # sums of the train row being gathered (count and SUMMED) when the checkpoint was saved
@@ -127,7 +133,7 @@ class Trainer:
                                            weight_decay=cfg.weight_decay, fused=fused)
         self.undo = UpdateUndo()  # takes back the update of a non-finite step
         self.state = RunState()
-        self.guard = StepGuard(self.device)
+        self.safeguard = Safeguard(self.device, cfg)  # skipped steps, spikes, going back
         self.check_every = 1 if self.device.type == "cpu" else cfg.log_every  # guard reads
         self.log = MetricsLog(run_dir / "metrics.csv", enabled=self.main)
         self.clock = time.monotonic  # seconds; what --max-minutes measures (tests replace it)
@@ -143,6 +149,8 @@ class Trainer:
         if self.dist is None:  # (ranks' sums differ; a DDP run resumes with a fresh row)
             self.state.pending = {k: float(v) for k, v in self._acc.items()
                                   if k in ("count", *SUMMED)} if self._acc["count"] else {}
+        if self.safeguard.spikes is not None:
+            self.state.loss_history = self.safeguard.spikes.values()
         save_checkpoint(self.run_dir / name, self.model, data=self.data_cfg, train=self.cfg,
                         state=asdict(self.state), optimizer=self.optimizer, labels=self.labels)
 
@@ -151,6 +159,8 @@ class Trainer:
         state = load_resume_point(self.run_dir / "last", self.model, self.optimizer, RunState,
                                   self.device)
         self.state = state
+        if self.safeguard.spikes is not None:
+            self.safeguard.spikes.load(state.loss_history)
         self.log.truncate(state.step, state.epoch)
         st, cfg = self.state, self.cfg
         if st.finished and st.step < self.total_steps and st.epoch < cfg.epochs and (
@@ -186,24 +196,19 @@ class Trainer:
         cfg, s = self.cfg, self.state.step
         rank = 0 if self.dist is None else self.dist.rank
         torch.manual_seed(ddp.mix_seed(cfg.seed, s, rank))  # dropout masks
-        at = Scheduled(lr=lr_at(s, cfg, self.total_steps), beta=beta_at(s, cfg),
+        at = Scheduled(lr=lr_at(s, cfg, self.total_steps) * self.state.lr_scale,
+                       beta=beta_at(s, cfg),
                        p_tf=tf_at(s, cfg, self.batches), pointer_weight=pointer_at(s, cfg))
         world = 1 if self.dist is None else self.dist.world
-        stats = train_step(self.net, self.optimizer, self.undo, batch, at, cfg, world)
-        self.guard.record(stats["ok"])
+        stats = train_step(self.net, self.optimizer, self.undo, batch, at, cfg, world,
+                           self.safeguard.spikes)
+        self.safeguard.guard.record(stats["ok"], stats["spike"])
         return {**stats, "beta": at.beta, "p_tf": at.p_tf, "lr": at.lr}
 
     def _read_guard(self, bar: Any) -> None:
-        """Count the skipped steps; stop after max_bad_steps non-finite losses in a row."""
-        skipped, worst = self.guard.check()
-        self.state.skipped += skipped
-        if skipped:
-            self._say(bar, f"step {self.state.step}: the loss was not finite; {skipped} step(s) "
-                      "skipped since the last check")
-        if worst >= self.cfg.max_bad_steps:
-            self.save("last")
-            raise TvaeError(f"the loss was not finite for {worst} steps in a row; training "
-                            "stopped (try a lower --lr)")
+        """What the step guard counted since the last read (tvae.training.guard)."""
+        self.safeguard.read(self.state, self.model, self.optimizer, lambda m: self._say(bar, m),
+                            self.save)
 
     # -- logging -------------------------------------------------------------------------
     def _say(self, bar: Any, message: str) -> None:
@@ -301,6 +306,7 @@ class Trainer:
             if st.step % cfg.checkpoint_every == 0:
                 self._clock()
                 self.save("last")
+                self.safeguard.keep_good(self.state.step, self.model, self.optimizer)
         self._clock()
         self._acc = {"count": 0}  # a row left unfinished at an epoch's end is not logged
         return True
@@ -346,12 +352,14 @@ class Trainer:
         self.save("last")
         if self.main:
             plot_metrics(self.run_dir / "metrics.csv", self.run_dir / "plots")
+        self.safeguard.keep_good(self.state.step, self.model, self.optimizer)
 
     def fit(self) -> None:
         from tqdm import tqdm
 
         st = self.state
         self._wall_base, self._wall_start = st.seconds, self.clock()
+        self.safeguard.keep_good(self.state.step, self.model, self.optimizer)
         bar = tqdm(total=self.total_steps, initial=st.step, desc="train", unit="step",
                    disable=not (self.progress and self.main), dynamic_ncols=True)
         try:
