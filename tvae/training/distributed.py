@@ -88,8 +88,10 @@ def setup(device_name: str = "auto") -> Dist | None:
     if cuda:
         torch.cuda.set_device(device)
     if not torch.distributed.is_initialized():
+        # NCCL is told this rank's device, rather than guessing it from the rank
         torch.distributed.init_process_group("nccl" if cuda else "gloo",
-                                             timeout=timedelta(minutes=60))
+                                             timeout=timedelta(minutes=60),
+                                             device_id=device if cuda else None)
     return Dist(rank, world, device)
 
 

@@ -43,6 +43,7 @@ from tvae.training.guard import Safeguard
 from tvae.training.interrupt import StopNow, StopRequest
 from tvae.training.metrics_log import MetricsLog
 from tvae.training.plots import plot_metrics
+from tvae.training.prefetch import Prefetcher
 from tvae.training.resume import load_resume_point
 from tvae.training.schedules import beta_at, fit_warmups, lr_at, pointer_at, tf_at
 from tvae.training.step import Batch, Scheduled, UpdateUndo, train_step
@@ -134,6 +135,7 @@ class Trainer:
         self.undo = UpdateUndo()  # takes back the update of a non-finite step
         self.state = RunState()
         self.safeguard = Safeguard(self.device, cfg)  # skipped steps, spikes, going back
+        self.prefetch = self.device.type == "cuda"  # make the next batch during the step
         self.check_every = 1 if self.device.type == "cpu" else cfg.log_every  # guard reads
         self.log = MetricsLog(run_dir / "metrics.csv", enabled=self.main)
         self.clock = time.monotonic  # seconds; what --max-minutes measures (tests replace it)
@@ -169,10 +171,12 @@ class Trainer:
             st.finished = False  # limits extended on --resume: the run goes on
 
     # -- one step ------------------------------------------------------------------------
-    def _batch(self, order: np.ndarray, b: int) -> Batch:
-        """Batch `b` of the epoch's `order`: this process's rows of the global batch, and of the
-        step's noise, both drawn from (seed, step)."""
-        cfg, step = self.cfg, self.state.step
+    def _batch(self, order: np.ndarray, b: int, step: int | None = None) -> Batch:
+        """Batch `b` of the epoch's `order` for `step` (the current one by default): this
+        process's rows of the global batch, and of the step's noise, both drawn from (seed,
+        step). Called on the prefetch thread too: it reads no state that a step changes."""
+        cfg = self.cfg
+        step = self.state.step if step is None else step
         idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
         tokens, meters = self.train_windows.batch(idx, np.random.default_rng([cfg.seed, step]),
                                                   trim=True)
@@ -279,34 +283,36 @@ class Trainer:
         order = self.train_windows.epoch_order(
             cfg.batch_size, np.random.default_rng([cfg.seed, 1_000_000 + st.epoch]))
         acc = self._acc = self._pending()
-        while st.batch < self.batches:
-            if self._stop_requested():
-                raise KeyboardInterrupt  # at a step boundary: the state is whole
-            if self._should_stop():
-                self._clock()
-                return False
-            stats = self.step(self._batch(order, st.batch))
-            st.batch += 1
-            st.step += 1
-            bar.update(1)
-            if st.step % self.check_every == 0 or st.step % cfg.checkpoint_every == 0:
-                self._read_guard(bar)
-            for key in SUMMED:
-                if key in stats:
-                    acc[key] = acc.get(key, 0) + stats[key]
-            acc["count"] += stats["ok"].long()  # steps applied
-            if st.step % cfg.log_every == 0:
-                self._clock()
-                row = self._log_row(ddp.reduce_sums(acc, self.dist), stats)
-                self.log.append([row])
-                bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}",
-                                kl=f"{row['kl_bits']:.2f}b", beta=f"{row['beta']:.3g}",
-                                p_tf=f"{row['p_tf']:.2f}")
-                acc = self._acc = {"count": 0}
-            if st.step % cfg.checkpoint_every == 0:
-                self._clock()
-                self.save("last")
-                self.safeguard.keep_good(self.state.step, self.model, self.optimizer)
+        make = lambda b, step: self._batch(order, b, step)  # noqa: E731
+        with Prefetcher(make, self.batches, self.prefetch) as ahead:
+            while st.batch < self.batches:
+                if self._stop_requested():
+                    raise KeyboardInterrupt  # at a step boundary: the state is whole
+                if self._should_stop():
+                    self._clock()
+                    return False
+                stats = self.step(ahead.get(st.batch, st.step))
+                st.batch += 1
+                st.step += 1
+                bar.update(1)
+                if st.step % self.check_every == 0 or st.step % cfg.checkpoint_every == 0:
+                    self._read_guard(bar)
+                for key in SUMMED:
+                    if key in stats:
+                        acc[key] = acc.get(key, 0) + stats[key]
+                acc["count"] += stats["ok"].long()  # steps applied
+                if st.step % cfg.log_every == 0:
+                    self._clock()
+                    row = self._log_row(ddp.reduce_sums(acc, self.dist), stats)
+                    self.log.append([row])
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}",
+                                    kl=f"{row['kl_bits']:.2f}b", beta=f"{row['beta']:.3g}",
+                                    p_tf=f"{row['p_tf']:.2f}")
+                    acc = self._acc = {"count": 0}
+                if st.step % cfg.checkpoint_every == 0:
+                    self._clock()
+                    self.save("last")
+                    self.safeguard.keep_good(self.state.step, self.model, self.optimizer)
         self._clock()
         self._acc = {"count": 0}  # a row left unfinished at an epoch's end is not logged
         return True
