@@ -31,6 +31,7 @@ class Loss:
     class_logits: Tensor | None = None  # (B, C), for accuracy statistics
     pointer_loss: Tensor | None = None  # -log pointer weight on the true repeat, per repeat
     pointer_term: Tensor | float = 0.0  # pointer_weight * pointer_loss: its part of `loss`
+    pointer_count: Tensor | None = None  # bars with a pointer target (pointer_loss's divisor)
 
 
 def pointer_nll(log_pi: Tensor, tokens: Tensor, max_edits: int = 0, cap: float = 1.0
@@ -72,6 +73,7 @@ def vae_objective(out: VAEOutput, tokens: Tensor, *, beta: float, free_bits: flo
     if out.log_pi is not None:
         total, count = pointer_nll(out.log_pi, tokens, pointer_edits, pointer_cap)
         result.pointer_loss = total / count.clamp(min=1)
+        result.pointer_count = count
         if pointer_weight > 0:
             result.pointer_term = pointer_weight * result.pointer_loss
             result.loss = result.loss + result.pointer_term

@@ -47,6 +47,7 @@ from tvae.training.prefetch import Prefetcher
 from tvae.training.resume import load_resume_point
 from tvae.training.schedules import beta_at, fit_warmups, lr_at, pointer_at, tf_at
 from tvae.training.step import Batch, Scheduled, UpdateUndo, train_step
+from tvae.training.validation import validation_loss
 
 # per-step stats summed between log rows
 SUMMED = ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n", "pointer")
@@ -242,17 +243,21 @@ class Trainer:
             return self.dist.broadcast(None)
         metrics = evaluate_windows(self.model, self.valid_windows,
                                    max_windows=self.cfg.eval_windows, transfer=False)
-        recon, kl = metrics["recon_nats_per_bar"], metrics["kl_bits_per_bar"]
-        # weights gone non-finite give no number: never a "best" loss of 0
-        loss = math.inf if recon is None or kl is None else recon + self.cfg.beta * LN2 * kl
+        labels = self.song_labels
+        objective = validation_loss(  # the training objective: what picks `best`
+            self.model, self.valid_windows, self.cfg, self.total_steps,
+            None if labels is None else lambda idx: labels[self.valid_windows.song_of(idx)],
+            self.device)
         row = {"step": self.state.step, "epoch": self.state.epoch, "split": "valid",
-               "loss": round(loss, 6), "recon": metrics["recon_nats_per_bar"],
-               "kl_bits": metrics["kl_bits_per_bar"], "tf_accuracy": metrics["tf_accuracy"],
+               "loss": round(objective["loss"], 6), "recon": round(objective["recon"], 6),
+               "kl_bits": round(objective["kl"] / LN2, 6), "tf_accuracy": metrics["tf_accuracy"],
                "free_accuracy": metrics["free_accuracy"],
                "kl_bits_repeated": metrics["kl_bits_repeated"],
                "kl_bits_new": metrics["kl_bits_new"], "kl_paired_ratio": metrics["kl_paired_ratio"],
                "copy_share_repeated": metrics["copy_share_repeated"],
                "elbo_bits": metrics["elbo_bits_per_bar"], "seconds": round(self.state.seconds, 1)}
+        if math.isfinite(objective["pointer"]):
+            row["pointer_loss"] = round(objective["pointer"], 6)
         self.log.append([row])
         return row if self.dist is None else self.dist.broadcast(row)
 

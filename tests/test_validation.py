@@ -1,0 +1,37 @@
+"""The validation loss (tvae.training.validation) is the training objective: the same terms,
+at beta after warm-up and the final pointer weight, reproducible for the same weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from tests.test_ddp import songs  # noqa: F401 (the fixture)
+from tests.test_train import TINY
+from tvae.config import DataConfig, TrainConfig
+from tvae.data.windows import Windows
+from tvae.model.vae import TransformerVAE
+from tvae.training.validation import validation_loss
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def test_validation_loss_is_the_objective_at_the_final_weights(songs: object  # noqa: F811
+                                                                ) -> None:
+    torch.manual_seed(0)
+    model = TransformerVAE(TINY)
+    windows = Windows(songs, "valid", DataConfig(bars=4))
+    cfg = TrainConfig(beta=0.3, beta_steps=1000, eval_windows=40, pointer_weight=2.0)
+    got = validation_loss(model, windows, cfg, total_steps=10)  # beta warm-up not reached
+    assert got == validation_loss(model, windows, cfg, total_steps=10)  # same weights, same
+    assert model.training  # put back as it was
+    assert got["loss"] == pytest.approx(got["recon"] + 0.3 * got["kl"] + 2.0 * got["pointer"],
+                                        rel=1e-5)
+    lighter = validation_loss(model, windows, dataclasses.replace(cfg, pointer_weight=0.0), 10)
+    assert lighter["loss"] == pytest.approx(got["recon"] + 0.3 * got["kl"], rel=1e-5)
+    with torch.no_grad():
+        model.mu.weight.fill_(float("nan"))
+    assert validation_loss(model, windows, cfg, total_steps=10)["loss"] == math.inf
