@@ -25,7 +25,7 @@ import numpy as np
 from bench.machine import describe_machine
 from tvae.config import GridConfig
 from tvae.data.dataset import load_songs
-from tvae.evaluate_folder import evaluate_folder
+from tvae.eval.folder import evaluate_folder
 from tvae.melody import Bars, bars_to_melody, meter_id
 from tvae.midi import write_melody
 

@@ -89,7 +89,7 @@ def measure(songs: object, batch_size: int, steps: int, device: str, compiled: b
 
 def quality(corpus: str, minutes: float, batch_size: int, device: str) -> None:
     """Train with the defaults for `minutes`, then score the test split like the card."""
-    from tvae.evaluate_folder import evaluate_folder
+    from tvae.eval.folder import evaluate_folder
     from tvae.training.run import train
 
     with tempfile.TemporaryDirectory() as tmp:

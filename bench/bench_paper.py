@@ -292,7 +292,7 @@ def run_tvae(folder: Path, run: Path, minutes: float, threads: int, seed: int
              ) -> dict[str, Any]:
     """tvae trained with its defaults (on the CPU) for `minutes`, then `evaluate_folder` on the
     test songs' 8-bar windows."""
-    from tvae.evaluate_folder import evaluate_folder
+    from tvae.eval.folder import evaluate_folder
     from tvae.training.run import train
 
     config = TrainConfig(max_minutes=minutes, num_threads=threads, seed=seed, device="cpu")

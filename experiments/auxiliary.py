@@ -31,7 +31,7 @@ from experiments.common import (
 )
 from tvae.config import TrainConfig
 from tvae.data.dataset import SongArrays
-from tvae.evaluate import evaluate_windows, predict_classes
+from tvae.eval.windows import evaluate_windows, predict_classes
 
 TITLE = "Auxiliary classifier: does reconstruction help with few labels?"
 QUESTION = ("With a collection classifier on the mean latent and only a small share of the "

@@ -31,10 +31,10 @@ import torch
 from tvae.config import DataConfig
 from tvae.data.dataset import load_songs
 from tvae.data.windows import Windows
+from tvae.eval.structure import DISTANCE_BUCKETS, bucket_name, nearest_offset, repeated_bars
 from tvae.inference import load_model
 from tvae.model.pointer import copy_target
 from tvae.model.vae import TransformerVAE
-from tvae.structure import DISTANCE_BUCKETS, bucket_name, nearest_offset, repeated_bars
 from tvae.training.objective import pointer_nll, vae_objective
 
 

@@ -30,7 +30,7 @@ from experiments.common import (
 )
 from tvae.config import PAD, REST, GridConfig
 from tvae.data.dataset import SongArrays
-from tvae.evaluate import evaluate_windows
+from tvae.eval.windows import evaluate_windows
 from tvae.inference import TrainedModel
 from tvae.melody import Melody, bars_to_melody, melody_to_bars, meter_steps
 

@@ -29,8 +29,8 @@ from experiments.common import (
 from tvae.config import DataConfig
 from tvae.data.windows import Windows
 from tvae.errors import TvaeError
-from tvae.evaluate import evaluate_windows
-from tvae.structure import DISTANCE_BUCKETS, bucket_name
+from tvae.eval.structure import DISTANCE_BUCKETS, bucket_name
+from tvae.eval.windows import evaluate_windows
 
 TITLE = "Reach: repeats at every distance, near-repeats as edits"
 QUESTION = ("Does a copy path trained on long windows copy the right bar at every distance "

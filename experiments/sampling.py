@@ -30,9 +30,9 @@ from experiments.common import (
 from tvae.config import GridConfig
 from tvae.data.dataset import SongArrays
 from tvae.errors import TvaeError
+from tvae.eval.music import METRICS, collect, wasserstein_1d
 from tvae.inference import TrainedModel, load_model
 from tvae.melody import Bars, Melody, bars_to_melody
-from tvae.music_metrics import METRICS, collect, wasserstein_1d
 
 TITLE = "Sampling: the prior's melodies against the test set"
 QUESTION = ("How close are melodies sampled from the prior (z ~ N(0, I) for every bar, decoded "

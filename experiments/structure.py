@@ -29,7 +29,7 @@ from experiments.common import (
     table,
     train_run,
 )
-from tvae.evaluate import evaluate_windows
+from tvae.eval.windows import evaluate_windows
 
 TITLE = "Structure: the copy path against the stock model"
 QUESTION = ("With a copy path whose pointer reads only the bar's own latent, do repeated bars "

@@ -27,7 +27,7 @@ from experiments.common import (
     valid_curve,
 )
 from tvae.config import TrainConfig
-from tvae.evaluate import evaluate_windows
+from tvae.eval.windows import evaluate_windows
 from tvae.training.schedules import tf_at
 
 TITLE = "Teacher forcing: reconstruction without it"

@@ -2,7 +2,7 @@
 (a repeat 5, 12 and 24 bars back, a one-note edit), the per-step edit mechanism, and a transfer
 whose edited repeat takes A's bar with B's edit.
 
-The metric tests use oracle models (tvae.evaluate only calls encode_windowed,
+The metric tests use oracle models (tvae.eval.windows only calls encode_windowed,
 decode_teacher_forced_windowed, log_pointer and free_run), so that the expected numbers are
 exact: one that copies every repeat from its nearest identical bar, and one that copies from the
 bar just after it (the old failure at odd distances: 5 back copied from 4 back)."""
@@ -17,9 +17,9 @@ import torch
 
 from tests.test_model import tiny
 from tvae.config import HOLD, N_SPECIAL, PAD
-from tvae.evaluate import _Totals, by_distance, evaluate_batch
+from tvae.eval.structure import edit_follow_counts, near_repeats, nearest_offset
+from tvae.eval.windows import _Totals, by_distance, evaluate_batch
 from tvae.model.pointer import chosen_log_probs, copy_target, step_differences
-from tvae.structure import edit_follow_counts, near_repeats, nearest_offset
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 S = 16

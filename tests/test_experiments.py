@@ -26,7 +26,7 @@ from tvae.config import DataConfig, GridConfig
 from tvae.data.dataset import load_folder
 from tvae.data.windows import Windows
 from tvae.errors import TvaeError
-from tvae.evaluate import classify_windows, predict_classes
+from tvae.eval.windows import classify_windows, predict_classes
 from tvae.inference import load_model
 from tvae.melody import bars_to_melody
 from tvae.training.schedules import tf_inverse_sigmoid

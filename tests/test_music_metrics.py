@@ -1,4 +1,4 @@
-"""muspy's musical metrics (tvae.music_metrics): exact values on fixture melodies, the W1 distance,
+"""muspy's musical metrics (tvae.eval.music): exact values on fixture melodies, the W1 distance,
 summaries, and the `sample --metrics` / `evaluate --metrics` commands on a tiny model."""
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from tvae.cli.main import main
-from tvae.melody import Melody, Note
-from tvae.midi import write_melody
-from tvae.music_metrics import (
+from tvae.eval.music import (
     METRICS,
     collect,
     format_table,
@@ -22,6 +20,8 @@ from tvae.music_metrics import (
     summarize,
     wasserstein_1d,
 )
+from tvae.melody import Melody, Note
+from tvae.midi import write_melody
 
 # Two bars of 4/4 in quarter notes: C D E F | G A B C'
 SCALE = Melody(tuple(Note(4 * i, p, 4) for i, p in enumerate([60, 62, 64, 65, 67, 69, 71, 72])))

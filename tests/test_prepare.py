@@ -194,7 +194,7 @@ def test_evaluate_reads_a_prepared_folder_like_the_midi_folder(prepared: Path, f
     import torch
 
     from tvae.config import ModelConfig
-    from tvae.evaluate_folder import evaluate_folder
+    from tvae.eval.folder import evaluate_folder
     from tvae.model.checkpoint import save_checkpoint
     from tvae.model.vae import TransformerVAE
 

@@ -295,8 +295,8 @@ def sample(out: str, count: int, bars: int, temperature: float, top_k: int, top_
 def _sample_metrics(items: list, out: Path) -> None:
     import json
 
+    from tvae.eval.music import collect, format_table, melody_metrics, summarize
     from tvae.files import write_bytes_atomic
-    from tvae.music_metrics import collect, format_table, melody_metrics, summarize
 
     summary = summarize(collect([item.melody for item in items]))
     per_sample = {item.stem: {k: (None if math.isnan(v) else round(v, 6))

@@ -185,7 +185,7 @@ def evaluate(midi_dir: str, model_path: str | None, bars: int, split: str | None
     """Accuracy (teacher-forced and free-running), KL bits of repeated vs new bars and the
     paired ratio, context transfer (does B follow a new bar 1?), and ELBO bits per bar."""
     from tvae.devices import pick_device
-    from tvae.evaluate_folder import evaluate_folder
+    from tvae.eval.folder import evaluate_folder
 
     device = str(pick_device(click.get_current_context().meta.get("tvae_device", "cpu")))
     result = evaluate_folder(midi_dir, model_path, bars, split, max_windows,
@@ -203,7 +203,7 @@ def evaluate(midi_dir: str, model_path: str | None, bars: int, split: str | None
     for name, row in distances.items():
         click.echo(f"repeats {name:5s} bars back: " + ", ".join(f"{k} {v}" for k, v in row.items()))
     if music is not None:
-        from tvae.music_metrics import format_table
+        from tvae.eval.music import format_table
 
         click.echo("\nmusic metrics (mean ± std; W1: distance to the data's distribution)")
         click.echo(format_table(music))

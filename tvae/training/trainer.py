@@ -35,7 +35,7 @@ from tvae.data.dataset import SongArrays
 from tvae.data.windows import Windows
 from tvae.devices import pick_device
 from tvae.errors import TvaeError, TvaeWarning
-from tvae.evaluate import evaluate_windows
+from tvae.eval.windows import evaluate_windows
 from tvae.model.checkpoint import save_checkpoint
 from tvae.model.forward import LN2, Noise
 from tvae.model.vae import TransformerVAE

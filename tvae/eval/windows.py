@@ -15,10 +15,7 @@ from torch import Tensor
 
 from tvae.config import PAD
 from tvae.data.windows import Windows
-from tvae.model.forward import LN2, kl_per_bar
-from tvae.model.pointer import choose, copy_share, same_bars
-from tvae.model.vae import TransformerVAE
-from tvae.structure import (
+from tvae.eval.structure import (
     DISTANCE_BUCKETS,
     bucket_name,
     near_repeats,
@@ -28,6 +25,9 @@ from tvae.structure import (
     transfer_counts,
     transfer_pairs,
 )
+from tvae.model.forward import LN2, kl_per_bar
+from tvae.model.pointer import choose, copy_share, same_bars
+from tvae.model.vae import TransformerVAE
 
 
 class _Totals:
@@ -147,7 +147,7 @@ def evaluate_windows(model: TransformerVAE, windows: Windows, batch_size: int = 
                      max_windows: int = 0, free: bool = True, progress: bool = False,
                      transfer: bool = True, max_transfers: int = 512) -> dict[str, Any]:
     """Metrics over (the first `max_windows` of) `windows`, with z = mu (no sampling).
-    With `transfer` (and `free`), also the context-transfer metrics of tvae.structure."""
+    With `transfer` (and `free`), also the context-transfer metrics of tvae.eval.structure."""
     model.eval()
     device = next(model.parameters()).device
     n = len(windows) if max_windows <= 0 else min(max_windows, len(windows))

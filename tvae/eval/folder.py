@@ -1,5 +1,5 @@
 """`tvae evaluate`: a checkpoint scored on a MIDI folder or prepared folder (the windows'
-metrics from tvae.evaluate, transfer pairs, muspy's musical metrics), as one JSON-ready dict.
+metrics from tvae.eval.windows, transfer pairs, muspy's musical metrics), as one JSON-ready dict.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, 
     from tvae.data.prepare import is_prepared
     from tvae.data.songs import write_skipped
     from tvae.data.windows import Windows
-    from tvae.evaluate import evaluate_windows
+    from tvae.eval.windows import evaluate_windows
 
     if bars < 0:
         raise TvaeError("--bars must be at least 0 (0: the model's training window)")
@@ -66,10 +66,10 @@ def evaluate_folder(midi_dir: str | Path, model_path: str | Path | None = None, 
 
 def music_metrics_of(trained: TrainedModel, songs: Sequence[Bars], bars: int
                      ) -> dict[str, dict[str, dict[str, Any]]]:
-    """muspy's metrics (`tvae.music_metrics`) of each song's first `bars` bars ("data"), of
+    """muspy's metrics (`tvae.eval.music`) of each song's first `bars` bars ("data"), of
     their free-running reconstructions and of greedy prior samples of the same meter and
     length ("samples"), the last two with their W1 distance to the data."""
-    from tvae.music_metrics import collect, summarize
+    from tvae.eval.music import collect, summarize
 
     excerpts = [bars_to_melody(Bars(s.tokens[:bars], s.meter, s.qpm, s.pickup, s.title),
                                trained.grid) for s in songs]
