@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -72,17 +71,24 @@ def _type_problem(value: Any, annotation: Any, infinite_ok: bool = False) -> str
         ok = isinstance(value, dict) and len(value) <= 64 and all(
             isinstance(k, str) and _type_problem(v, float) is None for k, v in value.items())
         return None if ok else "an object of at most 64 finite numbers"
+    if annotation in ("list[float]", list[float]):
+        ok = isinstance(value, list) and len(value) <= 1024 and all(
+            _type_problem(v, float) is None for v in value)
+        return None if ok else "a list of at most 1,024 finite numbers"
     return None
 
 
 def validate_fields(config: Any) -> None:
-    """Check each field of a config dataclass against its type and its `setting` range."""
+    """Check each field of a dataclass (a config, a run's state) against its type and, for a
+    `setting`, its range: the one validator, whether the values come from the command line,
+    Python or a saved JSON."""
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        label = f"{f.name} ({flag_of(f.name)})" if f.metadata.get("cli", True) else f.name
-        problem = _type_problem(value, f.type)
+        is_option = "help" in f.metadata and f.metadata.get("cli", True)
+        label = f"{f.name} ({flag_of(f.name)})" if is_option else f"field '{f.name}'"
+        problem = _type_problem(value, f.type, bool(f.metadata.get("infinite_ok")))
         if problem:
-            raise TvaeError(f"{label} must be {problem}, got {value!r}")
+            raise TvaeError(f"{label} must be {problem}, got {repr(value)[:40]}")
         lo, hi, above = f.metadata.get("lo"), f.metadata.get("hi"), f.metadata.get("above")
         low_ok = lo is None or (value > lo if above else value >= lo)
         if low_ok and (hi is None or value <= hi):
@@ -316,15 +322,7 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
     unknown = sorted(set(data) - names)
     if unknown:
         raise TvaeError(f"{cls.__name__} has unknown fields {unknown}"[:300])
-    hints = typing.get_type_hints(cls)
-    infinite_ok = {f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-                   if f.metadata.get("infinite_ok")}
-    for name, value in data.items():
-        problem = _type_problem(value, hints[name], name in infinite_ok)
-        if problem:
-            shown = repr(value)[:40]
-            raise TvaeError(f"config field '{name}' should be {problem}, got {shown}")
-    return cls(**data)
+    return cls(**data)  # its __post_init__ runs `validate_fields`
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

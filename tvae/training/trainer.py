@@ -25,12 +25,7 @@ import numpy as np
 import torch
 
 import tvae.training.distributed as ddp
-from tvae.config import (
-    DataConfig,
-    GridConfig,
-    ModelConfig,
-    TrainConfig,
-)
+from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig, validate_fields
 from tvae.data.dataset import SongArrays
 from tvae.data.windows import Windows
 from tvae.devices import pick_device
@@ -74,6 +69,9 @@ class RunState:
     # sums of the train row being gathered (count and SUMMED) when the checkpoint was saved
     # between two log rows: a resumed run logs the row an uninterrupted one would have
     pending: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_fields(self)  # a saved state is checked like a config
 
 
 def _shown(value: float | None, digits: int) -> str:
