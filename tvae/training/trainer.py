@@ -17,7 +17,7 @@ import math
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +110,8 @@ class Trainer:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.labels, self.song_labels = _label_ids(songs)
-        if self.labels and model_cfg.n_classes != len(self.labels):
-            model_cfg = ModelConfig(**{**asdict(model_cfg), "n_classes": len(self.labels)})
-        model_cfg = ModelConfig(**{**asdict(model_cfg), "trained_bars": data_cfg.bars})
+        n_classes = len(self.labels) if self.labels else model_cfg.n_classes
+        model_cfg = replace(model_cfg, n_classes=n_classes, trained_bars=data_cfg.bars)
         self.train_windows = Windows(songs, "train", data_cfg, grid)
         self.valid_windows = Windows(songs, "valid", data_cfg, grid)
         if len(self.train_windows) == 0:
