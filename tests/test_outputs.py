@@ -34,3 +34,26 @@ def test_transfer_output_shows_the_copy_choices_of_its_latents(tiny_ckpt: Path) 
     z, _ = model.transfer_posterior(mary, jingle, [0])
     assert out.posterior is not None and (out.posterior[0] == z).all()
     assert out.melody == model.transfer(mary, jingle, [0])
+
+
+def test_a_transfer_page_encodes_each_song_once(tiny_ckpt: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inputs, reconstructions and output all come from one encoding of A and one of B, and
+    each item's KL and copy marks are those of the latents it was decoded from."""
+    model = load_model(tiny_ckpt)
+    mary, jingle = read_melody(DATA / "mary.mid"), read_melody(DATA / "jingle.mid")
+    expected = [model.reconstruct(mary), model.reconstruct(jingle)]
+    calls = []
+    original = model._encode_chunked
+
+    def counted(melody: object) -> object:
+        calls.append(melody)
+        return original(melody)
+
+    monkeypatch.setattr(model, "_encode_chunked", counted)
+    items = transfer_items(model, mary, jingle, "mary", "jingle", [0])
+    write_results(model, tmp_path, items, "t", "page.html")
+    assert len(calls) == 2
+    assert [it.melody for it in items[2:4]] == expected  # the same reconstructions as before
+    assert all(it.posterior is not None for it in items)
+    assert (items[2].posterior[0] == items[0].posterior[0]).all()

@@ -311,14 +311,18 @@ class TrainedModel:
         z, _ = self.transfer_posterior(a, b, bars)
         return self.decode(z, b.meter, b.qpm, f"{a.title} -> {b.title}", b.pickup)
 
-    def transfer_posterior(self, a: Melody, b: Melody, bars: Sequence[int] = (0,)
+    def transfer_posterior(self, a: Melody, b: Melody, bars: Sequence[int] = (0,),
+                           posteriors: tuple[tuple[np.ndarray, np.ndarray],
+                                             tuple[np.ndarray, np.ndarray]] | None = None
                            ) -> tuple[np.ndarray, np.ndarray]:
         """The latents a transfer decodes: B's posterior means and standard deviations (N, Z)
-        with the listed bars (0-based) taken from A's."""
+        with the listed bars (0-based) taken from A's. `posteriors`, A's and B's `posterior`
+        when the caller has them already (they are not changed), saves encoding them again."""
         if a.meter != b.meter:  # a Melody's meter is normalised already
             raise TvaeError(f"transfer needs songs in one meter: A is {a.meter[0]}/{a.meter[1]},"
                             f" B is {b.meter[0]}/{b.meter[1]}")
-        (za, sa), (zb, sb) = self.posterior(a), self.posterior(b)
+        (za, sa), (zb, sb) = posteriors or (self.posterior(a), self.posterior(b))
+        zb, sb = zb.copy(), sb.copy()
         bars = sorted(set(bars))
         if not bars or min(bars) < 0 or max(bars) >= min(len(za), len(zb)):
             raise TvaeError(f"bars {[i + 1 for i in bars]} must lie within both songs "

@@ -82,21 +82,27 @@ def write_results(model: TrainedModel, out_dir: str | Path, items: Sequence[Item
 
 def transfer_items(model: TrainedModel, a: Melody, b: Melody, a_stem: str, b_stem: str,
                    bars: Sequence[int]) -> list[Item]:
-    """Input 1, Input 2, both reconstructions and the context-transfer output. The inputs and
-    the output show the KL and copy choices of the latents that were encoded and decoded."""
+    """Input 1, Input 2, both reconstructions and the context-transfer output. Each shows the
+    KL and copy choices of the latents it was encoded to or decoded from: A and B are encoded
+    once, and everything on the page comes from those two encodings."""
     post_a, post_b = model.posterior(a), model.posterior(b)
-    z, sigma = model.transfer_posterior(a, b, bars)
+    z, sigma = model.transfer_posterior(a, b, bars, (post_a, post_b))
     out = model.decode(z, b.meter, b.qpm, f"{a.title} -> {b.title}", b.pickup)
+
+    def reconstruction(melody: Melody, post: tuple[np.ndarray, np.ndarray]) -> Melody:
+        return model.decode(post[0], melody.meter, melody.qpm,
+                            f"{melody.title} (reconstruction)", melody.pickup)
+
     which = ", ".join(str(i + 1) for i in bars)
     return [
         Item("Input 1", a_stem, a, f"Song A: the latent of bar {which} is transferred.",
              tuple(bars), write_midi=False, posterior=post_a),
         Item("Input 2", b_stem, b, "Song B: the flow the output follows.", write_midi=False,
              posterior=post_b),
-        Item("Reconstruction 1", f"{a_stem}_reconstruction", model.reconstruct(a),
-             "Song A encoded and decoded without teacher forcing."),
-        Item("Reconstruction 2", f"{b_stem}_reconstruction", model.reconstruct(b),
-             "Song B encoded and decoded without teacher forcing."),
+        Item("Reconstruction 1", f"{a_stem}_reconstruction", reconstruction(a, post_a),
+             "Song A encoded and decoded without teacher forcing.", posterior=post_a),
+        Item("Reconstruction 2", f"{b_stem}_reconstruction", reconstruction(b, post_b),
+             "Song B encoded and decoded without teacher forcing.", posterior=post_b),
         Item("Output", f"{a_stem}_x_{b_stem}", out,
              f"B's latents with bar {which} taken from A. Bars of B that the decoder copies "
              "from a transferred bar repeat A's bar here (with B's changes to it, if any); the "
