@@ -168,9 +168,9 @@ def notes_and_tracks() -> dict[str, tuple[bytes, str]]:
         "note_at_max_tick.mid": (song(base + [(2**31 - 1, TPQ, 60)]), "error"),
         "lone_note_at_max_tick.mid": (song([(2**31 - 1, TPQ, 60)]), "ok"),
         "far_note_in_range.mid": (song([(2**31 - TPQ * 8, TPQ, 60)]), "ok"),
-        # Issue #13 F12: symusic's ticks are 32-bit; this note comes back at a negative time.
+        # Symusic's ticks are 32-bit; this note comes back at a negative time.
         "note_past_max_tick.mid": (song(base + [(2**31 + 100, TPQ, 60)]), "ok"),
-        # Issue #13 F4: one line split into 5,000 one-note tracks of one name (merged linearly).
+        # One line split into 5,000 one-note tracks of one name (merged linearly).
         "parts_5000.mid": (smf([track([(0, name(b"line"))] + note_events([(i * TPQ // 4, TPQ // 4,
                                                                           60 + i % 12)]))
                                 for i in range(5000)]), "ok"),

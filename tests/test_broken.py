@@ -277,7 +277,7 @@ def test_a_folder_given_as_a_midi_file_gives_one_line(tmp_path: Path) -> None:
     assert got.err.startswith("error: ") and str(tmp_path) in got.err
 
 
-# -- grid and size options (issue #13, F7) ----------------------------------------------------
+# -- grid and size options ----------------------------------------------------
 @pytest.mark.parametrize(("options", "flag"), [
     (["--min-pitch", "0", "--max-pitch", "300"], "--max-pitch"),
     (["--steps-per-bar", "100000"], "--steps-per-bar"),

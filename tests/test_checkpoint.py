@@ -272,7 +272,7 @@ def test_saving_cleans_up_temporary_files_of_killed_saves(tmp_path: Path) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]
 
 
-# -- the trained window (issue #11) -------------------------------------------------------------
+# -- the trained window -------------------------------------------------------------
 def test_trained_window_belongs_to_the_model_config(tmp_path: Path) -> None:
     """The window comes from the model config; checkpoints without one take their data
     config's (legacy), and one that records neither is read in one window."""
@@ -329,7 +329,7 @@ def test_decoding_past_an_unrecorded_window_warns(tmp_path: Path) -> None:
         unknown_short.decode(z[:UNKNOWN_WINDOW])
 
 
-# -- configs (issue #13, F7, and #11) -----------------------------------------------------------
+# -- configs -----------------------------------------------------------
 @pytest.mark.parametrize(("cls", "values", "words"), [
     (GridConfig, {"min_pitch": 0, "max_pitch": 300}, "--max-pitch"),
     (GridConfig, {"steps_per_bar": 100_000}, "--steps-per-bar"),

@@ -1,4 +1,4 @@
-"""Hostile checkpoints (issue #13, F5/F6): files that are not regular, oversized files, deep
+"""Hostile checkpoints: files that are not regular, oversized files, deep
 JSON, hostile config fields, lying safetensors headers, other dtypes - each refused with one
 TvaeError before anything is read whole or a model is built."""
 
@@ -24,7 +24,7 @@ from tvae.model.vae import TransformerVAE
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-# -- hostile files (issue #13, F5/F6) -----------------------------------------------------------
+# -- hostile files -----------------------------------------------------------
 @pytest.fixture
 def no_real_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Building a model for real fails the test; building it on the meta device (shapes only,
@@ -231,7 +231,7 @@ def test_train_config_file_is_read_with_the_same_caps(tmp_path: Path, kind: str)
     assert not (tmp_path / "run").exists()
 
 
-# -- hostile checkpoints and grid options (issue #13, F5-F7) -----------------------------------
+# -- hostile checkpoints and grid options -----------------------------------
 def hostile_models(folder: Path, tiny_ckpt: Path) -> dict[str, Path]:
     """Checkpoint pairs that once ate the machine's memory or hung: their JSON paths."""
     models = {}

@@ -331,7 +331,7 @@ def test_a_cache_that_cannot_be_written_only_costs_speed(small_folder: Path,
 
 
 def test_evaluate_writes_the_skipped_files_by_name(tmp_path: Path, tiny_ckpt: Path) -> None:
-    """F12/F3: `tvae evaluate --skipped FILE` lists each skipped file (a name that is not UTF-8
+    """`tvae evaluate --skipped FILE` lists each skipped file (a name that is not UTF-8
     keeps its bytes) with its reason."""
     from click.testing import CliRunner
 

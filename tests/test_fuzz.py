@@ -197,7 +197,7 @@ def test_program_change_mid_melody_keeps_every_note(scratch: Path) -> None:
     assert len(back.notes) == len(melody.notes) or report.warnings
 
 
-# -- checkpoints (issue #13, F6): any value in any config field ---------------------------------
+# -- checkpoints: any value in any config field ------------------------------------------------
 JSON_VALUES = st.one_of(
     st.none(), st.booleans(), st.integers(-2**70, 2**70), st.sampled_from([0, 1, -1, 10**9]),
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
@@ -287,7 +287,7 @@ def test_damaged_safetensors_headers_raise_only_tvae_errors(tiny_checkpoint: Pat
        tpq=st.sampled_from([24, 480]))
 def test_a_melody_split_into_parts_reads_back_exactly(scratch: Path, melody: Melody,
                                                       cuts: list[int], tpq: int) -> None:
-    """Issue #13 F4: a line split at random notes into tracks of one name (as symusic splits
+    """A line split at random notes into tracks of one name (as symusic splits
     one at program changes) is merged back, note for note, in one pass."""
     step = tpq // 4
     notes = [(n.start * step, n.duration * step, n.pitch) for n in melody.notes]

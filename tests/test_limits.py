@@ -1,5 +1,5 @@
-"""Issue #13 on the inference side: bounded costs on long inputs (F9), output paths that
-cannot be used (F2), and the README's limits; on the tiny seeded model of test_inference."""
+"""The inference side's limits: bounded costs on long inputs, output paths that cannot be
+used, and the README's limits table; on the tiny seeded model of test_inference."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def _npy_header_only(path: Path, shape: tuple[int, ...], dtype: str = "<f4") -> 
 
 
 def test_decode_checks_the_npy_header_before_reading(tiny_ckpt: Path, tmp_path: Path) -> None:
-    """F9: a 5,000-bar .npy is refused from its header, naming the file, like any shape or
+    """A 5,000-bar .npy is refused from its header, naming the file, like any shape or
     type decode cannot use; nothing is written."""
     cases = [(_npy_header_only(tmp_path / "long.npy", (5000, 8)), "5000 bars of latents"),
              (_npy_header_only(tmp_path / "wide.npy", (4, 10**9)), "shape (bars, 8)"),
@@ -117,7 +117,7 @@ def test_decode_checks_the_npy_header_before_reading(tiny_ckpt: Path, tmp_path: 
 
 def test_encode_into_a_folder_blocked_by_a_file_is_one_line(tiny_ckpt: Path,
                                                             tmp_path: Path) -> None:
-    """F2: `encode A B -o FILE` (or a folder under a file) gave a traceback."""
+    """`encode A B -o FILE` (or a folder under a file) gave a traceback."""
     blocker = tmp_path / "afile"
     blocker.write_bytes(b"the user's file")
     for out in (blocker, blocker / "deeper"):

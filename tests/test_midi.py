@@ -294,11 +294,11 @@ def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o644
 
 
-# --- issue #13: many tracks (F4) and times a MIDI reader cannot hold (F12) ----------------------
+# --- many tracks and times a MIDI reader cannot hold ----------------------------------------------
 
 
 def _greedy_merge(score: symusic.Score, index: int) -> int:
-    """The merge before issue #13, as a reference: each same-name part in turn, kept when the
+    """The old merge, as a reference: each same-name part in turn, kept when the
     merged notes stay monophonic (one pass over all merged notes per part: quadratic)."""
     import numpy as np
 

@@ -1,4 +1,4 @@
-"""Outputs that cannot be written (issue #13, F2): every writing command, into a folder under a
+"""Outputs that cannot be written: every writing command, into a folder under a
 file, a read-only folder, a full disk or an over-long name, gives one error line naming the path
 and leaves nothing that looks valid but is not."""
 

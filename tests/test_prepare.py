@@ -272,7 +272,7 @@ def test_prepare_to_a_bad_output_path_is_one_line_and_leaves_nothing(
 
 def test_train_writes_the_skipped_files_by_name(tmp_path: Path, torch_one_thread: None,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """F12/F3: a run folder gets skipped.csv (path, reason), from a MIDI folder and from its
+    """A run folder gets skipped.csv (path, reason), from a MIDI folder and from its
     prepared shards alike; a name that is not UTF-8 keeps its bytes."""
     monkeypatch.setenv("TVAE_CACHE_DIR", str(tmp_path / "cache"))
     folder = songs_with_broken_files(tmp_path, one_bar_song=True)

@@ -181,7 +181,7 @@ def test_writing_where_a_file_blocks_the_folder_is_one_clear_error(tmp_path: Pat
 
 def test_a_full_disk_while_copying_assets_leaves_no_page(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue #13 F2: the disk fills up on the second script. The error names that file, and
+    """The disk fills up on the second script. The error names that file, and
     no page is left without its scripts (pages were written first, then their assets)."""
     import errno
     import os
