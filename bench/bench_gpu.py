@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from bench.machine import describe_machine
-from tvae.config import DataConfig, GridConfig, TrainConfig
+from tvae.config import Configs, DataConfig, GridConfig, TrainConfig
 from tvae.data.dataset import load_folder
 from tvae.inference import bundled_model_path
 from tvae.model.checkpoint import load_checkpoint
@@ -54,7 +54,7 @@ def measure(songs: object, batch_size: int, steps: int, device: str, compiled: b
     cfg = TrainConfig(batch_size=batch_size, device=device, log_every=10**6,
                       checkpoint_every=10**6)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(songs, Path(tmp), GridConfig(), config, DataConfig(), cfg, False,
+        trainer = Trainer(songs, Path(tmp), Configs(GridConfig(), config, DataConfig(), cfg), False,
                           compile_model=compiled)
         dev = trainer.device
         order = trainer.train_windows.epoch_order(batch_size, np.random.default_rng(0))

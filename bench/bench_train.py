@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.machine import describe_machine
-from tvae.config import DataConfig, GridConfig, TrainConfig
+from tvae.config import Configs, DataConfig, GridConfig, TrainConfig
 from tvae.data.dataset import load_folder
 from tvae.inference import bundled_model_path
 from tvae.training.trainer import Trainer
@@ -45,7 +45,8 @@ def main() -> None:
         cfg = TrainConfig(batch_size=args.batch_size, tf_schedule="constant", tf_p=p_tf,
                           device=args.device)
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = Trainer(songs, Path(tmp), GridConfig(), config, DataConfig(), cfg, False)
+            trainer = Trainer(songs, Path(tmp), Configs(GridConfig(), config, DataConfig(), cfg),
+                              False)
             params = sum(p.numel() for p in trainer.model.parameters())
             order = trainer.train_windows.epoch_order(args.batch_size,
                                                       np.random.default_rng(0))

@@ -23,7 +23,7 @@ import matplotlib
 import numpy as np
 
 from bench.machine import describe_machine
-from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig, config_to_dict
+from tvae.config import Configs, DataConfig, GridConfig, ModelConfig, TrainConfig, config_to_dict
 from tvae.data.dataset import SongArrays, load_folder
 from tvae.data.windows import Windows
 from tvae.errors import TvaeError
@@ -176,7 +176,7 @@ def train_run(ctx: Context, songs: SongArrays, name: str, model: ModelConfig, tr
                         "another --runs folder", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     spec_path.write_text(json.dumps(spec, indent=2) + "\n")
-    trainer = Trainer(songs, run_dir, GridConfig(), model, data, train, progress=False)
+    trainer = Trainer(songs, run_dir, Configs(GridConfig(), model, data, train), progress=False)
     if (run_dir / "last.json").exists():
         trainer.resume()
     else:

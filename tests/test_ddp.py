@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import tvae.training.distributed as ddp
-from tvae.config import PAD, DataConfig, GridConfig, ModelConfig, TrainConfig
+from tvae.config import PAD, Configs, DataConfig, GridConfig, ModelConfig, TrainConfig
 from tvae.data.dataset import load_folder
 from tvae.errors import TvaeError
 from tvae.model.forward import Noise
@@ -241,7 +241,7 @@ def songs(folk_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> object
 def _trainer(songs: object, run: Path, **kw: object) -> Trainer:
     cfg = TrainConfig(**{**RUN, "max_steps": 6, "checkpoint_every": 100, **kw})
     run.mkdir()
-    return Trainer(songs, run, GridConfig(), TINY, DataConfig(bars=4), cfg, False)
+    return Trainer(songs, run, Configs(GridConfig(), TINY, DataConfig(bars=4), cfg), False)
 
 
 def _plain_losses(trainer: Trainer) -> list[float]:

@@ -15,7 +15,7 @@ import torch
 from test_train import TINY, _train_cfg
 
 import tvae.training.trainer as trainer_module
-from tvae.config import DataConfig, GridConfig
+from tvae.config import Configs, DataConfig, GridConfig
 from tvae.model.checkpoint import load_checkpoint
 from tvae.training.run import train
 
@@ -142,7 +142,7 @@ def test_weights_gone_non_finite_validate_as_not_finite_never_best(folk_corpus: 
     from tvae.training.trainer import Trainer
 
     songs, _ = load_folder(folk_corpus, progress=False)
-    trainer = Trainer(songs, tmp_path, GridConfig(), TINY, DATA, _config(), progress=False)
+    trainer = Trainer(songs, tmp_path, Configs(GridConfig(), TINY, DATA, _config()), progress=False)
     with torch.no_grad():
         for p in trainer.model.parameters():
             p.fill_(float("nan"))

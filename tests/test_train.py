@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig
+from tvae.config import Configs, DataConfig, GridConfig, ModelConfig, TrainConfig
 from tvae.inference import load_model
 from tvae.training.run import train
 
@@ -278,7 +278,7 @@ def test_max_minutes_bounds_wall_time_validation_included(folk_corpus: Path,
 
     songs, _ = load_folder(folk_corpus, progress=False)
     cfg = _train_cfg(epochs=100, max_minutes=1.0, checkpoint_every=1000)
-    trainer = Trainer(songs, tmp_path / "run", GridConfig(), TINY, DataConfig(bars=4), cfg,
+    trainer = Trainer(songs, tmp_path / "run", Configs(GridConfig(), TINY, DataConfig(bars=4), cfg),
                       progress=False)
     (tmp_path / "run").mkdir()
     now = [0.0]
@@ -307,8 +307,8 @@ def test_tiny_data_is_warned_about(folk_corpus: Path, tmp_path: Path) -> None:
 
     songs, _ = load_folder(folk_corpus, progress=False)  # 40 tunes: one window each
     with pytest.warns(TvaeWarning, match=r"tiny data: \d+ training and \d+ validation windows"):
-        Trainer(songs, tmp_path, GridConfig(), TINY, DataConfig(bars=4, stride=1000),
-                _train_cfg(), progress=False)
+        Trainer(songs, tmp_path, Configs(GridConfig(), TINY, DataConfig(bars=4, stride=1000),
+                                         _train_cfg()), progress=False)
 
 
 def test_num_threads_applies_to_the_run_only(folk_corpus: Path, tmp_path: Path) -> None:

@@ -312,6 +312,16 @@ class DataConfig:
                             "must be below 1")
 
 
+@dataclass(frozen=True)
+class Configs:
+    """The four configs of a run, passed whole."""
+
+    grid: GridConfig
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+
+
 # -- JSON -----------------------------------------------------------------------------------------
 def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Build dataclass `cls` from a JSON dict, refusing unknown fields, wrong types and values

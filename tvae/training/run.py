@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import torch
 
 import tvae.training.distributed as ddp
 from tvae.config import (
+    Configs,
     DataConfig,
     GridConfig,
     ModelConfig,
@@ -104,16 +105,6 @@ def _has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / "last.safetensors").is_file()
 
 
-@dataclass(frozen=True)
-class Configs:
-    """The four configs of a run."""
-
-    grid: GridConfig
-    model: ModelConfig
-    data: DataConfig
-    train: TrainConfig
-
-
 def _resumed(run_dir: Path, limits: dict[str, Any] | None) -> tuple[Configs, dict[str, Any]]:
     """The configs of the run in `run_dir` (with `limits` applied) and its config.json (to be
     saved once the checkpoint has loaded); a damaged config.json is a TvaeError naming it."""
@@ -170,7 +161,7 @@ def _train(data_dir: Any, run_dir: Path, configs: Configs, label_column: str | N
                          "init_from": str(init_from) if init_from else None}
         if not resume and main:
             save_run_config(run_dir, saved_configs, command)
-        trainer = Trainer(songs, run_dir, grid, model, data, train, progress, dist=dist,
+        trainer = Trainer(songs, run_dir, configs, progress, dist=dist,
                           compile_model=compile_model)
         restart = resume and not _has_checkpoint(run_dir)  # killed before its first save
         if resume and not restart:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import tvae.training.distributed as ddp
-from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig, validate_fields
+from tvae.config import Configs, validate_fields
 from tvae.data.dataset import SongArrays
 from tvae.data.windows import Windows
 from tvae.devices import pick_device
@@ -100,9 +100,9 @@ class Trainer:
     `dist` makes it one rank of a multi-process run; `compile_model` runs the step through
     torch.compile."""
 
-    def __init__(self, songs: SongArrays, run_dir: Path, grid: GridConfig, model_cfg: ModelConfig,
-                 data_cfg: DataConfig, cfg: TrainConfig, progress: bool = True, *,
-                 dist: ddp.Dist | None = None, compile_model: bool = False) -> None:
+    def __init__(self, songs: SongArrays, run_dir: Path, configs: Configs, progress: bool = True,
+                 *, dist: ddp.Dist | None = None, compile_model: bool = False) -> None:
+        grid, model_cfg, data_cfg, cfg = configs.grid, configs.model, configs.data, configs.train
         self.run_dir, self.grid, self.data_cfg, self.cfg = run_dir, grid, data_cfg, cfg
         self.progress, self.dist = progress, dist
         self.main = dist is None or dist.main  # the process that writes files
