@@ -173,7 +173,7 @@ def test_the_posterior_mean_reads_repeats_at_any_distance_causally() -> None:
     starts) leave the model as it was; later bars never change an earlier bar's mean."""
     torch.manual_seed(0)
     model = tiny(copy="bar", copy_offsets=30, latent_repeats=True).eval()
-    plain = tiny(copy="bar", copy_offsets=30).eval()
+    plain = tiny(copy="bar", copy_offsets=30, latent_repeats=False).eval()
     assert model.repeats_mu is not None and plain.repeats_mu is None
     plain.load_state_dict(model.state_dict(), strict=False)
     tokens, meters = random_bars(1, 28, seed=3)

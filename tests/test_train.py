@@ -361,7 +361,8 @@ def test_init_from_an_older_model_adds_the_repeat_features(folk_corpus: Path, tm
     from tvae.training.trainer import Trainer
 
     torch.manual_seed(0)
-    old = TransformerVAE(replace(TINY, encoder_repeats=False, latent_repeats=False))
+    none = {"encoder_repeats": False, "latent_repeats": False}
+    old = TransformerVAE(replace(TINY, **none))
     path = save_checkpoint(tmp_path / "old", old)
     seen = {}
     original = Trainer.fit
@@ -372,7 +373,7 @@ def test_init_from_an_older_model_adds_the_repeat_features(folk_corpus: Path, tm
 
     try:
         Trainer.fit = check_then_fit  # type: ignore[method-assign]
-        train(folk_corpus, tmp_path / "tuned", model_config=replace(TINY, **{field: True}),
+        train(folk_corpus, tmp_path / "tuned", model_config=replace(TINY, **{**none, field: True}),
               data_config=DataConfig(bars=4), train_config=_train_cfg(epochs=1, max_steps=2),
               init_from=path, progress=False)
     finally:
@@ -383,6 +384,6 @@ def test_init_from_an_older_model_adds_the_repeat_features(folk_corpus: Path, tm
     assert added and all(k.startswith(module + ".") and not weights[k].any() for k in added)
     assert getattr(load_checkpoint(tmp_path / "tuned" / "last")[0].config, field)
     with pytest.raises(TvaeError, match="same model"):
-        train(folk_corpus, tmp_path / "back", model_config=replace(TINY, **{field: False}),
+        train(folk_corpus, tmp_path / "back", model_config=replace(TINY, **none),
               data_config=DataConfig(bars=4), train_config=_train_cfg(epochs=1, max_steps=2),
               init_from=tmp_path / "tuned" / "last.json", progress=False)

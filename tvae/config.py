@@ -173,14 +173,14 @@ class ModelConfig:
     copy_edit_steps: bool = setting(True, '"bar": each step of a copy has its own edit chance, '
                                     "read from the bar's latent, so a near-repeat is a copy that "
                                     "pays only for its edits")
-    encoder_repeats: bool = setting(False, "the encoder is told which earlier bars (within the "
-                                    "copy path's reach) each bar repeats, exactly or with 1 or 2 "
-                                    "steps changed (found from the input); experimental: no gain "
-                                    "measured yet (docs/experiments.md, finetune)")
-    latent_repeats: bool = setting(False, "each bar's posterior mean is moved by one learned "
+    encoder_repeats: bool = setting(False, "the encoder's input is told which earlier bars "
+                                    "(within the copy path's reach) each bar repeats, exactly or "
+                                    "with 1 or 2 steps changed; no gain measured (the posterior's "
+                                    "repeat vectors, --latent-repeats, are what works)")
+    latent_repeats: bool = setting(True, "each bar's posterior mean is moved by one learned "
                                    "vector per offset at which an earlier bar repeats it (exactly, "
                                    "or with 1 or 2 steps changed; found from the input), so the "
-                                   "pointer can read a repeat at any distance from the latent")
+                                   "pointer reads a repeat at any distance from the latent")
     trained_bars: int = setting(0, "bars per window the model was trained on, set by training "
                                 "from the data config (0: not recorded); longer songs are read "
                                 "and decoded window by window", 0, MAX_BARS, cli=False)
@@ -300,10 +300,10 @@ class DataConfig:
                                     "common ones", 0.0, 1.0)
     repeat_edits: float = setting(0.3, "share of those repeats given 1 or 2 moved pitches (a "
                                   "near-repeat, to be copied with edits)", 0.0, 1.0)
-    repeat_reach: float = setting(0.0, "share of training batches that keep the whole window: "
+    repeat_reach: float = setting(0.5, "share of training batches that keep the whole window: "
                                   "in them short songs are played on past their end and given "
-                                  "repeats from the far half of the window; experimental: no "
-                                  "gain measured yet (docs/experiments.md, finetune)", 0.0, 1.0)
+                                  "repeats from the far half of the window, so that repeats 9 to "
+                                  "32 bars back are met often", 0.0, 1.0)
 
     def __post_init__(self) -> None:
         validate_fields(self)
