@@ -77,6 +77,16 @@ class Dist:
         return holder[0]
 
 
+def any_rank(flag: Tensor) -> Tensor:
+    """A 0-d bool tensor, true where `flag` is true on any rank: an all-reduce on the device,
+    no host sync (every rank must call it; outside a process group, `flag` itself)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag
+    value = flag.to(torch.int32).reshape(1)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return value[0] > 0
+
+
 def setup(device_name: str = "auto") -> Dist | None:
     """Join the process group when started by torchrun (WORLD_SIZE is set), else None."""
     if "WORLD_SIZE" not in os.environ or not torch.distributed.is_available():

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from tvae.config import TrainConfig
 from tvae.model.forward import Noise
-from tvae.training.distributed import Share, share_loss
+from tvae.training.distributed import Share, any_rank, share_loss
 from tvae.training.guard import SpikeFilter
 from tvae.training.objective import Loss, vae_objective
 
@@ -72,6 +72,8 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, undo: Upd
     per_bar = parts.loss.detach().float()  # this process's loss per real bar
     spike = spikes.is_spike(per_bar) if spikes is not None else torch.zeros(
         (), dtype=torch.bool, device=device)
+    if world > 1 and spikes is not None:  # every rank skips it and counts it as a spike
+        spike = any_rank(spike)
     loss = poison_nonfinite(share_loss(parts, batch.share, cfg.class_weight), spike)
     optimizer.zero_grad(set_to_none=True)
     (loss * world).backward()  # DDP averages the ranks' gradients; their sum is the batch's
