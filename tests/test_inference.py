@@ -324,7 +324,9 @@ def test_evaluate_record_puts_a_model_card_in_the_checkpoint(tiny_ckpt: Path, tm
     card = json.loads(model.read_text())["evaluation"]
     assert card["free_accuracy"] == result["free_accuracy"] and card["data"] == "corpus (test)"
     assert (tmp_path / "m.safetensors").read_bytes() == weights
-    line = load_model(model).describe()
+    from tvae.outputs import describe_model
+
+    line = describe_model(load_model(model))
     assert f"on corpus (test): free-running accuracy {result['free_accuracy']:.3f}" in line
 
 

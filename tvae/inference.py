@@ -128,31 +128,6 @@ class TrainedModel:
         self.window = model.config.trained_bars
         self._warned_window = False
 
-    def describe(self) -> str:
-        """One line naming this model, for pages: its checkpoint and what kind of model it is."""
-        cfg = self.model.config
-        name = "the bundled model" if self.path == bundled_model_path() else self.path.name
-        kind = {"bar": "copy path per bar", "step": "copy path per step",
-                "none": "the paper's model, no copy path"}[cfg.copy]
-        line = (f"tvae {name} (width {cfg.d_model}, latent {cfg.d_latent} per bar, {kind}, "
-                f"{self.window or 'any'}-bar window)")
-        card = self.meta.get("evaluation")
-        if not isinstance(card, dict):
-            return line
-
-        def number(key: str) -> float | None:
-            value = card.get(key)
-            return float(value) if isinstance(value, (int, float)) else None
-
-        parts = []
-        if number("free_accuracy") is not None and number("kl_bits_per_bar") is not None:
-            parts.append(f"free-running accuracy {number('free_accuracy'):.3f} at "
-                         f"{number('kl_bits_per_bar'):.1f} KL bits per bar")
-        if number("transfer_follow_rate") is not None:
-            parts.append(f"transfer follows B's repeats of bar 1 in "
-                         f"{number('transfer_follow_rate'):.0%} of cases")
-        return line + (f"; on {card.get('data')}: " + ", ".join(parts) if parts else "")
-
     def _window_for(self, n_bars: int) -> int:
         """The window to read or decode `n_bars` bars with. A checkpoint that does not record
         its training window is read in one window: past the default training window

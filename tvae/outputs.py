@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tvae.files import write_bytes_atomic
-from tvae.inference import TrainedModel
+from tvae.inference import TrainedModel, bundled_model_path
 from tvae.melody import Melody, meter_steps
 from tvae.midi import melody_to_midi_bytes
 from tvae.midi_report import pitch_name
@@ -40,6 +40,33 @@ class Item:
     # the posterior (means, std devs (N, Z)) that produced or encodes the melody, when known:
     # its KL and the decoder's copy choices are shown; otherwise the melody is encoded
     posterior: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def describe_model(model: TrainedModel) -> str:
+    """One line naming a model, for the footer of its pages: its checkpoint, what kind of
+    model it is, and its card's headline numbers."""
+    cfg = model.model.config
+    name = "the bundled model" if model.path == bundled_model_path() else model.path.name
+    kind = {"bar": "copy path per bar", "step": "copy path per step",
+            "none": "the paper's model, no copy path"}[cfg.copy]
+    line = (f"tvae {name} (width {cfg.d_model}, latent {cfg.d_latent} per bar, {kind}, "
+            f"{model.window or 'any'}-bar window)")
+    card = model.meta.get("evaluation")
+    if not isinstance(card, dict):
+        return line
+
+    def number(key: str) -> float | None:
+        value = card.get(key)
+        return float(value) if isinstance(value, (int, float)) else None
+
+    parts = []
+    if number("free_accuracy") is not None and number("kl_bits_per_bar") is not None:
+        parts.append(f"free-running accuracy {number('free_accuracy'):.3f} at "
+                     f"{number('kl_bits_per_bar'):.1f} KL bits per bar")
+    if number("transfer_follow_rate") is not None:
+        parts.append(f"transfer follows B's repeats of bar 1 in "
+                     f"{number('transfer_follow_rate'):.0%} of cases")
+    return line + (f"; on {card.get('data')}: " + ", ".join(parts) if parts else "")
 
 
 def page_melody(model: TrainedModel, item: Item) -> PageMelody:
@@ -75,7 +102,7 @@ def write_results(model: TrainedModel, out_dir: str | Path, items: Sequence[Item
         note = KL_NOTE + (" " + OUTLINE_NOTE if any(it.highlight for it in items) else "")
         html = render_page(title, [page_melody(model, it) for it in items],
                            intro=(intro + "\n\n" + note).strip(), links=links,
-                           made_by=model.describe())
+                           made_by=describe_model(model))
         written.append(write_page(out_dir / page, html))
     return written
 
