@@ -1,12 +1,14 @@
-"""Experiment `finetune`: what teaches the bundled model repeats 9 to 32 bars back.
+"""Experiment `finetune`: what a further fine-tune of a trained model does to repeats at each
+distance.
 
-The bundled model copies the right bar 1-8 bars back but not 17-32 (the folk corpus' tunes are
-about 16 bars long, so its windows rarely hold such repeats, and the encoder must find a repeat
-by attention alone). Three fine-tunes of it, one change at a time, each the same length with
-the same optimiser: more training as it was (the control), the reach augmentation (short
-songs played on past their end in a share of whole-window batches, `repeat_reach`), and that
-plus the encoder's repeat features (`encoder_repeats`: each bar is told which earlier bars it
-repeats). Scored as `reach` scores, on the test split's non-overlapping 33-bar windows.
+Three fine-tunes of the starting model (by default the bundled one; `--model` another), one
+change at a time, each the same length with the same optimiser: more training with the
+whole-window batches off (the control), the reach augmentation (short songs played on past their
+end in a share of whole-window batches, `repeat_reach`), and that plus the encoder's input
+repeat features (`encoder_repeats`). The posterior's repeat vectors (`latent_repeats`) stay as
+the starting model has them: the one-variable comparison that found them (a model without them,
+fine-tuned with and without) is in docs/experiments/far_objective/. Scored as `reach` scores, on
+the test split's non-overlapping 33-bar windows.
 """
 
 from __future__ import annotations
