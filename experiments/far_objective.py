@@ -13,6 +13,10 @@ Objectives:
 - pointer: the pointer loss alone (what `probe_far` runs on one batch), on fresh batches, from
   the posterior mean; pointer-sampled: the same from a sample of the posterior.
 
+With `--diagnose` it trains nothing and prints, per bucket (and for new bars), where the
+checkpoint's decoder puts a repeat: the generator's log-likelihood of the bar, the pointer's
+weight on generating, on identical sources and on other (wrong) sources, and the KL.
+
 Every 50 steps it prints, per distance bucket of the nearest identical earlier bar, the
 pointer's mean weight on identical sources and its copy accuracy (likeliest choice is an
 identical bar), z = posterior mean, on 4 held-out batches of the validation split.
@@ -62,11 +66,46 @@ def score(model: torch.nn.Module, batches: list) -> dict[str, list[float]]:
     return {k: [v[0], v[1] / max(v[0], 1), v[2] / max(v[0], 1)] for k, v in sums.items()}
 
 
+@torch.no_grad()
+def diagnose(model: torch.nn.Module, batches: list) -> dict[str, dict[str, float]]:
+    """Per bucket: mean log g(bar) (nats), mean pointer weight on generating, on identical
+    sources and on other sources, mean KL (bits); z = posterior mean, teacher-forced."""
+    from tvae.config import PAD
+    from tvae.model.forward import LN2, kl_per_bar
+    from tvae.model.modules import mask_logits, on_real_bars
+
+    model.eval()
+    rows: dict[str, list[torch.Tensor]] = {}
+    for tokens, meters in batches:
+        real = (tokens != PAD).any(-1)
+        mu, logvar = model.encode(tokens, meters)
+        prev = on_real_bars(model.bar_encoder, real, tokens, meters)
+        hidden = model._decode_hidden(prev, model._memory(mu), real)
+        logits = on_real_bars(model.bar_decoder, real, hidden, meters, tokens)
+        gen = mask_logits(logits.float(), meters).log_softmax(-1)
+        log_g = gen.gather(-1, tokens[..., None])[..., 0].masked_fill(tokens == PAD, 0).sum(-1)
+        pi = model.log_pointer(mu, real).exp()  # (B, N, 1 + N)
+        same = copy_target(tokens, model.config.copy_offsets)
+        right = (pi[..., 1:] * same).sum(-1)
+        stats = torch.stack([log_g, pi[..., 0], right, 1 - pi[..., 0] - right,
+                             kl_per_bar(mu, logvar) / LN2], -1)  # (B, N, 5)
+        offset, rep = nearest_offset(tokens), repeated_bars(tokens)
+        for lo, hi in DISTANCE_BUCKETS:
+            at = rep & (offset >= lo) & (offset <= hi)
+            rows.setdefault(bucket_name(lo, hi), []).append(stats[at])
+        rows.setdefault("new", []).append(stats[real & ~rep])
+    names = ("log_g_nats", "generate", "identical", "other", "kl_bits")
+    return {k: dict(zip(names, [round(float(x), 3) for x in torch.cat(v).mean(0)], strict=True))
+            for k, v in rows.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("checkpoint")
     parser.add_argument("--objective", choices=("recipe", "observed", "pointer", "pointer-sampled"),
-                        required=True)
+                        default="recipe")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="print where the checkpoint puts repeats, by bucket; no training")
     parser.add_argument("--corpus", default="corpus")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--lr", type=float, default=3e-4)
@@ -96,6 +135,10 @@ def main() -> None:
     order = held.epoch_order(64, rng)
     batches = [tuple(torch.as_tensor(a) for a in held.batch(order[i * 64:(i + 1) * 64], rng,
                                                             trim=True)) for i in range(4)]
+    if args.diagnose:
+        for name, row in diagnose(model, batches[:3]).items():
+            print(name, json.dumps(row))
+        return
     train = Windows(songs, "train", DataConfig(repeat_reach=args.reach))
     rng = np.random.default_rng(0)
     order = train.epoch_order(64, rng)
