@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 import torch
 
+from tests.tiny import TINY_FIELDS
 from tvae.config import GridConfig, ModelConfig
 from tvae.errors import TvaeError
 from tvae.model.checkpoint import load_checkpoint
 from tvae.model.vae import TransformerVAE
 
-SMALL = dict(d_model=32, d_latent=8, n_heads=2, d_ff=64, bar_hidden=32, enc_layers=1,
-             dec_layers=1)
+SMALL = TINY_FIELDS
 
 
 def tiny(seed: int = 0, **overrides: Any) -> TransformerVAE:

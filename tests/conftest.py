@@ -70,13 +70,12 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A seeded tiny untrained checkpoint (latent size 8, copy path per bar); its JSON path."""
     import torch
 
-    from tvae.config import ModelConfig
+    from tests.tiny import TINY_MODEL
     from tvae.model.checkpoint import save_checkpoint
     from tvae.model.vae import TransformerVAE
 
     torch.manual_seed(0)
-    model = TransformerVAE(ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1,
-                                       dec_layers=1, d_ff=64, bar_hidden=32))
+    model = TransformerVAE(TINY_MODEL)
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", model)
 
 

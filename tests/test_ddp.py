@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ import pytest
 import torch
 
 import tvae.training.distributed as ddp
+from tests.tiny import TINY_ARGS as TINY_FLAGS
+from tests.tiny import TINY_MODEL
 from tvae.config import PAD, Configs, DataConfig, GridConfig, ModelConfig, TrainConfig
 from tvae.data.dataset import load_folder
 from tvae.errors import TvaeError
@@ -27,10 +30,8 @@ from tvae.training.schedules import beta_at, lr_at, pointer_at, tf_at
 from tvae.training.step import UpdateUndo, apply_update
 from tvae.training.trainer import Trainer
 
-TINY = ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64,
-                   bar_hidden=32, dropout=0.0)
-TINY_ARGS = ["--d-model", "32", "--d-latent", "8", "--n-heads", "2", "--enc-layers", "1",
-             "--dec-layers", "1", "--d-ff", "64", "--bar-hidden", "32", "--dropout", "0"]
+TINY = replace(TINY_MODEL, dropout=0.0)
+TINY_ARGS = [*TINY_FLAGS, "--dropout", "0"]
 # An odd global batch (split 3 + 4), scheduled sampling, a KL warm-up and a supervised head.
 RUN = dict(batch_size=7, epochs=1, max_steps=10, warmup_steps=3, log_every=1,
            checkpoint_every=4, eval_windows=8, tf_schedule="linear", tf_min=0.5, tf_steps=10,

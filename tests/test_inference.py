@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from tests.tiny import TINY_MODEL
 from tvae.cli.main import main
-from tvae.config import ModelConfig
 from tvae.errors import TvaeError
 from tvae.inference import TrainedModel, load_model, slerp
 from tvae.melody import Bars, Melody, Note, bars_to_melody
@@ -245,8 +246,7 @@ def test_a_checkpoint_from_before_the_copy_path_loads_as_the_stock_model(tmp_pat
     import json
 
     torch.manual_seed(0)
-    model = TransformerVAE(ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1,
-                                       dec_layers=1, d_ff=64, bar_hidden=32, copy="none"))
+    model = TransformerVAE(replace(TINY_MODEL, copy="none"))
     path = save_checkpoint(tmp_path / "old", model)
     meta = json.loads(path.read_text())
     for key in ("copy", "copy_offsets", "copy_edit"):
@@ -397,8 +397,7 @@ def test_commands_fold_pitches_into_the_models_range_once(tmp_path: Path, comman
 
     torch.manual_seed(0)
     grid = GridConfig(min_pitch=36, max_pitch=84)
-    model = TransformerVAE(ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1,
-                                       dec_layers=1, d_ff=64, bar_hidden=32), grid)
+    model = TransformerVAE(TINY_MODEL, grid)
     ckpt = save_checkpoint(tmp_path / "low", model)
     song = tmp_path / "low.mid"
     write_melody(Melody(tuple(Note(4 * k, p, 4) for k, p in enumerate([40, 43, 30, 47]))), song)

@@ -77,7 +77,7 @@ def test_copy_sources_of_long_songs_are_found_in_chunks(tiny: TrainedModel,
 
     z = np.random.default_rng(1).standard_normal((300, 8)).astype(np.float32)
     z[150:160] = z[145:155]
-    expected = tiny.copies_of(z)
+    expected = tiny.copy_sources_of(z)
     sizes: list[int] = []
     log_pointer = tiny.model.log_pointer
 
@@ -87,7 +87,7 @@ def test_copy_sources_of_long_songs_are_found_in_chunks(tiny: TrainedModel,
 
     monkeypatch.setattr(inference, "COPY_CHUNK", 32)
     monkeypatch.setattr(tiny.model, "log_pointer", recorded)
-    assert tiny.copies_of(z) == expected
+    assert tiny.copy_sources_of(z) == expected
     assert max(sizes) <= 32 + tiny.model.config.copy_offsets, sizes
 
 

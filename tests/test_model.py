@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from tests.tiny import TINY_FIELDS
 from tvae.config import PAD, GridConfig, ModelConfig
 from tvae.melody import METER_STEPS, METERS, melody_to_bars
 from tvae.midi import read_melody
@@ -36,8 +37,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 def tiny(seed: int = 0, layers: int = 2, **overrides: object) -> TransformerVAE:
     """A small seeded model in eval mode, without dropout."""
     torch.manual_seed(seed)
-    fields = dict(d_model=32, d_latent=8, n_heads=2, d_ff=64, bar_hidden=32, enc_layers=layers,
-                  dec_layers=layers, dropout=0.0)
+    fields = dict(TINY_FIELDS, enc_layers=layers, dec_layers=layers, dropout=0.0)
     fields.update(overrides)
     return TransformerVAE(ModelConfig(**fields), GRID).eval()  # type: ignore[arg-type]
 

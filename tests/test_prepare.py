@@ -13,8 +13,9 @@ import pytest
 from cli_contract import songs_with_broken_files
 from click.testing import CliRunner
 
+from tests.tiny import TINY_MODEL
 from tvae.cli.main import main
-from tvae.config import DataConfig, GridConfig, ModelConfig, TrainConfig
+from tvae.config import DataConfig, GridConfig, TrainConfig
 from tvae.data.dataset import SongArrays, load_folder
 from tvae.data.prepare import (
     ShardTokens,
@@ -176,8 +177,7 @@ def test_cli_prepare_then_train_equals_training_on_the_folder(
                                        "--workers", "1", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "shard-0-of-1" in result.output and "songs" in result.output
-    model = ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64,
-                        bar_hidden=32)
+    model = TINY_MODEL
     cfg = TrainConfig(batch_size=8, epochs=1, max_steps=4, log_every=1, eval_windows=8,
                       num_threads=1)
     for name, source in (("folder", folk_corpus), ("prepared", tmp_path / "prep")):
@@ -193,14 +193,12 @@ def test_evaluate_reads_a_prepared_folder_like_the_midi_folder(prepared: Path, f
                                                                tmp_path: Path) -> None:
     import torch
 
-    from tvae.config import ModelConfig
     from tvae.eval.folder import evaluate_folder
     from tvae.model.checkpoint import save_checkpoint
     from tvae.model.vae import TransformerVAE
 
     torch.manual_seed(0)
-    model = TransformerVAE(ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1,
-                                       dec_layers=1, d_ff=64, bar_hidden=32))
+    model = TransformerVAE(TINY_MODEL)
     ckpt = save_checkpoint(tmp_path / "tiny", model)
     from_folder = evaluate_folder(folk_corpus, ckpt, bars=4, progress=False)
     from_prepared = evaluate_folder(prepared, ckpt, bars=4, progress=False)
@@ -215,7 +213,7 @@ def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
     import os
     import shutil
 
-    from tvae.config import DataConfig, ModelConfig, TrainConfig
+    from tvae.config import DataConfig, TrainConfig
     from tvae.training.run import train
 
     data = Path(__file__).resolve().parents[1] / "data"
@@ -228,8 +226,7 @@ def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["prepare", str(folder), str(tmp_path / "prep"),
                                        "--workers", "1", "--quiet"])
     assert result.exit_code == 0, result.output
-    model = ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64,
-                        bar_hidden=32)
+    model = TINY_MODEL
     cfg = TrainConfig(batch_size=2, epochs=1, max_steps=1, eval_windows=2, num_threads=1)
     for source in (folder, tmp_path / "prep"):
         run = tmp_path / f"run-{source.name}"
@@ -279,8 +276,7 @@ def test_train_writes_the_skipped_files_by_name(tmp_path: Path, torch_one_thread
     result = CliRunner().invoke(main, ["prepare", str(folder), str(tmp_path / "prep"),
                                        "--workers", "1", "--quiet"])
     assert result.exit_code == 0, result.output
-    model = ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64,
-                        bar_hidden=32)
+    model = TINY_MODEL
     cfg = TrainConfig(batch_size=2, epochs=1, max_steps=1, eval_windows=2, num_threads=1)
     expected = {b"path,reason", b"\xff.mid,not a MIDI file (no MThd header)",
                 b"empty.mid,file is empty (0 bytes)", b"tiny.mid,shorter than 2 bars"}

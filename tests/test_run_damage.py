@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from tests.tiny import TINY_MODEL
 from tvae.cli.main import main
-from tvae.config import DataConfig, ModelConfig, TrainConfig
+from tvae.config import DataConfig, TrainConfig
 from tvae.training.metrics_log import MetricsLog
 from tvae.training.run import train
 from tvae.training.trainer import Trainer
 
-TINY = ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64,
-                   bar_hidden=32, dropout=0.1)
+TINY = TINY_MODEL
 DATA = DataConfig(bars=4, stride=2)
 
 

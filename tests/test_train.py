@@ -14,14 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiny import TINY_ARGS, TINY_MODEL
 from tvae.config import Configs, DataConfig, GridConfig, ModelConfig, TrainConfig
 from tvae.inference import load_model
 from tvae.training.run import train
 
-TINY = ModelConfig(d_model=32, d_latent=8, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64,
-                   bar_hidden=32, dropout=0.1)
-TINY_ARGS = ["--d-model", "32", "--d-latent", "8", "--n-heads", "2", "--enc-layers", "1",
-             "--dec-layers", "1", "--d-ff", "64", "--bar-hidden", "32"]
+TINY = TINY_MODEL
 
 
 def _train_cfg(**kw: object) -> TrainConfig:

@@ -168,21 +168,11 @@ class TrainedModel:
 
     @torch.no_grad()
     def _encode_chunked(self, melody: Melody) -> tuple[torch.Tensor, torch.Tensor]:
-        """`encode_windowed` of a melody, ENCODE_CHUNK windows at a time: the same posteriors
-        (1, N, Z) twice, with memory bounded however long the song (one batch of N windows
-        took 1.4 GB at 4,096 bars). Bar i >= W reads the W bars ending at i, so a chunk of bars
-        [lo, hi) needs the bars from lo - W + 1 and keeps its outputs from index W - 1 on."""
+        """The melody's posteriors (1, N, Z) twice, read window by window in chunks of
+        ENCODE_CHUNK windows (`TransformerVAE.encode_chunked`: memory bounded at any length)."""
         tokens, meters = self._tensors(melody)  # (1, N, S), (1, N)
-        n, w, c = tokens.shape[1], self._window_for(tokens.shape[1]), ENCODE_CHUNK
-        if w <= 0 or n <= w + c:
-            return self.model.encode_windowed(tokens, meters, w)
-        parts = [self.model.encode_windowed(tokens[:, :w + c], meters[:, :w + c], w)]
-        for lo in range(w + c, n, c):
-            hi = min(lo + c, n)
-            mu, logvar = self.model.encode_windowed(tokens[:, lo - w + 1:hi],
-                                                    meters[:, lo - w + 1:hi], w)
-            parts.append((mu[:, w - 1:], logvar[:, w - 1:]))  # (1, hi - lo, Z) each
-        return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+        return self.model.encode_chunked(tokens, meters, self._window_for(tokens.shape[1]),
+                                         ENCODE_CHUNK)
 
     # -- the API --------------------------------------------------------------------------
     @torch.no_grad()
@@ -211,18 +201,18 @@ class TrainedModel:
         mu_t, sigma_t = torch.as_tensor(mu), torch.as_tensor(sigma)
         return (kl_per_bar(mu_t, 2 * sigma_t.log()) / LN2).numpy()
 
-    def structure(self, melody: Melody) -> tuple[np.ndarray, list[int | None]]:
+    def kl_and_copy_sources(self, melody: Melody) -> tuple[np.ndarray, list[int | None]]:
         """`kl_bits` and `copy_sources` of a melody from one encoding (what pages show)."""
         mu, sigma = self.posterior(melody)
-        return self.kl_bits_of(mu, sigma), self.copies_of(mu)
+        return self.kl_bits_of(mu, sigma), self.copy_sources_of(mu)
 
     def copy_sources(self, melody: Melody) -> list[int | None]:
         """For each bar, the earlier bar (0-based) the decoder copies it from: the pointer's
         likeliest choice, the one decoding makes; None where the bar is generated (or the model
         has no copy path)."""
-        return self.copies_of(self.encode(melody))
+        return self.copy_sources_of(self.encode(melody))
 
-    def copies_of(self, z: np.ndarray) -> list[int | None]:
+    def copy_sources_of(self, z: np.ndarray) -> list[int | None]:
         """`copy_sources` from latents (N, Z), e.g. the ones a transfer decodes."""
         return [source for source, _ in self.copy_choices(z)]
 

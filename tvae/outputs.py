@@ -73,10 +73,10 @@ def page_melody(model: TrainedModel, item: Item) -> PageMelody:
     kl, copies = None, None
     if item.posterior is not None:
         mu, sigma = item.posterior
-        bits, copies = model.kl_bits_of(mu, sigma), model.copies_of(mu)
+        bits, copies = model.kl_bits_of(mu, sigma), model.copy_sources_of(mu)
         kl = bits.round(3).tolist()
     elif item.melody.notes:  # one encoding gives both
-        bits, copies = model.structure(item.melody)
+        bits, copies = model.kl_and_copy_sources(item.melody)
         kl = bits.round(3).tolist()
     pitches = [n.pitch for n in item.melody.notes]
     span = (pitch_name(min(pitches)), pitch_name(max(pitches))) if pitches else None

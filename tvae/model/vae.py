@@ -214,6 +214,24 @@ class TransformerVAE(nn.Module):
         return torch.cat([mu, last[0]], dim=1), torch.cat([logvar, last[1]], dim=1)
 
     @torch.no_grad()
+    def encode_chunked(self, tokens: Tensor, meters: Tensor, window: int, chunk: int
+                       ) -> tuple[Tensor, Tensor]:
+        """`encode_windowed`, `chunk` windows at a time: the same posteriors (B, N, Z) twice,
+        with memory bounded however long the song (one batch of N windows took 1.4 GB at 4,096
+        bars). Bar i >= W reads the W bars ending at i, so a chunk of bars [lo, hi) needs the
+        bars from lo - W + 1 and keeps its outputs from index W - 1 on."""
+        n, w = tokens.shape[1], window
+        if w <= 0 or n <= w + chunk:
+            return self.encode_windowed(tokens, meters, w)
+        parts = [self.encode_windowed(tokens[:, :w + chunk], meters[:, :w + chunk], w)]
+        for lo in range(w + chunk, n, chunk):
+            hi = min(lo + chunk, n)
+            mu, logvar = self.encode_windowed(tokens[:, lo - w + 1:hi], meters[:, lo - w + 1:hi],
+                                              w)
+            parts.append((mu[:, w - 1:], logvar[:, w - 1:]))  # (B, hi - lo, Z) each
+        return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+
+    @torch.no_grad()
     def decode_teacher_forced_windowed(self, z: Tensor, tokens: Tensor, meters: Tensor,
                                        window: int) -> tuple[Tensor, Tensor]:
         """Like `decode_teacher_forced`, but bar i's decoder sees at most the `window` bars
