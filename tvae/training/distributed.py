@@ -202,18 +202,16 @@ def share_of(tokens: np.ndarray, labels: np.ndarray | None, rank: int, world: in
                  float(targets[lo:hi].sum() / max(targets.sum(), 1)))
 
 
-def share_loss(out: Loss, share: Share, class_weight: float) -> Tensor:
+def share_loss(out: Loss, share: Share) -> Tensor:
     """This rank's part of the global batch's loss: summed over ranks, the loss of the batch.
 
     The model normalises its reconstruction and KL terms by the real bars of its rows, the
     class loss by their labelled windows and the pointer loss by their bars with a pointer
     target, so each part is weighted by the rank's share of them.
     """
-    pointer = out.pointer_term  # a mean over the pointer's target bars, weighted like them
-    loss = (out.loss - pointer) * share.bars + pointer * share.repeats
-    if out.class_loss is not None:
-        part = class_weight * out.class_loss
-        loss = loss + part * (share.labelled - share.bars)
+    # each term is a mean over its own units, so it is weighted by this rank's share of them
+    loss = (out.base * share.bars + out.pointer_term * share.repeats
+            + out.class_term * share.labelled)
     if out.class_logits is not None:  # keep the head in the graph on ranks without labels
         loss = loss + 0.0 * out.class_logits.sum()
     return loss

@@ -31,6 +31,8 @@ class Loss:
     class_logits: Tensor | None = None  # (B, C), for accuracy statistics
     pointer_loss: Tensor | None = None  # -log pointer weight on the true repeat, per repeat
     pointer_term: Tensor | float = 0.0  # pointer_weight * pointer_loss: its part of `loss`
+    class_term: Tensor | float = 0.0  # class_weight * class_loss: its part of `loss`
+    base: Tensor | float = 0.0  # recon_weight * recon + beta * KL penalty: the rest of `loss`
     pointer_count: Tensor | None = None  # bars with a pointer target (pointer_loss's divisor)
 
 
@@ -69,7 +71,8 @@ def vae_objective(out: VAEOutput, tokens: Tensor, *, beta: float, free_bits: flo
     loss = recon_weight * recon + beta * penalty.sum() / n_bars
     target = tokens != PAD
     correct = ((out.log_probs.detach().argmax(-1) == tokens) & target).sum()
-    result = Loss(loss, recon, kl, correct, target.sum(), class_logits=out.class_logits)
+    result = Loss(loss, recon, kl, correct, target.sum(), class_logits=out.class_logits,
+                  base=loss)
     if out.log_pi is not None:
         total, count = pointer_nll(out.log_pi, tokens, pointer_edits, pointer_cap)
         result.pointer_loss = total / count.clamp(min=1)
@@ -80,5 +83,6 @@ def vae_objective(out: VAEOutput, tokens: Tensor, *, beta: float, free_bits: flo
     if out.class_logits is not None and labels is not None:
         ce = F.cross_entropy(out.class_logits.float(), labels, ignore_index=-1, reduction="sum")
         result.class_loss = ce / (labels >= 0).sum().clamp(min=1)
-        result.loss = result.loss + class_weight * result.class_loss
+        result.class_term = class_weight * result.class_loss
+        result.loss = result.loss + result.class_term
     return result

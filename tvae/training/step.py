@@ -74,7 +74,7 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, undo: Upd
         (), dtype=torch.bool, device=device)
     if world > 1 and spikes is not None:  # every rank skips it and counts it as a spike
         spike = any_rank(spike)
-    loss = poison_nonfinite(share_loss(parts, batch.share, cfg.class_weight), spike)
+    loss = poison_nonfinite(share_loss(parts, batch.share), spike)
     optimizer.zero_grad(set_to_none=True)
     (loss * world).backward()  # DDP averages the ranks' gradients; their sum is the batch's
     params = [p for group in optimizer.param_groups for p in group["params"]]
