@@ -114,3 +114,10 @@ def test_a_run_that_keeps_spiking_stops_with_a_message(
         trainer.fit()
     assert trainer.state.recoveries == 3 and trainer.state.lr_scale == 0.125
     assert (tmp_path / "run" / "last.json").is_file()
+
+
+def test_outside_a_process_group_a_spike_is_this_process_decision() -> None:
+    from tvae.training.distributed import any_rank
+
+    for flag in (True, False):
+        assert bool(any_rank(torch.tensor(flag))) is flag
