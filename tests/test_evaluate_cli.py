@@ -47,3 +47,31 @@ def test_help_quotes_the_bundled_model_card_not_hard_coded_numbers(
     assert "3.2 bits for a repeated bar, 12.0 for a new one" in card_help.encode_help()
     path.write_text("{}")
     assert "bundled model" not in card_help.transfer_help() + card_help.encode_help()
+
+
+def test_evaluate_record_puts_a_model_card_in_the_checkpoint(tiny_ckpt: Path, tmp_path: Path,
+                                                            folk_corpus: Path) -> None:
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from tvae.cli.main import main
+    from tvae.inference import load_model
+
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(tiny_ckpt.with_suffix(suffix), tmp_path / f"m{suffix}")
+    model = tmp_path / "m.json"
+    weights = (tmp_path / "m.safetensors").read_bytes()
+    r = CliRunner().invoke(main, ["evaluate", str(folk_corpus), "--model", str(model), "--bars",
+                                  "4", "--json", "--record"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    card = json.loads(model.read_text())["evaluation"]
+    assert card["free_accuracy"] == result["free_accuracy"] and card["data"] == "corpus (test)"
+    assert (tmp_path / "m.safetensors").read_bytes() == weights
+
+    from tvae.outputs import describe_model
+
+    line = describe_model(load_model(model))
+    assert f"on corpus (test): free-running accuracy {result['free_accuracy']:.3f}" in line

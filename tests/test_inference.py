@@ -308,28 +308,6 @@ def test_interpolation_of_unequal_lengths_warns(tiny: TrainedModel) -> None:
     assert all(m.n_bars <= 5 for m in steps)
 
 
-def test_evaluate_record_puts_a_model_card_in_the_checkpoint(tiny_ckpt: Path, tmp_path: Path,
-                                                            folk_corpus: Path) -> None:
-    import json
-    import shutil
-
-    for suffix in (".json", ".safetensors"):
-        shutil.copy(tiny_ckpt.with_suffix(suffix), tmp_path / f"m{suffix}")
-    model = tmp_path / "m.json"
-    weights = (tmp_path / "m.safetensors").read_bytes()
-    r = CliRunner().invoke(main, ["evaluate", str(folk_corpus), "--model", str(model), "--bars",
-                                  "4", "--json", "--record"])
-    assert r.exit_code == 0, r.output
-    result = json.loads(r.stdout)
-    card = json.loads(model.read_text())["evaluation"]
-    assert card["free_accuracy"] == result["free_accuracy"] and card["data"] == "corpus (test)"
-    assert (tmp_path / "m.safetensors").read_bytes() == weights
-    from tvae.outputs import describe_model
-
-    line = describe_model(load_model(model))
-    assert f"on corpus (test): free-running accuracy {result['free_accuracy']:.3f}" in line
-
-
 def test_inference_commands_take_a_device(tiny_ckpt: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     r = runner.invoke(main, ["reconstruct", str(DATA / "mary.mid"), "-o", str(tmp_path / "r"),
