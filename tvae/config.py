@@ -1,10 +1,11 @@
 """Configuration dataclasses, one per concern, each saved as JSON inside every checkpoint.
 
 `GridConfig` fixes the melody grid and vocabulary; `ModelConfig`, `DataConfig` and `TrainConfig`
-describe the network, the training windows and the optimisation. Each field is declared with
-`setting(default, help, lo, hi)`: its meaning (the CLI's help text) and its allowed range. Every
-config checks its fields' types and ranges when built, so a bad option, a hand-edited JSON or a
-hostile checkpoint is refused with one line naming the field, before anything is allocated.
+describe the network, the training windows and the optimisation; `PriorConfig` and
+`PriorFitConfig` the learned prior over bar latents and how it is fitted. Each field is declared
+with `setting(default, help, lo, hi)`: its meaning (the CLI's help text) and its allowed range.
+Every config checks its fields' types and ranges when built, so a bad option, a hand-edited JSON
+or a hostile checkpoint is refused with one line naming the field, before anything is allocated.
 """
 
 from __future__ import annotations
@@ -310,6 +311,43 @@ class DataConfig:
         if self.valid_fraction + self.test_fraction >= 1.0:
             raise TvaeError("valid_fraction + test_fraction (--valid-fraction, --test-fraction) "
                             "must be below 1")
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """The learned prior p(c_k, z_k | z_<k) over bar latents and copy choices (tvae.model.prior):
+    a small causal Transformer over bars."""
+
+    d_model: int = setting(128, "width of the prior's Transformer over bars", 1, MAX_WIDTH)
+    layers: int = setting(2, "the prior's Transformer layers", 1, MAX_LAYERS)
+    n_heads: int = setting(4, "the prior's attention heads", 1, 256)
+    d_ff: int = setting(256, "hidden width of the prior's feed-forward blocks", 1, MAX_WIDTH)
+    dropout: float = setting(0.1, "dropout inside the prior's layers")
+    components: int = setting(8, "Gaussians in the mixture of each bar's latent, given its copy "
+                              "choice", 1, 256)
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+        if not 0.0 <= self.dropout < 1.0:
+            raise TvaeError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.d_model % self.n_heads:
+            raise TvaeError(f"the prior's d_model {self.d_model} must be a multiple of its "
+                            f"n_heads {self.n_heads}")
+
+
+@dataclass(frozen=True)
+class PriorFitConfig:
+    """Fitting the prior after the VAE, on posterior samples of the training windows."""
+
+    steps: int = setting(3000, "optimizer steps (the best validation step is kept)", 1, 10**7)
+    max_minutes: float = setting(0.0, "stop after this many minutes (0: no limit)", 0.0, 10**6)
+    batch_size: int = setting(64, "windows per step", 1, 65536)
+    lr: float = setting(1e-3, "peak learning rate (AdamW, cosine decay to a tenth)", 0.0, 1.0,
+                        above=True)
+    transpose: int = setting(5, "pitch-shift augmentation of the windows encoded", 0, MAX_PITCH)
+    eval_every: int = setting(250, "steps between validations", 1, 10**7)
+    eval_windows: int = setting(400, "validation windows", 1, 10**6)
+    seed: int = setting(0, "seed of the window order and of the posterior noise", 0, 2**63 - 1)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from tvae.model.sampling import make_sampler
 UNKNOWN_WINDOW = DataConfig().bars  # assumed training window of checkpoints that name none
 ENCODE_CHUNK = 256  # windows a windowed model encodes in one batch (bounds memory, not results)
 COPY_CHUNK = 512  # bars whose copy sources are found in one batch (bounds memory, not results)
+PRIORS = ("auto", "learned", "normal")  # where sampled latents come from (`TrainedModel.draw`)
 
 
 def bundled_model_path() -> Path:
@@ -243,8 +244,11 @@ class TrainedModel:
     @torch.no_grad()
     def decode(self, z: np.ndarray, meter: Meter = (4, 4), qpm: float = 120.0, title: str = "",
                pickup: int = 0, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-               seed: int | None = None) -> Melody:
-        """Latents (N, Z) -> a melody, free-running; greedy unless temperature > 0."""
+               seed: int | None = None, choices: Sequence[int] | None = None,
+               prefix: np.ndarray | None = None) -> Melody:
+        """Latents (N, Z) -> a melody, free-running; greedy unless temperature > 0. `choices`
+        (N,) fixes bars' copy choices (0 generate, o copy the bar o back, -1 the pointer's);
+        `prefix` (P, S) tokens of the first P bars, kept as they are (a melody continued)."""
         z = np.asarray(z, dtype=np.float32)
         if z.ndim != 2 or z.shape[1] != self.model.config.d_latent or len(z) == 0:
             raise TvaeError(f"latents must have shape (bars, {self.model.config.d_latent}), "
@@ -262,7 +266,12 @@ class TrainedModel:
             gen = torch.Generator(device=self.device).manual_seed(seed)
         sampler = make_sampler(temperature, top_k, top_p, gen)
         window = self._window_for(len(z))
-        tokens = self.model.free_run(zt, meters, sampler, window=window)[0]  # (N, S)
+        forced = None if choices is None else torch.as_tensor(
+            np.asarray(choices, dtype=np.int64), device=self.device)[None]  # (1, N)
+        given = None if prefix is None else torch.as_tensor(
+            np.asarray(prefix, dtype=np.int64), device=self.device)[None]  # (1, P, S)
+        tokens = self.model.free_run(zt, meters, sampler, window=window, choices=forced,
+                                     prefix=given)[0]  # (N, S)
         return self._melody(tokens, meter, qpm, title, pickup)
 
     def reconstruct(self, melody: Melody) -> Melody:
@@ -295,20 +304,91 @@ class TrainedModel:
         zb[bars], sb[bars] = za[bars], sa[bars]
         return zb, sb
 
+    @property
+    def has_prior(self) -> bool:
+        """Whether the checkpoint holds a learned prior (`tvae prior`)."""
+        return self.model.prior is not None
+
+    def prior_kind(self, prior: str) -> str:
+        """Which prior `draw(prior=...)` uses: "learned" or "normal" ("auto": learned when the
+        model has one)."""
+        if prior not in PRIORS:
+            raise TvaeError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
+        if prior == "learned" and not self.has_prior:
+            raise TvaeError("this model has no learned prior (fit one with `tvae prior`), so "
+                            "it samples from N(0, I) only", self.path)
+        return "learned" if prior == "auto" and self.has_prior else (
+            "normal" if prior == "auto" else prior)
+
     def sample(self, n_bars: int = 8, temperature: float = 1.0, seed: int = 0,
                meter: Meter = (4, 4), qpm: float = 120.0, top_k: int = 0,
-               top_p: float = 1.0) -> Melody:
-        """A new melody: z per bar from the prior N(0, I), decoded step by step."""
+               top_p: float = 1.0, prior: str = "auto", prior_temperature: float = 1.0,
+               prompt: Melody | None = None) -> Melody:
+        """A new melody of `n_bars` bars (`draw` without its form)."""
+        return self.draw(n_bars, temperature, seed, meter, qpm, top_k, top_p, prior,
+                         prior_temperature, prompt)[0]
+
+    @torch.no_grad()
+    def draw(self, n_bars: int = 8, temperature: float = 1.0, seed: int = 0,
+             meter: Meter = (4, 4), qpm: float = 120.0, top_k: int = 0, top_p: float = 1.0,
+             prior: str = "auto", prior_temperature: float = 1.0, prompt: Melody | None = None
+             ) -> tuple[Melody, list[int | None]]:
+        """A new melody and, per bar, the earlier bar it copies (None: generated, or a prompt
+        bar). Each bar's latent comes from the learned prior (`prior` "auto" when the model has
+        one, "learned") with its copy choice, which decoding follows, or from N(0, I)
+        ("normal": the pointer reads the choice from the latent). `prior_temperature` scales
+        the learned prior's spread and sharpens its choices (0: the likeliest). `temperature`,
+        `top_k` and `top_p` choose each step. With `prompt`, its bars are the first ones (kept
+        as they are: its meter and tempo are the sample's) and the rest continue it."""
         if not 1 <= n_bars <= MAX_BARS:
             raise TvaeError(f"n_bars must be between 1 and {MAX_BARS}")
-        z = np.random.default_rng(seed).standard_normal((n_bars, self.model.config.d_latent))
-        return self.decode(z, meter, qpm, f"seed {seed}, temperature {temperature:g}", 0,
-                           temperature, top_k, top_p, seed)
+        if not (math.isfinite(prior_temperature) and 0.0 <= prior_temperature <= 100.0):
+            raise TvaeError(f"prior temperature must be between 0 and 100, got "
+                            f"{prior_temperature}")
+        kind, Z = self.prior_kind(prior), self.model.config.d_latent
+        prefix, pickup, title = None, 0, f"seed {seed}, temperature {temperature:g}"
+        z_prompt = np.zeros((0, Z), np.float32)
+        if prompt is not None:
+            prefix = self.bars(prompt).tokens  # (P, S)
+            if len(prefix) >= n_bars:
+                raise TvaeError(f"the prompt has {len(prefix)} bars: ask for more bars than "
+                                "that to continue it")
+            z_prompt, meter, qpm, pickup = self.encode(prompt), prompt.meter, prompt.qpm, \
+                prompt.pickup
+            title = f"{prompt.title} continued, seed {seed}"
+        meter = normalize_meter(meter)
+        if kind == "normal":
+            z = np.random.default_rng(seed).standard_normal((n_bars, Z))
+            z[: len(z_prompt)] = z_prompt
+            choices = None
+        else:
+            gen = torch.Generator(device=self.device).manual_seed(seed)
+            meters = torch.full((1, n_bars), meter_id(meter), device=self.device)
+            zt, ct = self.model.prior.sample(
+                n_bars, meters, self.window, prior_temperature, gen,
+                torch.as_tensor(z_prompt, device=self.device)[None] if len(z_prompt) else None)
+            z, choices = zt[0].cpu().numpy(), ct[0].cpu().numpy()
+        melody = self.decode(z, meter, qpm, title, pickup, temperature, top_k, top_p, seed,
+                             choices, prefix)
+        if choices is None:
+            sources = self.copy_sources_of(np.asarray(z, np.float32))
+            sources[: len(z_prompt)] = [None] * len(z_prompt)
+        else:
+            sources = [k - int(o) if o > 0 else None for k, o in enumerate(choices)]
+        return melody, sources
+
+    def form_of(self, z: np.ndarray) -> list[int]:
+        """Each bar's copy choice as decoding takes it from latents (N, Z): 0 generate, o copy
+        the bar o back (the form `decode(choices=...)` takes)."""
+        return [k - source if source is not None else 0
+                for k, source in enumerate(self.copy_sources_of(z))]
 
     def interpolate(self, a: Melody, b: Melody, steps: int = 5, temperature: float = 0.0,
-                    seed: int = 0) -> list[Melody]:
+                    seed: int = 0, keep_form: bool = True) -> list[Melody]:
         """`steps` melodies from A to B (both ends included), spherical per bar. Songs of
-        different lengths are interpolated over the shorter one's bars."""
+        different lengths are interpolated over the shorter one's bars. With `keep_form`, each
+        step's bars copy what the nearer end's bars copy (A's form up to the middle, B's
+        after it): only the content moves from A to B, not the song's form."""
         if a.meter != b.meter:  # a Melody's meter is normalised already
             raise TvaeError("interpolation needs songs in one meter")
         if not 2 <= steps <= MAX_STEPS:
@@ -318,9 +398,11 @@ class TrainedModel:
         if len(za) != len(zb):
             warnings.warn(f"interpolating over the first {n} bars only: A has {len(za)} bars, "
                           f"B has {len(zb)}", TvaeWarning, stacklevel=2)
+        forms = (self.form_of(za[:n]), self.form_of(zb[:n])) if keep_form else (None, None)
         out = []
         for k, t in enumerate(np.linspace(0.0, 1.0, steps)):
             z = np.stack([slerp(za[i], zb[i], float(t)) for i in range(n)])
             out.append(self.decode(z, a.meter, a.qpm, f"{a.title} -> {b.title} ({k + 1}/{steps})",
-                                   temperature=temperature, seed=seed + k))
+                                   temperature=temperature, seed=seed + k,
+                                   choices=forms[0] if t <= 0.5 else forms[1]))
         return out

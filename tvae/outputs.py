@@ -40,6 +40,9 @@ class Item:
     # the posterior (means, std devs (N, Z)) that produced or encodes the melody, when known:
     # its KL and the decoder's copy choices are shown; otherwise the melody is encoded
     posterior: tuple[np.ndarray, np.ndarray] | None = None
+    # the earlier bar each bar copies, when decoding was told (a learned prior's draws): the
+    # page's "= bar j" marks; otherwise they are the decoder's choices from the latents
+    copies: list[int | None] | None = None
 
 
 def describe_model(model: TrainedModel) -> str:
@@ -78,6 +81,8 @@ def page_melody(model: TrainedModel, item: Item) -> PageMelody:
     elif item.melody.notes:  # one encoding gives both
         bits, copies = model.kl_and_copy_sources(item.melody)
         kl = bits.round(3).tolist()
+    if item.copies is not None:
+        copies = list(item.copies)
     pitches = [n.pitch for n in item.melody.notes]
     span = (pitch_name(min(pitches)), pitch_name(max(pitches))) if pitches else None
     return PageMelody(item.label, item.melody.title or item.stem,

@@ -1,4 +1,5 @@
-"""Inference commands: transfer, encode, decode, reconstruct, sample, interpolate, demo."""
+"""Inference commands: transfer, encode, decode, reconstruct, interpolate, demo (`tvae sample`
+is in tvae.cli.sample)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import click
 
 from tvae.cli.card_help import encode_help, transfer_help
 from tvae.cli.common import handle_errors
-from tvae.config import MAX_BARS
 from tvae.errors import TvaeError, TvaeWriteError
 from tvae.files import check_folder, is_folder
 
@@ -253,62 +253,6 @@ def reconstruct(midi_file: str, out: str, model_path: str | None, html: bool) ->
 
 
 @click.command()
-@click.option("-o", "--out", "out", default="tvae-output", show_default=True, help="Folder.")
-@click.option("-n", "count", type=click.IntRange(1, MAX_SAMPLES), default=4, show_default=True,
-              help=f"Melodies to draw (at most {MAX_SAMPLES}).")
-@click.option("--bars", type=click.IntRange(1, MAX_BARS), default=8, show_default=True,
-              help=f"Bars per melody (at most {MAX_BARS}).")
-@click.option("--temperature", type=click.FloatRange(0.0, 100.0), default=1.0,
-              show_default=True, callback=_finite, help="Step sampling temperature (0: greedy).")
-@click.option("--top-k", type=click.IntRange(min=0), default=0,
-              help="Sample among the k likeliest classes.")
-@click.option("--top-p", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0,
-              callback=_finite, help="Nucleus sampling threshold, in (0, 1].")
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
-              help="First seed.")
-@click.option("--meter", default="4/4", show_default=True, help="Meter of the samples.")
-@click.option("--model", "model_path", default=None, help=MODEL_HELP)
-@DEVICE_OPTION
-@click.option("--html", is_flag=True, help="Also write a page with the samples.")
-@click.option("--metrics", is_flag=True, help="Also print muspy's musical metrics of the samples "
-              "and write them, per sample and summarized, to OUT/metrics.json.")
-@handle_errors
-def sample(out: str, count: int, bars: int, temperature: float, top_k: int, top_p: float,
-           seed: int, meter: str, model_path: str | None, html: bool, metrics: bool) -> None:
-    """Draw new melodies: z per bar from the prior, decoded step by step; with the copy path,
-    each bar's latent also decides whether the bar repeats an earlier one."""
-    from tvae.outputs import Item, write_results
-
-    if count < 1 or bars < 1:
-        raise TvaeError("-n and --bars must be at least 1")
-    check_folder(out)
-    model = _load(model_path)
-    items = [Item(f"Sample {i + 1}", f"sample_{seed + i}",
-                  model.sample(bars, temperature, seed + i, _meter(meter), top_k=top_k,
-                               top_p=top_p), f"seed {seed + i}, temperature {temperature:g}")
-             for i in range(count)]
-    _report(write_results(model, out, items, "Samples", "samples.html" if html else None))
-    if metrics:
-        _sample_metrics(items, Path(out))
-
-
-def _sample_metrics(items: list, out: Path) -> None:
-    import json
-
-    from tvae.eval.music import collect, format_table, melody_metrics, summarize
-    from tvae.files import write_bytes_atomic
-
-    summary = summarize(collect([item.melody for item in items]))
-    per_sample = {item.stem: {k: (None if math.isnan(v) else round(v, 6))
-                              for k, v in melody_metrics(item.melody).items()} for item in items}
-    path = out / "metrics.json"
-    text = json.dumps({"samples": per_sample, "summary": summary}, indent=2) + "\n"
-    write_bytes_atomic(text.encode(), path)
-    click.echo(format_table({"samples": summary}))
-    click.echo(f"wrote {path}")
-
-
-@click.command()
 @click.argument("a", type=click.Path())
 @click.argument("b", type=click.Path())
 @click.option("-o", "--out", "out", default="tvae-output", show_default=True, help="Folder.")
@@ -363,4 +307,4 @@ def demo(out_dir: str | None, out: str | None, examples: str | None, model_path:
 
 
 # added to `tvae.cli.main`
-COMMANDS = (transfer, encode, decode, reconstruct, sample, interpolate, demo)
+COMMANDS = (transfer, encode, decode, reconstruct, interpolate, demo)

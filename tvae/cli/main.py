@@ -11,6 +11,8 @@ import json
 import click
 
 from tvae.cli import infer as cli_infer
+from tvae.cli import prior as cli_prior
+from tvae.cli import sample as cli_sample
 from tvae.cli import train as cli_train
 from tvae.cli.common import handle_errors
 
@@ -53,5 +55,6 @@ def corpus(out_dir: str, limit: int | None, workers: int | None) -> None:
     click.echo(format_summary(export_corpus(out_dir, limit=limit, workers=workers)))
 
 
-for command in (*cli_infer.COMMANDS, *cli_train.COMMANDS):  # each imports torch lazily
+for command in (*cli_infer.COMMANDS, *cli_train.COMMANDS, *cli_prior.COMMANDS,
+                *cli_sample.COMMANDS):  # each imports torch lazily
     main.add_command(command)

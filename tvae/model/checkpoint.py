@@ -28,6 +28,7 @@ from tvae.config import (
     DataConfig,
     GridConfig,
     ModelConfig,
+    PriorConfig,
     TrainConfig,
     config_from_dict,
     config_to_dict,
@@ -79,8 +80,10 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
 def save_checkpoint(path: str | Path, model: TransformerVAE, *, data: DataConfig | None = None,
                     train: TrainConfig | None = None, state: dict[str, Any] | None = None,
                     optimizer: torch.optim.Optimizer | None = None,
-                    labels: list[str] | None = None) -> Path:
-    """Write `path`.safetensors and `path`.json atomically; returns the JSON path."""
+                    labels: list[str] | None = None, prior_fit: dict[str, Any] | None = None
+                    ) -> Path:
+    """Write `path`.safetensors and `path`.json atomically; returns the JSON path. A model
+    with a learned prior saves it too (`prior_fit`: how it was fitted, kept in the JSON)."""
     json_path, weights_path = checkpoint_paths(Path(path).with_suffix(""))
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     optim_groups = None
@@ -99,6 +102,8 @@ def save_checkpoint(path: str | Path, model: TransformerVAE, *, data: DataConfig
         "train": config_to_dict(train) if train else None,
         "vocabulary": vocabulary(model.grid), "labels": labels,
         "state": state or {}, "optimizer_groups": optim_groups,
+        "prior": None if model.prior_config is None else config_to_dict(model.prior_config),
+        "prior_fit": prior_fit if model.prior_config is not None else None,
     }
     _write_pair(weights, meta, json_path, weights_path)
     return json_path
@@ -186,12 +191,14 @@ def legacy_fields(section: str, values: Any) -> Any:
     return {**{k: v for k, v in LEGACY[section].items() if k not in values}, **values}
 
 
-def _configs(meta: dict[str, Any], json_path: Path) -> tuple[GridConfig, ModelConfig]:
-    """The grid and model configs of a checkpoint's JSON, every field type- and range-checked,
-    the data and training configs and the other sections checked too."""
+def _configs(meta: dict[str, Any], json_path: Path
+             ) -> tuple[GridConfig, ModelConfig, PriorConfig | None]:
+    """The grid, model and prior configs of a checkpoint's JSON, every field type- and
+    range-checked, the data and training configs and the other sections checked too."""
     for key, kind, what in (("labels", list, "class labels must be a list"),
                             ("state", dict, "the training state must be an object"),
-                            ("optimizer_groups", list, "optimizer groups must be a list")):
+                            ("optimizer_groups", list, "optimizer groups must be a list"),
+                            ("prior_fit", dict, "the prior's fitting record must be an object")):
         if meta.get(key) is not None and not isinstance(meta[key], kind):
             raise TvaeError(f"checkpoint config has an invalid '{key}' section ({what})",
                             json_path)
@@ -209,25 +216,29 @@ def _configs(meta: dict[str, Any], json_path: Path) -> tuple[GridConfig, ModelCo
             config_from_dict(TrainConfig, legacy_fields("train", meta["train"]))
         section = "model"
         config = config_from_dict(ModelConfig, legacy_model_fields(meta["model"], data))
+        section = "prior"
+        prior = None if meta.get("prior") is None else config_from_dict(PriorConfig,
+                                                                        meta["prior"])
     except KeyError as exc:
         raise TvaeError(f"checkpoint config lacks {exc}", json_path) from None
     except TvaeError as exc:
-        what = "cannot build a model" if section in ("grid", "model") else "is refused"
+        what = "cannot build a model" if section in ("grid", "model", "prior") else "is refused"
         raise TvaeError(f"checkpoint config has an invalid value in '{section}', so it {what} "
                         f"({exc.reason})", json_path) from None
     if meta.get("vocabulary") != vocabulary(grid):
         raise TvaeError("checkpoint vocabulary does not match its grid (made for another "
                         "vocabulary or edited)", json_path)
-    return grid, config
+    return grid, config, prior
 
 
-def expected_shapes(config: ModelConfig, grid: GridConfig, path: Path | None = None
-                    ) -> dict[str, tuple[int, ...]]:
+def expected_shapes(config: ModelConfig, grid: GridConfig, path: Path | None = None,
+                    prior: PriorConfig | None = None) -> dict[str, tuple[int, ...]]:
     """Each parameter's shape for these configs, from the model built on the meta device
     (nothing allocated: the configs' ranges bound its layers and widths), refusing models of
     more than MAX_PARAMETERS parameters."""
     with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in TransformerVAE(config, grid).state_dict().items()}
+        shapes = {k: tuple(v.shape)
+                  for k, v in TransformerVAE(config, grid, prior).state_dict().items()}
     count = sum(math.prod(shape) for shape in shapes.values())
     if count > MAX_PARAMETERS:
         raise TvaeError(f"checkpoint config describes a model of {count:,} parameters; tvae "
@@ -295,8 +306,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
     for attempt in range(READ_TRIES):  # a save may replace the pair while it is read
         meta = _meta_of_pair(json_path)
         header = read_header(weights_path)
-        grid, config = _configs(meta, json_path)
-        check_fit(header, expected_shapes(config, grid, json_path), weights_path)
+        grid, config, prior = _configs(meta, json_path)
+        check_fit(header, expected_shapes(config, grid, json_path, prior), weights_path)
         tensors, digest = read_weights(weights_path, header)
         taken, paired = _matching_meta(meta, digest, json_path)
         if not paired:  # saved over while read: the JSON written for these weights, read now
@@ -311,12 +322,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
                         "edited)", weights_path)
     if taken is not meta:  # the staged JSON of an interrupted save: its configs, checked
         meta = taken
-        grid, config = _configs(meta, json_path)
-        check_fit(header, expected_shapes(config, grid, json_path), weights_path)
+        grid, config, prior = _configs(meta, json_path)
+        check_fit(header, expected_shapes(config, grid, json_path, prior), weights_path)
     weights = {k: v for k, v in tensors.items() if not k.startswith("optim/")}
     if any(not torch.isfinite(v).all() for v in weights.values()):
         raise TvaeError("checkpoint weights contain NaN or infinite values", weights_path)
-    model = TransformerVAE(config, grid)
+    model = TransformerVAE(config, grid, prior)
     expected = model.state_dict()
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
     optim = {k[len("optim/"):]: v for k, v in tensors.items() if k.startswith("optim/")}
@@ -340,12 +351,21 @@ def export_checkpoint(src: str | Path, dst: str | Path, half: bool = True) -> Pa
     """Write an inference-only copy of a checkpoint: no optimizer state, weights in float16
     when `half` (loading casts them back to float32). Returns the new JSON path."""
     model, meta, _ = load_checkpoint(src)
+    return write_inference_pair(model, meta, dst, half)
+
+
+def write_inference_pair(model: TransformerVAE, meta: dict[str, Any], dst: str | Path,
+                         half: bool, **sections: Any) -> Path:
+    """Write `model` as an inference-only checkpoint at `dst` with the JSON of the checkpoint it
+    was loaded from (`meta`), its prior's config, and any `sections` (e.g. "prior_fit")."""
     json_path, weights_path = checkpoint_paths(Path(dst).with_suffix(""))
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
                for k, v in model.state_dict().items()}
     weights = save_safetensors(tensors)
     meta = {**meta, "optimizer_groups": None, "weights_dtype": "float16" if half else "float32",
-            "weights_sha256": hashlib.sha256(weights).hexdigest()}
+            "weights_sha256": hashlib.sha256(weights).hexdigest(),
+            "prior": None if model.prior_config is None else config_to_dict(model.prior_config),
+            **sections}
     _write_pair(weights, meta, json_path, weights_path)
     return json_path
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tvae.config import PAD, GridConfig, ModelConfig
+from tvae.config import PAD, GridConfig, ModelConfig, PriorConfig
 from tvae.model.forward import Noise, VAEOutput, kl_per_bar
 from tvae.model.modules import (
     BarDecoderGRU,
@@ -44,15 +44,21 @@ from tvae.model.pointer import (
     pointer_log_weights,
     repeat_features,
 )
+from tvae.model.prior import LatentPrior
 from tvae.model.sampling import Sampler, argmax_sampler
 
 
 class TransformerVAE(nn.Module):
-    """The model. Build it from configs: `TransformerVAE(ModelConfig(...), GridConfig(...))`."""
+    """The model. Build it from configs: `TransformerVAE(ModelConfig(...), GridConfig(...))`;
+    with `prior`, it also holds a learned prior over its latents (tvae.model.prior), which
+    training the VAE leaves alone (`tvae prior` fits it afterwards)."""
 
-    def __init__(self, config: ModelConfig, grid: GridConfig = GridConfig()) -> None:
+    def __init__(self, config: ModelConfig, grid: GridConfig = GridConfig(),
+                 prior: PriorConfig | None = None) -> None:
         super().__init__()
-        self.config, self.grid = config, grid
+        self.config, self.grid, self.prior_config = config, grid, prior
+        self.prior = None if prior is None else LatentPrior(
+            prior, config.d_latent, config.copy_offsets if config.copy != "none" else 0)
         D, Z = config.d_model, config.d_latent
         encoder = BarEncoderMLP if config.bar_encoder == "mlp" else BarEncoderGRU
         decoder = BarDecoderMLP if config.bar_decoder == "mlp" else BarDecoderGRU
@@ -256,11 +262,12 @@ class TransformerVAE(nn.Module):
                                                   device=z.device))
 
     def _mixer(self, pointers: tuple[Tensor | None, Tensor | None], i: int,
-               sources: list[Tensor], meters: Tensor, sampler: Sampler
-               ) -> Callable[[Tensor], Tensor] | None:
+               sources: list[Tensor], meters: Tensor, sampler: Sampler,
+               forced: Tensor | None = None) -> Callable[[Tensor], Tensor] | None:
         """For decoding bar i alone, given `_all_pointers` of its latents: masked logits
         (B, 1, S, V) -> the step log-probabilities of the copy path, given the decoded
-        `sources` (each (B, 1, S))."""
+        `sources` (each (B, 1, S)). `forced` (B,): the bar's choice where it is given (0
+        generate, o copy the bar o back; -1, or o past the sources: the pointer's)."""
         log_pi, log_eps = pointers
         if log_pi is None or not sources:
             return None
@@ -270,6 +277,9 @@ class TransformerVAE(nn.Module):
             return lambda logits: mixture_log_probs(logits, meters, row, src)
         choice = choose(row, getattr(sampler, "generator", None),
                         sample=sampler is not argmax_sampler)  # (B, 1): one choice per bar
+        if forced is not None:
+            o, n = forced[:, None], len(sources)  # (B, 1)
+            choice = torch.where((o >= 0) & (o <= n), torch.where(o > 0, 1 + n - o, 0), choice)
         eps = log_eps[:, i : i + 1]
 
         def mix(logits: Tensor) -> Tensor:
@@ -280,32 +290,44 @@ class TransformerVAE(nn.Module):
 
     @torch.no_grad()
     def free_run(self, z: Tensor, meters: Tensor, sampler: Sampler = argmax_sampler,
-                 use_cache: bool = True, window: int = 0) -> Tensor:
+                 use_cache: bool = True, window: int = 0, choices: Tensor | None = None,
+                 prefix: Tensor | None = None) -> Tensor:
         """Decode z (B, N, Z) without teacher forcing: the input for bar i is the encoding of the
         bar decoded for i-1, and the copy path copies decoded bars. Cached (linear in N) when
         decoder self-attention is causal. With `window` > 0, bars after the first `window` are
         decoded from the `window` bars ending at them (positions 0..window-1), which is also
-        linear in N. Returns tokens (B, N, S)."""
+        linear in N. `choices` (B, N) gives bars' copy choices (0 generate, o copy the bar o
+        back, -1 the pointer's: a learned prior's draws); `prefix` (B, P, S) bars taken as
+        they are, not decoded (a melody continued). Returns tokens (B, N, S)."""
         N = z.shape[1]
         if window <= 0 or window >= N:
-            return self._free_run(z, meters, sampler, use_cache)
-        bars = list(self._free_run(z[:, :window], meters[:, :window], sampler,
-                                   use_cache).split(1, dim=1))  # W x (B, 1, S)
+            return self._free_run(z, meters, sampler, use_cache, choices, prefix)
+        first = self._free_run(z[:, :window], meters[:, :window], sampler, use_cache,
+                               None if choices is None else choices[:, :window],
+                               None if prefix is None else prefix[:, :window])
+        bars = list(first.split(1, dim=1))  # W x (B, 1, S)
+        P = 0 if prefix is None else prefix.shape[1]
         B, D = z.shape[0], self.config.d_model
         real = torch.ones(B, window, dtype=torch.bool, device=z.device)
         for i in range(window, N):
+            if i < P:
+                bars.append(prefix[:, i : i + 1])
+                continue
             lo = i - window + 1
             prev = self.bar_encoder(torch.cat(bars[lo:i], dim=1), meters[:, lo:i])  # (B, W-1, D)
             prev = torch.cat([prev, prev.new_zeros(B, 1, D)], dim=1)  # last slot is unused
             zw = z[:, lo : i + 1]  # (B, W, Z)
             h = self._decode_hidden(prev, self._memory(zw), real)[:, -1:]
             mix = self._mixer(self._all_pointers(zw), window - 1, bars[lo:i],
-                              meters[:, i : i + 1], sampler)
+                              meters[:, i : i + 1], sampler,
+                              None if choices is None else choices[:, i])
             bars.append(self.bar_decoder.generate(h, meters[:, i : i + 1], sampler, mix))
         return torch.cat(bars, dim=1)
 
-    def _free_run(self, z: Tensor, meters: Tensor, sampler: Sampler, use_cache: bool) -> Tensor:
+    def _free_run(self, z: Tensor, meters: Tensor, sampler: Sampler, use_cache: bool,
+                  choices: Tensor | None = None, prefix: Tensor | None = None) -> Tensor:
         B, N, _ = z.shape
+        P = 0 if prefix is None else prefix.shape[1]
         D = self.config.d_model
         memory = self._memory(z)  # (B, N, D)
         pointers = self._all_pointers(z)  # computed once for every bar
@@ -332,8 +354,12 @@ class TransformerVAE(nn.Module):
                     x = block(x, None, self.config.mask_decoder, memory, cross)
                 x = x[:, -1:]
             h = self.dec_norm(x)  # (B, 1, D)
-            mix = self._mixer(pointers, i, bars, meters[:, i : i + 1], sampler)
-            bar = self.bar_decoder.generate(h, meters[:, i : i + 1], sampler, mix)  # (B, 1, S)
+            if i < P:
+                bar = prefix[:, i : i + 1]  # (B, 1, S) given
+            else:
+                mix = self._mixer(pointers, i, bars, meters[:, i : i + 1], sampler,
+                                  None if choices is None else choices[:, i])
+                bar = self.bar_decoder.generate(h, meters[:, i : i + 1], sampler, mix)
             bars.append(bar)
             inputs.append(self.bar_encoder(bar, meters[:, i : i + 1]))
         return torch.cat(bars, dim=1)

@@ -57,7 +57,9 @@ def init_weights(trainer: Trainer, path: str | Path) -> None:
                         f"(it has {source.config})", path)
     # The window length may change, and the repeat features may be added: they start at zero,
     # so the fine-tune begins exactly where the checkpoint was.
-    missing, _ = trainer.model.load_state_dict(source.state_dict(), strict=not added)
+    # A learned prior fitted to the source's latents would not fit the fine-tuned model's.
+    weights = {k: v for k, v in source.state_dict().items() if not k.startswith("prior.")}
+    missing, _ = trainer.model.load_state_dict(weights, strict=not added)
     assert all(key.startswith(("repeats_in.", "repeats_mu.")) for key in missing), missing
 
 
