@@ -234,3 +234,32 @@ def test_interpolation_keeps_the_nearer_ends_form(fitted: Path) -> None:
     for k, o in enumerate(form):  # the middle copies as A does
         if o > 0:
             assert np.array_equal(tokens[k], tokens[k - o]) or k >= len(tokens)
+
+
+def test_a_model_holding_a_prior_takes_its_kl_against_it() -> None:
+    """Joint training: the KL of each bar is log q(z | x) - log p(z_k | z_<k) at the sampled z,
+    and the loss reaches the prior's weights."""
+    from tvae.model.forward import Noise
+    from tvae.model.prior import log_normal
+
+    torch.manual_seed(0)
+    model = TransformerVAE(TINY_MODEL, prior=TINY_PRIOR)
+    tokens = torch.full((2, 5, 16), 2)
+    tokens[..., 0] = torch.randint(3, 40, (2, 5))
+    meters = torch.zeros(2, 5, dtype=torch.long)
+    noise = Noise.draw(tuple(tokens.shape), TINY_MODEL.d_latent, torch.Generator().manual_seed(1))
+    out = model(tokens, meters, noise=noise)
+    z = out.mu + noise.latent * (0.5 * out.logvar).exp()
+    real = torch.ones(2, 5, dtype=torch.bool)
+    expected = log_normal(z, out.mu, out.logvar) - model.prior.log_marginal(z, meters, real)
+    assert torch.allclose(out.kl_bars, expected, atol=1e-4)
+    out.kl_bars.sum().backward()
+    assert model.prior.choice.weight.grad.abs().sum() > 0
+    assert model.mu.weight.grad.abs().sum() > 0
+    plain = TransformerVAE(TINY_MODEL)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items()
+                           if not k.startswith("prior.")})
+    from tvae.model.forward import kl_per_bar
+
+    base = plain(tokens, meters, noise=noise)
+    assert torch.allclose(base.kl_bars, kl_per_bar(base.mu, base.logvar), atol=1e-5)

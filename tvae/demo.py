@@ -13,6 +13,7 @@ from pathlib import Path
 from tvae.errors import TvaeError
 from tvae.files import check_folder
 from tvae.inference import TrainedModel
+from tvae.melody import bars_to_melody
 from tvae.midi import read_melody
 from tvae.outputs import Item, transfer_items, write_results
 from tvae.render import render_index, write_page
@@ -67,12 +68,28 @@ def build_demo(out_dir: str | Path, examples: str | Path | None, model: TrainedM
     say(f"wrote {out_dir / 'reconstructions.html'}")
     entries.append(("reconstructions.html", "Reconstructions",
                     "Each example encoded and decoded without teacher forcing."))
-    samples = [Item(f"Sample {s + 1}", f"sample_{s}", model.sample(8, 1.0, s),
-                    f"8 bars, z from the prior, seed {s}") for s in range(4)]
+    learned = model.has_prior
+    how = ("each bar's copy choice and latent drawn by the learned prior from the bars before "
+           "it" if learned else "each bar's latent drawn from N(0, I)")
+    samples = []
+    for s in range(4):
+        melody, copies = model.draw(16, 1.0, s)
+        samples.append(Item(f"Sample {s + 1}", f"sample_{s}", melody, f"16 bars, {how}, seed {s}",
+                            copies=copies if learned else None))
+    start = songs["mary"]
+    opening = model.bars(start)
+    opening.tokens = opening.tokens[:4]
+    prompt = bars_to_melody(opening, model.grid)
+    for s in range(2):
+        melody, copies = model.draw(16, 1.0, s, prompt=prompt)
+        samples.append(Item(f"Continuation {s + 1}", f"mary_continued_{s}", melody,
+                            f"The first 4 bars of {NAMES['mary']}, continued to 16 bars "
+                            f"({how}), seed {s}", copies=copies if learned else None))
     write_results(model, out_dir, samples, "Samples from the prior", "samples.html",
                   links=[("index.html", "All demos")])
     say(f"wrote {out_dir / 'samples.html'}")
-    entries.append(("samples.html", "Samples", "New melodies drawn from the prior."))
+    entries.append(("samples.html", "Samples", f"New melodies, {how}, and continuations of "
+                    f"the opening of {NAMES['mary']}."))
     steps = model.interpolate(songs["mary"], songs["twinkle"], 5)
     items = [Item(f"Step {i + 1} of 5", f"mary_to_twinkle_{i + 1}", m)
              for i, m in enumerate(steps)]

@@ -27,6 +27,7 @@ from tvae.eval.structure import (
 )
 from tvae.model.forward import LN2, kl_per_bar
 from tvae.model.pointer import choose, copy_share, same_bars
+from tvae.model.prior import kl_bits_against
 from tvae.model.vae import TransformerVAE
 
 
@@ -83,6 +84,11 @@ def evaluate_batch(model: TransformerVAE, tokens: Tensor, meters: Tensor, free: 
         counts["free_correct"] = ((decoded == tokens) & target).sum()
         exact = ((decoded == tokens) | ~target).all(-1)  # (B, N) bar decoded exactly
         counts.update(near_exact=(exact & near).sum())
+    if model.prior is not None:  # the KL against the learned prior (a seeded estimate)
+        gen = torch.Generator(device=tokens.device).manual_seed(0)
+        learned = kl_bits_against(model.prior, mu, logvar, meters, real, window, gen) * real
+        counts.update(kl_learned=learned.sum(), kl_learned_rep=(learned * rep).sum(),
+                      kl_learned_new=(learned * new).sum())
     offset = nearest_offset(tokens)  # (B, N)
     for lo, hi in DISTANCE_BUCKETS:
         at = rep & (offset >= lo) & (offset <= hi)
@@ -174,6 +180,7 @@ def evaluate_windows(model: TransformerVAE, windows: Windows, batch_size: int = 
         "recon_nats_per_bar": recon,
         "recon_bits_per_bar": recon / LN2,
         "elbo_bits_per_bar": recon / LN2 + kl,
+        **_learned_prior_metrics(totals, recon),
         "copy_share_repeated": totals.ratio("copy_rep", "n_rep") if "copy_rep" in totals.v
         else None,
         "copy_share_new": totals.ratio("copy_new", "n_new") if "copy_new" in totals.v else None,
@@ -188,6 +195,17 @@ def evaluate_windows(model: TransformerVAE, windows: Windows, batch_size: int = 
         totals.v.update(result.pop("_totals").v)
     result["by_distance"] = by_distance(totals, free)
     return _rounded(result)
+
+
+def _learned_prior_metrics(totals: _Totals, recon: float) -> dict[str, Any]:
+    """With a learned prior: the KL against it (all bars, repeated, new) and the ELBO with it."""
+    if "kl_learned" not in totals.v:
+        return {}
+    kl = totals.ratio("kl_learned", "bars")
+    return {"kl_bits_learned_prior": kl,
+            "kl_bits_learned_prior_repeated": totals.ratio("kl_learned_rep", "n_rep"),
+            "kl_bits_learned_prior_new": totals.ratio("kl_learned_new", "n_new"),
+            "elbo_bits_learned_prior": recon / LN2 + kl}
 
 
 def _near_metrics(totals: _Totals, free: bool) -> dict[str, Any]:

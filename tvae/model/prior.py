@@ -164,6 +164,25 @@ class LatentPrior(nn.Module):
         return z, choices
 
 
+def log_normal(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z; mu, exp(logvar)) (B, N) of diagonal Gaussians over the last axis."""
+    return -0.5 * (((z - mu).square() * torch.exp(-logvar)) + logvar + LOG_2PI).sum(-1)
+
+
+def kl_bits_against(prior: LatentPrior, mu: Tensor, logvar: Tensor, meters: Tensor,
+                    bar_mask: Tensor, window: int, generator: torch.Generator | None = None,
+                    samples: int = 2) -> Tensor:
+    """KL(q(z | x) || p(z | z_<k)) in bits per bar (B, N), a Monte Carlo estimate over
+    `samples` draws of z ~ q: E_q[log q(z | x) - log p(z_k | z_<k)], the choice summed out."""
+    total = torch.zeros(mu.shape[:2], device=mu.device)
+    for _ in range(samples):
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator,
+                                                       device=mu.device)
+        log_p = prior.log_marginal_windowed(z, meters, bar_mask, window)
+        total += (log_normal(z, mu, logvar) - log_p) / math.log(2.0)
+    return total / samples
+
+
 def _draw(log_p: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
     """(B, 1) index drawn from log-probabilities (B, 1, M) sharpened by 1 / temperature;
     the likeliest at temperature 0."""

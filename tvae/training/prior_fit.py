@@ -30,7 +30,7 @@ from tvae.errors import TvaeError
 from tvae.eval.form import reference_stats
 from tvae.melody import METERS
 from tvae.model.forward import LN2, kl_per_bar
-from tvae.model.prior import LOG_2PI, LatentPrior
+from tvae.model.prior import LatentPrior, kl_bits_against
 from tvae.model.vae import TransformerVAE
 from tvae.training.schedules import learning_rate
 
@@ -46,11 +46,6 @@ def choice_labels(model: TransformerVAE, z: Tensor, bar_mask: Tensor) -> Tensor:
     best = log_pi.argmax(-1)  # (B, N): 0 generate, 1 + j copy bar j
     k = torch.arange(z.shape[1], device=z.device)
     return torch.where(best > 0, k - (best - 1), 0)
-
-
-def log_posterior(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    """log q(z | x) (B, N) of diagonal Gaussians."""
-    return -0.5 * (((z - mu).square() * torch.exp(-logvar)) + logvar + LOG_2PI).sum(-1)
 
 
 def fit_windows(model: TransformerVAE, data: DataConfig, fit: PriorFitConfig) -> DataConfig:
@@ -83,12 +78,7 @@ def evaluate_prior(model: TransformerVAE, windows: Windows, n: int, seed: int = 
         real = (tokens != PAD).any(-1)  # (B, N)
         mu, logvar = model.encode_windowed(tokens, meters, window)
         normal = kl_per_bar(mu, logvar) / LN2  # (B, N)
-        learned = torch.zeros_like(normal)
-        for _ in range(samples):
-            z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen,
-                                                           device=device)
-            log_p = prior.log_marginal_windowed(z, meters, real, window)
-            learned += (log_posterior(z, mu, logvar) - log_p) / LN2 / samples
+        learned = kl_bits_against(prior, mu, logvar, meters, real, window, gen, samples)
         labels = choice_labels(model, mu, real)
         h = prior.hidden(mu, meters, real) if tokens.shape[1] <= (window or 10**9) else None
         if h is not None:
