@@ -148,7 +148,9 @@ def train(midi_dir: tuple[str, ...], config_path: str | None, out: str, resume: 
         limits=limits)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for all the ranks
         click.echo(f"done: {trainer.state.step} steps; checkpoints in {Path(out)}/best.json "
-                   f"and {Path(out)}/last.json")
+                   f"and {Path(out)}/last.json. For samples with form, fit a learned prior: "
+                   f"tvae prior {' '.join(midi_dir) or 'MIDI_DIR'} --model {Path(out)} "
+                   f"-o {Path(out) / 'with_prior'}")
     if "WORLD_SIZE" in os.environ:
         # A torchrun rank whose run finished: every file is written and closed and the process
         # group is gone. Leave without the interpreter's finalization, where gloo's C++ threads

@@ -118,12 +118,9 @@ def data_reference(songs: SongArrays, model: TransformerVAE) -> dict[str, Any]:
     return out
 
 
-def fit_prior(model: TransformerVAE, songs: SongArrays, data: DataConfig, prior_config: PriorConfig,
-              fit: PriorFitConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Give `model` a learned prior fitted to its posteriors on `songs`' training split (the
-    model is changed in place: `model.prior`); returns the record kept in the checkpoint (the
-    configs, the best validation numbers, the data's form statistics)."""
-    device = next(model.parameters()).device
+def _fit_data(model: TransformerVAE, songs: SongArrays, data: DataConfig, fit: PriorFitConfig,
+              say: Callable[[str], None]) -> tuple[DataConfig, Windows, Windows]:
+    """The fit's window config, its training windows and its validation windows."""
     wdata = fit_windows(model, data, fit)
     train = Windows(songs, "train", wdata, model.grid)
     valid = Windows(songs, "valid", replace(wdata, transpose=0), model.grid)
@@ -132,13 +129,53 @@ def fit_prior(model: TransformerVAE, songs: SongArrays, data: DataConfig, prior_
     if len(valid) == 0:
         say("no validation songs: the prior is validated on training windows")
         valid = Windows(songs, "train", replace(wdata, transpose=0), model.grid)
-    torch.manual_seed(fit.seed)
+    return wdata, train, valid
+
+
+def prior_step(model: TransformerVAE, optimizer: torch.optim.Optimizer, tokens: Tensor,
+               meters: Tensor, noise: torch.Generator) -> float:
+    """One optimizer step of the prior on windows tokens (B, N, S): encode with the frozen VAE,
+    draw z ~ q, label each bar with the pointer's choice for that z, maximise log p(c, z).
+    Returns the loss in nats per real bar."""
+    prior = model.prior
+    assert prior is not None
+    real = (tokens != PAD).any(-1)  # (B, N)
+    with torch.no_grad():
+        mu, logvar = model.encode(tokens, meters)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=noise,
+                                                       device=mu.device)
+        labels = choice_labels(model, z, real)
+    prior.train()
+    log_p = prior.joint_log_prob(z, meters, real, labels)  # (B, N)
+    loss = -(log_p * real).sum() / real.sum().clamp(min=1)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def attach_prior(model: TransformerVAE, config: PriorConfig) -> LatentPrior:
+    """Freeze the VAE and give it a new prior (`model.prior`) on its device."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     offsets = model.config.copy_offsets if model.config.copy != "none" else 0
-    prior = LatentPrior(prior_config, model.config.d_latent, offsets).to(device)
-    model.prior, model.prior_config = prior, prior_config
+    prior = LatentPrior(config, model.config.d_latent, offsets).to(
+        next(model.parameters()).device)
+    model.prior, model.prior_config = prior, config
+    return prior
+
+
+def fit_prior(model: TransformerVAE, songs: SongArrays, data: DataConfig, prior_config: PriorConfig,
+              fit: PriorFitConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Give `model` a learned prior fitted to its posteriors on `songs`' training split (the
+    model is changed in place: `model.prior`); returns the record kept in the checkpoint (the
+    configs, the best validation numbers, the data's form statistics)."""
+    device = next(model.parameters()).device
+    wdata, train, valid = _fit_data(model, songs, data, fit, say)
+    torch.manual_seed(fit.seed)
+    prior = attach_prior(model, prior_config)
     optimizer = torch.optim.AdamW(prior.parameters(), lr=fit.lr, weight_decay=0.01)
     rng = np.random.default_rng(fit.seed)
     noise = torch.Generator(device=device).manual_seed(fit.seed)
@@ -147,34 +184,18 @@ def fit_prior(model: TransformerVAE, songs: SongArrays, data: DataConfig, prior_
     best_state = copy.deepcopy(prior.state_dict())
     started, step, losses = time.monotonic(), 0, []
     while step < fit.steps:
-        lr = learning_rate(step, fit.lr, min(100, fit.steps // 10), fit.steps, 0.1)
         for group in optimizer.param_groups:
-            group["lr"] = lr
-        idx = rng.integers(0, len(train), fit.batch_size)
-        tokens, meters = (torch.as_tensor(a, device=device) for a in train.batch(idx, rng,
-                                                                               trim=True))
-        real = (tokens != PAD).any(-1)  # (B, N)
-        with torch.no_grad():
-            mu, logvar = model.encode(tokens, meters)
-            z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=noise,
-                                                           device=device)
-            labels = choice_labels(model, z, real)
-        prior.train()
-        log_p = prior.joint_log_prob(z, meters, real, labels)  # (B, N)
-        loss = -(log_p * real).sum() / real.sum().clamp(min=1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
-        optimizer.step()
-        losses.append(float(loss.detach()))
+            group["lr"] = learning_rate(step, fit.lr, min(100, fit.steps // 10), fit.steps, 0.1)
+        batch = train.batch(rng.integers(0, len(train), fit.batch_size), rng, trim=True)
+        tokens, meters = (torch.as_tensor(a, device=device) for a in batch)
+        losses.append(prior_step(model, optimizer, tokens, meters, noise))
         step += 1
         out_of_time = fit.max_minutes > 0 and time.monotonic() - started > 60 * fit.max_minutes
         if step % fit.eval_every == 0 or step == fit.steps or out_of_time:
             scores = evaluate_prior(model, valid, n_valid, seed=fit.seed)
             kept = scores["kl_bits_learned"] < best["kl_bits_learned"]
             if kept:
-                best = {**scores, "step": step}
-                best_state = copy.deepcopy(prior.state_dict())
+                best, best_state = {**scores, "step": step}, copy.deepcopy(prior.state_dict())
             say(f"prior step {step}: loss {np.mean(losses[-fit.eval_every:]):.2f} nats/bar, "
                 f"valid KL {scores['kl_bits_learned']:.2f} bits/bar against the learned prior, "
                 f"{scores['kl_bits_normal']:.2f} against N(0, I); choice accuracy "
