@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.paths import DATA
 from tvae.melody import Melody, Note
 from tvae.midi import melody_to_midi_bytes, read_midi
 from tvae.render import PageMelody, render_page, write_page
@@ -28,7 +29,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-DATA = Path(__file__).resolve().parent.parent / "data"
 EVIL_NAME = "<script>window.__pwned=1</script>"
 LOAD_TIMEOUT_MS = 30_000  # generous: only a ceiling for slow machines, never a measurement
 

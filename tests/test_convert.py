@@ -3,15 +3,13 @@ with and without a pickup, and on the example melodies."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from tests.paths import DATA
 from tvae.convert import melody_to_muspy, melody_to_score, muspy_to_melody, score_to_melody
 from tvae.melody import Melody, Note
 from tvae.midi import read_melody
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 BAR = {(4, 4): 16, (2, 4): 8, (3, 4): 12, (6, 8): 12}
 
 

@@ -13,6 +13,7 @@ import symusic
 from hypothesis import given, settings
 from test_melody import melodies  # the random-melody strategy
 
+from tests.paths import DATA
 from tvae.errors import TvaeError, TvaeWarning
 from tvae.melody import Melody, Note, melody_to_bars
 from tvae.midi import melody_to_midi_bytes, read_melody, read_midi, write_melody
@@ -274,7 +275,7 @@ def test_smpte_division_is_refused(tmp_path: Path) -> None:
 
 
 def test_data_examples_read_without_changes() -> None:
-    data = Path(__file__).resolve().parent.parent / "data"
+    data = DATA
     for name in ("mary", "jingle", "twinkle", "ode"):
         melody, report = read_quietly(data / f"{name}.mid")
         assert report.changes == {} and melody.meter == (4, 4) and len(melody.notes) > 10

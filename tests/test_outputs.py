@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import DATA
 from tvae.inference import load_model
 from tvae.midi import read_melody
 from tvae.outputs import Item, transfer_items, write_results
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 def test_only_pages_with_outlined_bars_explain_them(tiny_ckpt: Path, tmp_path: Path) -> None:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import DATA
 from tvae.errors import TvaeError
 from tvae.render import PageMelody, copy_assets, render_index, render_page, write_page
 from tvae.render.page import SCRIPTS, STATIC_DIR
 
-DATA = Path(__file__).resolve().parent.parent / "data"
 EVIL = "<script>alert(1)</script>"
 EVIL_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 

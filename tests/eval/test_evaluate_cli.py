@@ -10,7 +10,7 @@ import pytest
 import torch
 from cli_contract import invoke
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+from tests.paths import DATA
 
 
 def test_evaluate_takes_a_device_and_reports_distances(tiny_ckpt: Path) -> None:

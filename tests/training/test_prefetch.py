@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_ddp import _trainer, songs  # noqa: F401 (the fixture)
+from tests.training.test_ddp import _trainer, songs  # noqa: F401 (the fixture)
 from tvae.training.prefetch import Prefetcher
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

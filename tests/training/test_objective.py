@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from tests.test_model import DECODERS, random_bars, tiny
+from tests.model.test_model import DECODERS, random_bars, tiny
 from tvae.config import PAD
 from tvae.model.forward import kl_per_bar
 from tvae.training.objective import pointer_nll, vae_objective

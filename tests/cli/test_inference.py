@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from tests.paths import DATA
 from tests.tiny import TINY_MODEL
 from tvae.cli.main import main
 from tvae.errors import TvaeError
@@ -19,8 +20,6 @@ from tvae.melody import Bars, Melody, Note, bars_to_melody
 from tvae.midi import read_melody, write_melody
 from tvae.model.checkpoint import save_checkpoint
 from tvae.model.vae import TransformerVAE
-
-DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import tvae.training.step as step_module
-from tests.test_ddp import _trainer, songs  # noqa: F401 (the fixture)
+from tests.training.test_ddp import _trainer, songs  # noqa: F401 (the fixture)
 from tvae.errors import TvaeError
 from tvae.training.guard import SpikeFilter
 

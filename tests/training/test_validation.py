@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from tests.test_ddp import songs  # noqa: F401 (the fixture)
-from tests.test_train import TINY
+from tests.training.test_ddp import songs  # noqa: F401 (the fixture)
+from tests.training.test_train import TINY
 from tvae.config import DataConfig, TrainConfig
 from tvae.data.windows import Windows
 from tvae.model.vae import TransformerVAE

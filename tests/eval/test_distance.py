@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.test_model import tiny
+from tests.model.test_model import tiny
 from tvae.config import HOLD, N_SPECIAL, PAD
 from tvae.eval.structure import edit_follow_counts, near_repeats, nearest_offset
 from tvae.eval.windows import _Totals, by_distance, evaluate_batch

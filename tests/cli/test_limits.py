@@ -11,13 +11,12 @@ import torch
 from cli_contract import MARY, invoke
 from click.testing import CliRunner
 
+from tests.paths import DATA
 from tvae.cli.main import main
 from tvae.errors import TvaeError
 from tvae.inference import TrainedModel, load_model
 from tvae.melody import Melody, Note
 from tvae.midi import read_melody
-
-DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture(scope="module")

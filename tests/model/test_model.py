@@ -7,13 +7,13 @@ Shape legend: B batch, N bars, S steps per bar, V vocabulary, D model width, Z l
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import Tensor
 
+from tests.paths import DATA
 from tests.tiny import TINY_FIELDS
 from tvae.config import PAD, GridConfig, ModelConfig
 from tvae.melody import METER_STEPS, METERS, melody_to_bars
@@ -25,7 +25,6 @@ from tvae.model.vae import TransformerVAE
 from tvae.training.objective import vae_objective
 
 GRID = GridConfig()
-DATA = Path(__file__).resolve().parent.parent / "data"
 DECODERS = ("mlp", "gru")
 ENCODERS = ("mlp", "gru")
 COPIES = ("bar", "step", "none")

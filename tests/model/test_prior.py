@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from tests.paths import DATA
 from tests.tiny import TINY_MODEL
 from tvae.cli.main import main
 from tvae.config import PAD, DataConfig, PriorConfig
@@ -20,7 +21,6 @@ from tvae.model.checkpoint import load_checkpoint, save_checkpoint
 from tvae.model.prior import LatentPrior
 from tvae.model.vae import TransformerVAE
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 TINY_PRIOR = PriorConfig(d_model=16, layers=1, n_heads=2, d_ff=32, components=3, dropout=0.0)
 
 

@@ -9,7 +9,7 @@ import itertools
 import pytest
 import torch
 
-from tests.test_model import random_bars, tiny
+from tests.model.test_model import random_bars, tiny
 from tvae.config import PAD
 from tvae.model.pointer import bar_log_lik, copy_target, pointer_log_weights
 

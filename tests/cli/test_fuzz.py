@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from make_broken import chunk, meta, meter, name, note_events, smf, tempo, track
 from test_melody import melodies  # the random-melody strategy
 
+from tests.paths import DATA
 from tvae.config import GridConfig
 from tvae.errors import TvaeError
 from tvae.melody import METERS, Melody, Note, bars_to_melody, melody_to_bars, meter_steps
@@ -26,7 +27,6 @@ from tvae.midi import MAX_BARS, ReadReport, melody_to_midi_bytes, read_midi
 from tvae.midi_report import describe
 
 GRID = GridConfig()
-DATA = Path(__file__).resolve().parent.parent / "data"
 SEED_MELODIES = (  # written by tvae: pickups and every meter
     Melody((Note(0, 67, 4), Note(4, 72, 8), Note(12, 74, 4), Note(16, 76, 6)), (3, 4), 96.0, 4,
            "waltz"),

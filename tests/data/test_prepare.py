@@ -13,6 +13,7 @@ import pytest
 from cli_contract import songs_with_broken_files
 from click.testing import CliRunner
 
+from tests.paths import DATA
 from tests.tiny import TINY_MODEL
 from tvae.cli.main import main
 from tvae.config import DataConfig, GridConfig, TrainConfig
@@ -216,7 +217,7 @@ def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
     from tvae.config import DataConfig, TrainConfig
     from tvae.training.run import train
 
-    data = Path(__file__).resolve().parents[1] / "data"
+    data = DATA
     folder = tmp_path / "songs"
     folder.mkdir()
     odd = os.fsdecode(b"m\xffa.mid")
