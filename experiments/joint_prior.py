@@ -66,7 +66,7 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
-        logged.append((float(loss.recon), float(loss.kl)))
+        logged.append((float(loss.recon.detach()), float(loss.kl.detach())))
         if step % 25 == 0:
             recon, kl = np.mean(logged[-25:], axis=0)
             print(f"step {step}: recon {recon / np.log(2):.2f} bits/bar, KL {kl / np.log(2):.2f} "
