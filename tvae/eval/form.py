@@ -117,7 +117,7 @@ def form_table(samples: dict[str, Any], data: dict[str, Any] | None, data_name: 
     """A text table: one row per metric, the samples' mean, the data's and their ratio."""
     head = f"{'metric':22}{'samples':>10}{data_name:>{max(12, len(data_name) + 2)}}{'ratio':>8}"
     lines = [head, f"{'songs':22}{samples['songs']:>10}"
-             + (f"{data['songs']:>{max(12, len(data_name) + 2)}}" if data else "")]
+             + (f"{data.get('songs', ''):>{max(12, len(data_name) + 2)}}" if data else "")]
     for key in FORM_METRICS:
         s = samples.get(key)
         d = data.get(key) if data else None
