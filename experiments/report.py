@@ -23,6 +23,13 @@ runs), evaluates them and writes `docs/experiments/NAME.json`, `NAME.md` and `NA
 setting is sized for a 2-core CPU (at most about 25 minutes each, one torch thread, so two
 experiments can share the machine); `--quick` checks the pipeline in seconds and is what the
 tests run. This page is rebuilt by `python -m experiments report`.
+
+Studies run by their own scripts, each with its commands beside its numbers:
+- [Far repeats](experiments/far_objective/README.md): why repeats 9-32 bars back were not
+  learned, and what teaches them (`experiments/far_objective.py`).
+- [The learned prior](experiments/prior/README.md): N(0, I) against a learned prior over bar
+  latents and copy choices, post hoc and joint, with the ELBO (`tvae prior`,
+  `bench/bench_samples.py`, `experiments/joint_prior.py`).
 """
 
 

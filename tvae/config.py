@@ -31,6 +31,7 @@ MAX_PITCH = 127  # the MIDI pitch range is 0..127
 MAX_LAYERS = 64  # Transformer layers per stack
 MAX_WIDTH = 16384  # d_model, d_ff, bar_hidden
 MAX_COPY_OFFSETS = 255  # the copy path reaches at most this many bars back
+PRIOR_TEMPERATURE = 0.8  # the learned prior's default when sampling (docs/experiments/prior)
 COPY_MODES = ("bar", "step", "none")  # per-bar choice, per-step mixture, no copy path
 BAR_CODERS = ("mlp", "gru")
 TF_SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid", "logistic")

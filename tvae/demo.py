@@ -73,7 +73,7 @@ def build_demo(out_dir: str | Path, examples: str | Path | None, model: TrainedM
            "it" if learned else "each bar's latent drawn from N(0, I)")
     samples = []
     for s in range(4):
-        melody, copies = model.draw(16, 1.0, s)
+        melody, copies = model.draw(16, seed=s)
         samples.append(Item(f"Sample {s + 1}", f"sample_{s}", melody, f"16 bars, {how}, seed {s}",
                             copies=copies if learned else None))
     start = songs["mary"]
@@ -81,7 +81,7 @@ def build_demo(out_dir: str | Path, examples: str | Path | None, model: TrainedM
     opening.tokens = opening.tokens[:4]
     prompt = bars_to_melody(opening, model.grid)
     for s in range(2):
-        melody, copies = model.draw(16, 1.0, s, prompt=prompt)
+        melody, copies = model.draw(16, seed=s, prompt=prompt)
         samples.append(Item(f"Continuation {s + 1}", f"mary_continued_{s}", melody,
                             f"The first 4 bars of {NAMES['mary']}, continued to 16 bars "
                             f"({how}), seed {s}", copies=copies if learned else None))

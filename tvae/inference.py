@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tvae.config import MAX_BARS, PAD, REST, DataConfig
+from tvae.config import MAX_BARS, PAD, PRIOR_TEMPERATURE, REST, DataConfig
 from tvae.errors import TvaeError, TvaeWarning
 from tvae.files import open_regular_file
 from tvae.melody import (
@@ -320,25 +320,29 @@ class TrainedModel:
         return "learned" if prior == "auto" and self.has_prior else (
             "normal" if prior == "auto" else prior)
 
-    def sample(self, n_bars: int = 8, temperature: float = 1.0, seed: int = 0,
+    def sample(self, n_bars: int = 8, temperature: float | None = None, seed: int = 0,
                meter: Meter = (4, 4), qpm: float = 120.0, top_k: int = 0,
-               top_p: float = 1.0, prior: str = "auto", prior_temperature: float = 1.0,
-               prompt: Melody | None = None) -> Melody:
+               top_p: float = 1.0, prior: str = "auto",
+               prior_temperature: float = PRIOR_TEMPERATURE, prompt: Melody | None = None
+               ) -> Melody:
         """A new melody of `n_bars` bars (`draw` without its form)."""
         return self.draw(n_bars, temperature, seed, meter, qpm, top_k, top_p, prior,
                          prior_temperature, prompt)[0]
 
     @torch.no_grad()
-    def draw(self, n_bars: int = 8, temperature: float = 1.0, seed: int = 0,
+    def draw(self, n_bars: int = 8, temperature: float | None = None, seed: int = 0,
              meter: Meter = (4, 4), qpm: float = 120.0, top_k: int = 0, top_p: float = 1.0,
-             prior: str = "auto", prior_temperature: float = 1.0, prompt: Melody | None = None
-             ) -> tuple[Melody, list[int | None]]:
+             prior: str = "auto", prior_temperature: float = PRIOR_TEMPERATURE,
+             prompt: Melody | None = None) -> tuple[Melody, list[int | None]]:
         """A new melody and, per bar, the earlier bar it copies (None: generated, or a prompt
         bar). Each bar's latent comes from the learned prior (`prior` "auto" when the model has
         one, "learned") with its copy choice, which decoding follows, or from N(0, I)
         ("normal": the pointer reads the choice from the latent). `prior_temperature` scales
         the learned prior's spread and sharpens its choices (0: the likeliest). `temperature`,
-        `top_k` and `top_p` choose each step. With `prompt`, its bars are the first ones (kept
+        `top_k` and `top_p` choose each step; `temperature` None is 0 (greedy) with the learned
+        prior, whose draws then carry all the randomness (the MLP bar decoder draws a bar's
+        steps independently of each other, so step sampling scatters pitches), and 1 with
+        N(0, I), as before the learned prior. With `prompt`, its bars are the first ones (kept
         as they are: its meter and tempo are the sample's) and the rest continue it."""
         if not 1 <= n_bars <= MAX_BARS:
             raise TvaeError(f"n_bars must be between 1 and {MAX_BARS}")
@@ -346,6 +350,8 @@ class TrainedModel:
             raise TvaeError(f"prior temperature must be between 0 and 100, got "
                             f"{prior_temperature}")
         kind, Z = self.prior_kind(prior), self.model.config.d_latent
+        if temperature is None:
+            temperature = 0.0 if kind == "learned" else 1.0
         prefix, pickup, title = None, 0, f"seed {seed}, temperature {temperature:g}"
         z_prompt = np.zeros((0, Z), np.float32)
         if prompt is not None:

@@ -13,7 +13,7 @@ import click
 
 from tvae.cli.common import handle_errors
 from tvae.cli.infer import DEVICE_OPTION, MAX_SAMPLES, MODEL_HELP, _finite, _load, _meter, _report
-from tvae.config import MAX_BARS
+from tvae.config import MAX_BARS, PRIOR_TEMPERATURE
 from tvae.errors import TvaeError
 from tvae.files import check_folder
 
@@ -31,14 +31,16 @@ PRIOR_HELP = ('Where each bar\'s latent comes from: "learned", the model\'s lear
               help=f"Bars per melody, a prompt's included (at most {MAX_BARS}).")
 @click.option("--prior", type=click.Choice(["auto", "learned", "normal"]), default="auto",
               show_default=True, help=PRIOR_HELP)
-@click.option("--prior-temperature", type=click.FloatRange(0.0, 100.0), default=1.0,
+@click.option("--prior-temperature", type=click.FloatRange(0.0, 100.0), default=PRIOR_TEMPERATURE,
               show_default=True, callback=_finite, help="The learned prior's temperature: its "
               "spread and how freely it chooses (0: its likeliest choice and latent).")
 @click.option("--prompt", type=click.Path(dir_okay=False), default=None,
               help="A MIDI file to continue: its bars come first, as they are, and the rest "
               "are drawn given them (its meter and tempo are the samples').")
-@click.option("--temperature", type=click.FloatRange(0.0, 100.0), default=1.0,
-              show_default=True, callback=_finite, help="Step sampling temperature (0: greedy).")
+@click.option("--temperature", type=click.FloatRange(0.0, 100.0), default=None,
+              callback=_finite, help="Step sampling temperature (0: greedy). Default: 0 with "
+              "the learned prior (its draws carry the randomness; the bar decoder would draw a "
+              "bar's steps independently), 1 with N(0, I).")
 @click.option("--top-k", type=click.IntRange(min=0), default=0,
               help="Sample among the k likeliest classes.")
 @click.option("--top-p", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0,
@@ -58,7 +60,7 @@ PRIOR_HELP = ('Where each bar\'s latent comes from: "learned", the model\'s lear
               "meter, songs cut to --bars). Default: the statistics kept with the learned prior.")
 @handle_errors
 def sample(out: str, count: int, bars: int, prior: str, prior_temperature: float,
-           prompt: str | None, temperature: float, top_k: int, top_p: float, seed: int,
+           prompt: str | None, temperature: float | None, top_k: int, top_p: float, seed: int,
            meter: str, model_path: str | None, html: bool, metrics: bool,
            data_dir: str | None) -> None:
     """Draw new melodies: each bar's latent from the prior, decoded step by step. With the
@@ -76,6 +78,8 @@ def sample(out: str, count: int, bars: int, prior: str, prior_temperature: float
         given = read_melody(prompt, grid=model.grid)
     the_meter = given.meter if given is not None else normalize_meter(_meter(meter))
     kind = model.prior_kind(prior)
+    if temperature is None:
+        temperature = 0.0 if kind == "learned" else 1.0
     items = []
     for i in range(count):
         with _named(prompt):

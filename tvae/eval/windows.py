@@ -88,7 +88,7 @@ def evaluate_batch(model: TransformerVAE, tokens: Tensor, meters: Tensor, free: 
         gen = torch.Generator(device=tokens.device).manual_seed(0)
         learned = kl_bits_against(model.prior, mu, logvar, meters, real, window, gen) * real
         counts.update(kl_learned=learned.sum(), kl_learned_rep=(learned * rep).sum(),
-                      kl_learned_new=(learned * new).sum())
+                      kl_learned_new=(learned * new).sum(), kl_learned_near=(learned * near).sum())
     offset = nearest_offset(tokens)  # (B, N)
     for lo, hi in DISTANCE_BUCKETS:
         at = rep & (offset >= lo) & (offset <= hi)
@@ -205,6 +205,7 @@ def _learned_prior_metrics(totals: _Totals, recon: float) -> dict[str, Any]:
     return {"kl_bits_learned_prior": kl,
             "kl_bits_learned_prior_repeated": totals.ratio("kl_learned_rep", "n_rep"),
             "kl_bits_learned_prior_new": totals.ratio("kl_learned_new", "n_new"),
+            "kl_bits_learned_prior_near": totals.ratio("kl_learned_near", "n_near"),
             "elbo_bits_learned_prior": recon / LN2 + kl}
 
 
