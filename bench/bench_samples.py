@@ -1,6 +1,7 @@
 """Do samples sound like the songs the model learned? N(0, I) against the learned prior.
 
     python -m bench.bench_samples [--model M] [--corpus corpus] [-n 48] [--bars 16]
+    python -m bench.bench_samples --timing     # seconds per sample of 32, 128, 512 bars
 
 Prints, for each way of sampling, the statistics of `tvae.eval.form` (pitch range, distinct
 pitches, pitch-class entropy, scale consistency, share of bars repeating an earlier bar, share of
@@ -15,13 +16,17 @@ prior's use:
   repeat structure (which bars repeat which) is that of one end, with and without
   `keep_form`.
 
-Sampling: step temperature `--temperature` (default 1, `tvae sample`'s), seeds 0..n-1.
+Ways of sampling (`--ways`, each prior:prior temperature:step temperature): N(0, I) with step
+temperature 1 (`tvae sample`'s default before the learned prior) and greedy; the learned prior
+at prior temperatures 1 and 0.8 with step temperature 1 and greedy (0.8 and greedy are `tvae
+sample`'s defaults). Seeds 0..n-1. Continuations use the defaults.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +53,7 @@ def cut(song: Bars, bars: int, model: TrainedModel) -> Melody:
 
 
 def sample_stats(model: TrainedModel, n: int, bars: int, prior: str, prior_temperature: float,
-                 temperature: float) -> dict:
+                 temperature: float | None) -> dict:
     melodies = [model.sample(bars, temperature, seed, FOUR, prior=prior,
                              prior_temperature=prior_temperature) for seed in range(n)]
     stats = mean_metrics([form_metrics(m, model.grid, bars) for m in melodies])
@@ -80,40 +85,55 @@ def interpolation_form(model: TrainedModel, songs: list[Bars], pairs: int, keep:
     return kept / max(total, 1)
 
 
+def timing(model: TrainedModel, lengths: tuple[int, ...] = (32, 128, 512)) -> dict[str, float]:
+    """Seconds to draw one sample of each length (prior and decoding): linear in bars."""
+    out = {}
+    for n in lengths:
+        started = time.perf_counter()
+        model.sample(n, seed=0)
+        out[str(n)] = round(time.perf_counter() - started, 3)
+        print(f"one {n}-bar sample: {out[str(n)]:.2f} s ({1000 * out[str(n)] / n:.1f} ms a bar)")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None)
     parser.add_argument("--corpus", default="corpus")
     parser.add_argument("-n", type=int, default=48)
     parser.add_argument("--bars", type=int, default=16)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--prior-temperatures", default="1.0,0.8")
+    parser.add_argument("--ways", default="normal:1:1,normal:1:0,learned:1:1,learned:1:0,"
+                        "learned:0.8:1,learned:0.8:0")
     parser.add_argument("--prompts", type=int, default=48)
     parser.add_argument("--pairs", type=int, default=48)
     parser.add_argument("--json", default=None, help="Also write the results here.")
+    parser.add_argument("--timing", action="store_true",
+                        help="Only time one sample of 32, 128 and 512 bars (quiet machine).")
     args = parser.parse_args()
     print(describe_machine())
     model = load_model(args.model)
+    if args.timing:
+        timing(model)
+        return
     songs_all, songs = test_songs(args.corpus, args.bars, model)
     data = reference_stats(songs_all, model.grid, args.bars, meter_id(FOUR), max_songs=10**6)
     data["kl_bits_read_back"] = round(float(np.mean(
         [model.kl_bits(cut(s, args.bars, model)).mean() for s in songs])), 3)
     results: dict = {"data": data, "samples": {}}
-    ways = [("normal", 1.0)] + ([("learned", float(t)) for t in args.prior_temperatures.split(",")]
-                                if model.has_prior else [])
-    for prior, tau in ways:
-        name = "N(0, I)" if prior == "normal" else f"learned, T {tau:g}"
-        stats = sample_stats(model, args.n, args.bars, prior, tau, args.temperature)
+    ways = [(p, float(t), float(s)) for p, t, s in (w.split(":") for w in args.ways.split(","))
+            if p == "normal" or model.has_prior]
+    for prior, tau, temperature in ways:
+        name = ("N(0, I)" if prior == "normal" else f"learned, prior T {tau:g}") + \
+            f", step T {temperature:g}"
+        stats = sample_stats(model, args.n, args.bars, prior, tau, temperature)
         results["samples"][name] = stats
-        print(f"\n{name}: {args.n} samples of {args.bars} bars, step temperature "
-              f"{args.temperature:g}")
+        print(f"\n{name}: {args.n} samples of {args.bars} bars")
         print(form_table(stats, data, "test 4/4"))
         print(f"{'kl_bits_read_back':22}{stats['kl_bits_read_back']:>10.3f}"
               f"{data['kl_bits_read_back']:>12.3f}")
     if model.has_prior:
         prompts = [cut(s, 4, model) for s in songs[: args.prompts]]
-        cont = [model.sample(args.bars, args.temperature, k, prompt=p)
-                for k, p in enumerate(prompts)]
+        cont = [model.sample(args.bars, seed=k, prompt=p) for k, p in enumerate(prompts)]
         scale = mean_metrics([form_metrics(m, model.grid, args.bars) for m in cont])
         results["continuations"] = scale
         print(f"\ncontinuations of {len(prompts)} 4-bar prompts to {args.bars} bars: scale "

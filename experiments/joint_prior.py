@@ -3,6 +3,7 @@ against the prior (`TransformerVAE.forward` does so when the model holds a prior
 `--control`, the same fine-tune with the prior removed (KL against N(0, I)).
 
     python -m experiments.joint_prior CKPT_WITH_PRIOR --minutes 25 -o runs/joint/model
+    python -m experiments.joint_prior CKPT_WITH_PRIOR --control --max-steps 275 -o runs/ctl
 
 The fine-tune is the bundled model's second stage (`recipes/bundled_stage2.json`): beta 0.3,
 pointer loss (weight 1, cap 0.9, near-repeats with up to 2 edits), the training data's
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("-o", "--out", required=True)
     parser.add_argument("--corpus", default="corpus")
     parser.add_argument("--minutes", type=float, default=25.0)
+    parser.add_argument("--max-steps", type=int, default=0, help="Stop here too (0: no cap).")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--beta", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=1)
@@ -53,7 +55,8 @@ def main() -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     model.train()
     started, step, logged = time.monotonic(), 0, []
-    while time.monotonic() - started < 60 * args.minutes:
+    while time.monotonic() - started < 60 * args.minutes and (
+            not args.max_steps or step < args.max_steps):
         for group in optimizer.param_groups:
             group["lr"] = args.lr * min(1.0, (step + 1) / 50)
         idx = rng.integers(0, len(windows), 64)
