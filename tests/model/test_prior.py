@@ -263,3 +263,20 @@ def test_a_model_holding_a_prior_takes_its_kl_against_it() -> None:
 
     base = plain(tokens, meters, noise=noise)
     assert torch.allclose(base.kl_bars, kl_per_bar(base.mu, base.logvar), atol=1e-5)
+
+
+def test_tvae_prior_refuses_bad_input_in_one_line(tmp_path: Path, tiny_ckpt: Path) -> None:
+    runner = CliRunner()
+    (tmp_path / "folder").mkdir()
+    r = runner.invoke(main, ["prior", str(DATA), "-o", str(tmp_path / "folder"), "--model",
+                             str(tiny_ckpt)])
+    assert r.exit_code == 2 and "is a folder" in r.output
+    r = runner.invoke(main, ["prior", str(DATA), "-o", str(tmp_path / "p"), "--model",
+                             str(tiny_ckpt), "--components", "0"])
+    assert r.exit_code == 2 and "--components" in r.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = runner.invoke(main, ["prior", str(empty), "-o", str(tmp_path / "p"), "--model",
+                             str(tiny_ckpt)])
+    assert r.exit_code == 2 and r.output.startswith("error:") and len(r.output.splitlines()) == 1
+    assert not (tmp_path / "p.json").exists()
