@@ -24,13 +24,26 @@ setting is sized for a 2-core CPU (at most about 25 minutes each, one torch thre
 experiments can share the machine); `--quick` checks the pipeline in seconds and is what the
 tests run. This page is rebuilt by `python -m experiments report`.
 
-Studies run by their own scripts, each with its commands beside its numbers:
-- [Far repeats](experiments/far_objective/README.md): why repeats 9-32 bars back were not
-  learned, and what teaches them (`experiments/far_objective.py`).
-- [The learned prior](experiments/prior/README.md): N(0, I) against a learned prior over bar
-  latents and copy choices, post hoc and joint, with the ELBO (`tvae prior`,
-  `bench/bench_samples.py`, `experiments/joint_prior.py`).
+Two studies run by their own scripts, with their commands beside their numbers, follow the
+experiments: far repeats (`experiments/far_objective.py`, files in `experiments/far_objective/`)
+and the learned prior (`tvae prior`, `bench/bench_samples.py`, `experiments/joint_prior.py`,
+files in `experiments/prior/`).
 """
+
+
+STUDIES = ("far_objective", "prior")  # folders with a hand-written README.md, appended
+
+
+def study_section(folder: Path) -> list[str]:
+    """A study's README.md as a section of the report: headings one level down, and links to
+    its files made relative to the report."""
+    text = (folder / "README.md").read_text()
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            line = "#" + line
+        lines.append(line)
+    return ["\n".join(lines).rstrip("\n"), ""]
 
 
 def write_report(out: Path) -> Path:
@@ -50,6 +63,9 @@ def write_report(out: Path) -> Path:
         except (OSError, ValueError) as exc:
             raise TvaeError(f"cannot read result: {exc}", path) from None
         lines += section(result, experiment(name).render, figures=f"{out.name}/", level=2)
+    for name in STUDIES:
+        if (out / name / "README.md").is_file():
+            lines += study_section(out / name)
     if missing:
         lines += ["## Not run yet", ""] + [f"- `{name}`: `python -m experiments {name}`"
                                            for name in missing] + [""]
