@@ -15,7 +15,7 @@ from tvae.files import check_folder
 from tvae.inference import TrainedModel
 from tvae.melody import bars_to_melody
 from tvae.midi import read_melody
-from tvae.outputs import Item, transfer_items, write_results
+from tvae.outputs import LEARNED_NOTE, Item, transfer_items, write_results
 from tvae.render import render_index, write_page
 
 EXAMPLES = ("mary", "jingle", "twinkle", "ode")
@@ -86,7 +86,7 @@ def build_demo(out_dir: str | Path, examples: str | Path | None, model: TrainedM
                             f"The first 4 bars of {NAMES['mary']}, continued to 16 bars "
                             f"({how}), seed {s}", copies=copies if learned else None))
     write_results(model, out_dir, samples, "Samples from the prior", "samples.html",
-                  links=[("index.html", "All demos")])
+                  intro=LEARNED_NOTE if learned else "", links=[("index.html", "All demos")])
     say(f"wrote {out_dir / 'samples.html'}")
     entries.append(("samples.html", "Samples", f"New melodies, {how}, and continuations of "
                     f"the opening of {NAMES['mary']}."))

@@ -24,6 +24,10 @@ KL_NOTE = ("Under each melody, the KL of each bar's latent in bits: how much inf
            "from bar j, however far back: its latent only points back (and, for a near-repeat, "
            "says which notes change), so it costs few bits, and after a context transfer it "
            "repeats whatever bar j has become, with its own changes.")
+LEARNED_NOTE = ("Each bar's copy choice and latent are drawn by the learned prior from the bars "
+                "before it, and decoding follows the choice: a bar marked \"= bar j\" is "
+                "decoded as a copy of bar j, with the edits its latent asks for (an edited copy "
+                "costs about the bits of a new bar; an exact one few).")
 OUTLINE_NOTE = "Outlined bars are the transferred ones."  # only on pages that outline bars
 
 

@@ -133,8 +133,9 @@ def _form_stats(model: Any, items: list, bars: int, meter: tuple[int, int],
 
 
 def _intro(kind: str, stats: dict | None, reference: dict | None, name: str) -> str:
-    what = ("Each bar's copy choice and latent are drawn by the learned prior from the bars "
-            "before it; decoding follows the choice." if kind == "learned" else
+    from tvae.outputs import LEARNED_NOTE
+
+    what = (LEARNED_NOTE if kind == "learned" else
             "Each bar's latent is drawn from N(0, I) on its own; the decoder's pointer reads "
             "any copy choice from it.")
     if not stats:
