@@ -158,10 +158,12 @@ class TrainedModel:
 
     def _melody(self, tokens: torch.Tensor, meter: Meter, qpm: float, title: str,
                 pickup: int = 0) -> Melody:
-        """Decoded tokens (N, S) -> Melody; a pickup is kept when its lead-in decoded as rest."""
+        """Decoded tokens (N, S) -> Melody; a pickup is kept when its lead-in decoded as rest (or
+        is a prompt's own pickup bar, kept as it was)."""
         arr = tokens.cpu().numpy().astype(np.int64)
         offset = (meter_steps(meter) - pickup) % meter_steps(meter)
-        if pickup and len(arr) and (arr[0, :offset] == REST).all():
+        lead = arr[0, :offset] if len(arr) else arr
+        if pickup and len(arr) and ((lead == REST) | (lead == PAD)).all():  # PAD: a prompt's
             arr[0, :offset] = PAD
         else:
             pickup = 0

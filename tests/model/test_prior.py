@@ -280,3 +280,15 @@ def test_tvae_prior_refuses_bad_input_in_one_line(tmp_path: Path, tiny_ckpt: Pat
                              str(tiny_ckpt)])
     assert r.exit_code == 2 and r.output.startswith("error:") and len(r.output.splitlines()) == 1
     assert not (tmp_path / "p.json").exists()
+
+
+def test_a_prompt_with_a_pickup_keeps_it(fitted: Path) -> None:
+    from tvae.melody import Melody, Note
+
+    trained = load_model(fitted)
+    notes = [Note(0, 67, 4)] + [Note(4 + 4 * i, 60 + i % 5, 4) for i in range(16)]
+    prompt = Melody(tuple(notes), (4, 4), 100.0, 4, "pickup")
+    for prior in ("learned", "normal"):
+        out = trained.sample(9, seed=2, prompt=prompt, prior=prior)
+        assert out.pickup == 4 and out.qpm == 100.0
+        assert np.array_equal(trained.bars(out).tokens[:5], trained.bars(prompt).tokens)
