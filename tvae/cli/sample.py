@@ -42,9 +42,10 @@ PRIOR_HELP = ('Where each bar\'s latent comes from: "learned", the model\'s lear
               "the learned prior (its draws carry the randomness; the bar decoder would draw a "
               "bar's steps independently), 1 with N(0, I).")
 @click.option("--top-k", type=click.IntRange(min=0), default=0,
-              help="Sample among the k likeliest classes.")
+              help="Sample among the k likeliest classes (with --temperature above 0).")
 @click.option("--top-p", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0,
-              callback=_finite, help="Nucleus sampling threshold, in (0, 1].")
+              callback=_finite, help="Nucleus sampling threshold, in (0, 1] (with --temperature "
+              "above 0).")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
               help="First seed.")
 @click.option("--meter", default="4/4", show_default=True, help="Meter of the samples.")
