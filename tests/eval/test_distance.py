@@ -50,6 +50,7 @@ class Oracle:
     def __init__(self, shift: int = 0) -> None:
         self.shift = shift
         self.config = SimpleNamespace(trained_bars=0)
+        self.prior = None  # no learned prior: KL against N(0, I) only
         self.tokens: torch.Tensor | None = None
 
     def encode_windowed(self, tokens, meters, window):  # noqa: ANN001, ANN201
