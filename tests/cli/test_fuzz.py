@@ -323,7 +323,7 @@ def test_any_device_name_is_taken_or_one_tvae_error(name: str) -> None:
 def test_any_latent_values_are_decodable_or_refused_naming_them(values: list[float]) -> None:
     import numpy as np
 
-    from tvae.inference import MAX_LATENT, check_latent_values
+    from tvae.latents import MAX_LATENT, check_latent_values
 
     z = np.asarray(values, np.float32).reshape(-1, 1)
     fine = bool(np.isfinite(z).all() and np.abs(z).max() <= MAX_LATENT)

@@ -15,7 +15,8 @@ from tests.paths import DATA
 from tests.tiny import TINY_MODEL
 from tvae.cli.main import main
 from tvae.errors import TvaeError
-from tvae.inference import TrainedModel, load_model, slerp
+from tvae.inference import TrainedModel, load_model
+from tvae.latents import slerp
 from tvae.melody import Bars, Melody, Note, bars_to_melody
 from tvae.midi import read_melody, write_melody
 from tvae.model.checkpoint import save_checkpoint

@@ -150,7 +150,8 @@ def test_readme_guarantees_state_the_limits_in_the_code() -> None:
     """The README's limits table quotes the values the code enforces."""
     from tvae.cli.infer import MAX_SAMPLES
     from tvae.config import MAX_BARS
-    from tvae.inference import COPY_CHUNK, ENCODE_CHUNK, MAX_LATENT, MAX_STEPS
+    from tvae.inference import COPY_CHUNK, ENCODE_CHUNK, MAX_STEPS
+    from tvae.latents import MAX_LATENT
     from tvae.midi import MAX_FILE_BYTES, MAX_LISTED_TRACKS, MAX_MERGED_PARTS
 
     text = (DATA.parent / "README.md").read_text()

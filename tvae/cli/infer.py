@@ -213,7 +213,7 @@ def encode(midi_files: tuple[str, ...], out: str | None, sigma: bool,
 def decode(latents: str, out: str | None, meter: str, qpm: float, model_path: str | None,
            html: bool) -> None:
     """Decode per-bar latents (.npy from `tvae encode`) to a melody, without teacher forcing."""
-    from tvae.inference import load_latents
+    from tvae.latents import load_latents
     from tvae.outputs import Item, write_results
 
     model = _load(model_path)
