@@ -68,8 +68,11 @@ def describe_model(model: TrainedModel) -> str:
 
     parts = []
     if number("free_accuracy") is not None and number("kl_bits_per_bar") is not None:
+        learned = number("kl_bits_learned_prior")
         parts.append(f"free-running accuracy {number('free_accuracy'):.3f} at "
-                     f"{number('kl_bits_per_bar'):.1f} KL bits per bar")
+                     f"{number('kl_bits_per_bar'):.1f} KL bits per bar"
+                     + (f" ({learned:.1f} against its learned prior)" if learned is not None
+                        else ""))
     if number("transfer_follow_rate") is not None:
         parts.append(f"transfer follows B's repeats of bar 1 in "
                      f"{number('transfer_follow_rate'):.0%} of cases")
