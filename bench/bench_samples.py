@@ -40,7 +40,7 @@ from tvae.melody import Bars, Melody, bars_to_melody, meter_id
 FOUR = (4, 4)
 
 
-def test_songs(corpus: str, bars: int, model: TrainedModel) -> tuple[object, list[Bars]]:
+def folk_test_songs(corpus: str, bars: int, model: TrainedModel) -> tuple[object, list[Bars]]:
     songs, _ = load_songs(corpus, model.grid, progress=False)
     chosen = np.flatnonzero((songs.splits == "test") & (songs.meters == meter_id(FOUR))
                             & (songs.lengths >= bars))
@@ -115,7 +115,7 @@ def main() -> None:
     if args.timing:
         timing(model)
         return
-    songs_all, songs = test_songs(args.corpus, args.bars, model)
+    songs_all, songs = folk_test_songs(args.corpus, args.bars, model)
     data = reference_stats(songs_all, model.grid, args.bars, meter_id(FOUR), max_songs=10**6)
     data["kl_bits_read_back"] = round(float(np.mean(
         [model.kl_bits(cut(s, args.bars, model)).mean() for s in songs])), 3)

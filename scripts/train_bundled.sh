@@ -10,7 +10,7 @@
 #    checkpoint (step 858, by validation loss) is the bundled model (recipes/bundled_stage2.json
 #    is its config.json).
 # 3. The learned prior over its bar latents and copy choices, fitted after the VAE (the VAE's
-#    weights unchanged): 3,000 steps, 28 minutes on 2 threads.
+#    weights unchanged): 3,000 steps, 24 minutes on 2 threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tvae corpus corpus

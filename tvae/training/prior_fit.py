@@ -80,8 +80,8 @@ def evaluate_prior(model: TransformerVAE, windows: Windows, n: int, seed: int = 
         normal = kl_per_bar(mu, logvar) / LN2  # (B, N)
         learned = kl_bits_against(prior, mu, logvar, meters, real, window, gen, samples)
         labels = choice_labels(model, mu, real)
-        h = prior.hidden(mu, meters, real) if tokens.shape[1] <= (window or 10**9) else None
-        if h is not None:
+        if window <= 0 or tokens.shape[1] <= window:  # one window: the choices are comparable
+            h = prior.hidden(mu, meters, real)
             hits = prior.choice_log_probs(h, real).argmax(-1) == labels
             sums["choice_hits"] += float((hits & real).sum())
         copied = real & (labels > 0)
