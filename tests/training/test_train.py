@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.tiny import TINY_ARGS, TINY_MODEL
+from tests.training.fake_clock import run_on_fake_clock
 from tvae.config import Configs, DataConfig, GridConfig, ModelConfig, TrainConfig
 from tvae.inference import load_model
 from tvae.training.run import train
@@ -279,20 +280,7 @@ def test_max_minutes_bounds_wall_time_validation_included(folk_corpus: Path,
     trainer = Trainer(songs, tmp_path / "run", Configs(GridConfig(), TINY, DataConfig(bars=4), cfg),
                       progress=False)
     (tmp_path / "run").mkdir()
-    now = [0.0]
-    trainer.clock = lambda: now[0]
-    step, validate = trainer.step, trainer.validate
-
-    def timed_step(*args: object) -> object:
-        now[0] += 1.0
-        return step(*args)
-
-    def timed_validate() -> dict:
-        now[0] += 5.0
-        return validate()
-
-    trainer.step, trainer.validate = timed_step, timed_validate  # type: ignore[method-assign]
-    trainer.fit()
+    run_on_fake_clock(trainer)
     assert trainer.batches < trainer.state.step  # more than one epoch ran
     assert 60.0 - 7.0 <= trainer.state.seconds <= 60.0  # used the time, and kept within it
     assert _rows(tmp_path / "run", "valid")[-1]["step"] == str(trainer.state.step)

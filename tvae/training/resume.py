@@ -26,7 +26,8 @@ ADAM_SLOTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")  # shaped like their pa
 # Group settings that describe how this process runs the optimizer, not the run's state:
 # taken from the fresh optimizer (a run saved on CUDA with fused AdamW resumes on the CPU).
 IMPLEMENTATION = ("fused", "foreach", "capturable", "differentiable")
-COUNTS = ("step", "epoch", "batch", "bad_epochs", "skipped")  # RunState fields that are >= 0
+# RunState fields that are >= 0
+COUNTS = ("step", "epoch", "batch", "bad_epochs", "skipped", "planned_steps")
 
 
 def load_resume_point(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

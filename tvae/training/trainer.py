@@ -17,7 +17,7 @@ import math
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import tvae.training.distributed as ddp
-from tvae.config import Configs, validate_fields
+from tvae.config import Configs
 from tvae.data.dataset import SongArrays
 from tvae.data.windows import Windows
 from tvae.devices import pick_device
@@ -40,38 +40,14 @@ from tvae.training.metrics_log import MetricsLog
 from tvae.training.plots import plot_metrics
 from tvae.training.prefetch import Prefetcher
 from tvae.training.resume import load_resume_point
+from tvae.training.run_state import RunState
 from tvae.training.schedules import beta_at, fit_warmups, lr_at, pointer_at, tf_at
 from tvae.training.step import Batch, Scheduled, UpdateUndo, train_step
+from tvae.training.time_plan import TimePlanner
 from tvae.training.validation import validation_loss
 
 # per-step stats summed between log rows
 SUMMED = ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n", "pointer")
-
-
-@dataclass
-class RunState:
-    """Where a run stands; saved in every checkpoint."""
-
-    step: int = 0  # optimizer steps taken
-    epoch: int = 0  # current epoch (0-based)
-    batch: int = 0  # batches done in the current epoch
-    # best validation loss so far; infinite before the first validation
-    best_loss: float = field(default=math.inf, metadata={"infinite_ok": True})
-    bad_epochs: int = 0  # epochs since the best validation loss
-    skipped: int = 0  # steps skipped for a non-finite loss or a loss spike
-    lr_scale: float = 1.0  # halved each time repeated spikes restore the last good weights
-    recoveries: int = 0  # how many times that happened
-    # the spike filter's recent applied losses (per bar), so that a resumed run judges its next
-    # steps as an uninterrupted one would
-    loss_history: list[float] = field(default_factory=list)
-    seconds: float = 0.0  # wall time of the run so far: steps, validation and checkpoints
-    finished: bool = False
-    # sums of the train row being gathered (count and SUMMED) when the checkpoint was saved
-    # between two log rows: a resumed run logs the row an uninterrupted one would have
-    pending: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        validate_fields(self)  # a saved state is checked like a config
 
 
 def _shown(value: float | None, digits: int) -> str:
@@ -121,6 +97,7 @@ class Trainer:
         self.total_steps = cfg.epochs * self.batches
         if cfg.max_steps:
             self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.planner = TimePlanner(cfg, self.total_steps, self.batches, lambda: self.clock())
         self.cfg = cfg = fit_warmups(cfg, self.total_steps, self.main)
         if self.main:
             _warn_if_tiny(len(self.train_windows), len(self.valid_windows))
@@ -141,6 +118,7 @@ class Trainer:
         self.stop = StopRequest()  # Ctrl-C, noted and acted on at a step boundary
         self._acc: dict[str, Any] = {"count": 0}  # sums of the train row being gathered
         self._reserve = 0.0  # seconds the slowest end of epoch (validation, plots) took
+        self._bar: Any = None  # the progress bar, while fit() runs
 
     # -- checkpoints ---------------------------------------------------------------------
     def save(self, name: str) -> None:
@@ -162,6 +140,8 @@ class Trainer:
         if self.safeguard.spikes is not None:
             self.safeguard.spikes.load(state.loss_history)
         self.log.truncate(state.step, state.epoch)
+        if state.planned_steps:
+            self._apply_plan(state.planned_steps)
         st, cfg = self.state, self.cfg
         if st.finished and st.step < self.total_steps and st.epoch < cfg.epochs and (
                 st.bad_epochs < cfg.patience) and not (
@@ -297,6 +277,8 @@ class Trainer:
                 st.batch += 1
                 st.step += 1
                 bar.update(1)
+                if self.planner.stepped():
+                    self._plan()
                 if st.step % self.check_every == 0 or st.step % cfg.checkpoint_every == 0:
                     self._read_guard(bar)
                 for key in SUMMED:
@@ -333,11 +315,36 @@ class Trainer:
         at_log = self.state.step % self.cfg.log_every == 0
         return at_log and self.dist.any(self.stop.requested)
 
-    def end_epoch(self, bar: Any) -> None:
+    def end_epoch(self, bar: Any, replan: bool = True) -> None:
+        """Validate, checkpoint and plot; then remake the time plan (not after the last)."""
         began = self.clock()
         self._end_epoch(bar)
-        self._reserve = max(self._reserve, self.clock() - began)  # for --max-minutes
+        took = self.clock() - began
+        self._reserve = max(self._reserve, took)  # for --max-minutes
         self._clock()
+        if self.planner.epoch_ended(took) and replan and not self.state.finished:
+            self._plan()
+
+    def _plan(self) -> None:
+        """Plan the steps that fit in --max-minutes and stretch the schedules to them (all
+        ranks take rank 0's plan); tvae.training.time_plan."""
+        self._clock()
+        plan = self.planner.plan(self.state.step, self.state.seconds, self._reserve)
+        if plan is None:
+            return
+        if self.dist is not None:
+            plan = self.dist.broadcast(plan if self.main else None)
+        first = not self.state.planned_steps
+        self._apply_plan(plan)
+        if first and self.main and plan < self.planner.configured_steps:
+            self._say(self._bar, self.planner.line(plan, self.cfg))
+
+    def _apply_plan(self, plan: int) -> None:
+        self.state.planned_steps = plan
+        self.total_steps, self.cfg = self.planner.fitted(plan)
+        if self._bar is not None:
+            self._bar.total = self.total_steps
+            self._bar.refresh()
 
     def _end_epoch(self, bar: Any) -> None:
         self._acc = {"count": 0}
@@ -370,6 +377,7 @@ class Trainer:
         self.safeguard.keep_good(self.state.step, self.model, self.optimizer)
         bar = tqdm(total=self.total_steps, initial=st.step, desc="train", unit="step",
                    disable=not (self.progress and self.main), dynamic_ncols=True)
+        self._bar = bar
         try:
             with self.stop.installed():
                 while not st.finished and st.epoch < self.cfg.epochs:
@@ -392,7 +400,7 @@ class Trainer:
                       "continue with --resume", file=sys.stderr)
             raise SystemExit(130) from None
         if not st.finished and st.batch:  # stopped by a step or time limit mid-epoch
-            self.end_epoch(bar)
+            self.end_epoch(bar, replan=False)
             st.finished = st.finished or st.step >= self.total_steps
         self.save("last")
         bar.close()
