@@ -183,6 +183,10 @@ class ModelConfig:
                                    "vector per offset at which an earlier bar repeats it (exactly, "
                                    "or with 1 or 2 steps changed; found from the input), so the "
                                    "pointer reads a repeat at any distance from the latent")
+    encoder_edits: bool = setting(False, "the bar encoder reads a bar that repeats an earlier "
+                                  "one (exactly, or with 1 or 2 steps changed) as its "
+                                  "differences from it: the steps they share become one learned "
+                                  "'same' vector, so its latent has only the edits to say")
     trained_bars: int = setting(0, "bars per window the model was trained on, set by training "
                                 "from the data config (0: not recorded); longer songs are read "
                                 "and decoded window by window", 0, MAX_BARS, cli=False)

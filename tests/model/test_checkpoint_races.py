@@ -111,7 +111,7 @@ def test_readers_hammering_a_training_run_never_fail_it_nor_fail(folk_corpus: Pa
     import sys
     import time
 
-    from test_train import TINY_ARGS
+    from tests.tiny import TINY_ARGS
 
     run = tmp_path / "run"
     proc = subprocess.Popen(

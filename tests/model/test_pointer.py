@@ -230,3 +230,50 @@ def test_an_observed_choice_scores_a_repeat_as_a_copy_of_its_sources_only() -> N
                                                                              + 0.5 * copy))))
     assert seen[0, 1].item() == pytest.approx(float(torch.log(torch.tensor(0.5 * copy))))
     assert seen[0, 0].item() == pytest.approx(float(torch.log(torch.tensor(g))))
+
+
+def test_same_as_source_marks_the_steps_a_bar_shares_with_its_nearest_source() -> None:
+    """A bar's source is the earlier bar (same layout, within reach) differing in the fewest
+    steps, at most 2, the nearest on a tie; its shared steps are marked, nothing else is."""
+    from tvae.model.pointer import same_as_source
+
+    tokens, _ = random_bars(1, 12, seed=7, meters=torch.zeros(1, 12, dtype=torch.long))
+    tokens[0, 9] = tokens[0, 2]  # exact, 7 back
+    tokens[0, 11] = tokens[0, 1]
+    tokens[0, 11, 3] = tokens[0, 1, 3] % 20 + 3  # one step changed, 10 back
+    tokens[0, 6] = tokens[0, 4]
+    tokens[0, 6, 0] = tokens[0, 4, 0] % 20 + 3
+    tokens[0, 6, 5] = tokens[0, 4, 5] % 20 + 3  # two steps changed, 2 back
+    tokens[0, 7] = tokens[0, 6]  # exact repeat of bar 6 (1 back) and a near one of bar 4
+    same = same_as_source(tokens, 10)[0]  # (12, S)
+    assert same[9].all() and same[7].all()
+    assert (~same[11]).nonzero().flatten().tolist() == [3]
+    assert (~same[6]).nonzero().flatten().tolist() == [0, 5]
+    marked = [k for k in range(12) if same[k].any()]
+    assert marked == [6, 7, 9, 11]  # every other bar is new: nothing marked
+    assert not same_as_source(tokens, 6)[0, 11].any()  # 10 back is beyond a reach of 6
+    assert not same_as_source(tokens, 10, max_edits=1)[0, 6].any()  # 2 edits: too many
+
+
+def test_an_encoder_reading_edits_sees_a_repeat_only_through_its_changes() -> None:
+    """With `encoder_edits`, the bar vector of an exact repeat does not depend on what is
+    repeated, and a near-repeat's only on its changed steps; other bars are read as before."""
+    model = tiny(copy="bar", copy_offsets=8, encoder_edits=True)
+    assert model.bar_encoder.same_step is not None
+    torch.nn.init.normal_(model.bar_encoder.same_step, std=1.0)
+    one, meters = random_bars(1, 6, seed=1)
+    two, _ = random_bars(1, 6, seed=2)
+    for tokens in (one, two):
+        tokens[0, 4] = tokens[0, 1]  # an exact repeat, 3 back
+        tokens[0, 5] = tokens[0, 2]
+        tokens[0, 5, 7] = 30  # a near-repeat of bar 2 whose changed step reads 30
+        tokens[0, 2, 7] = 31
+    from tvae.model.pointer import same_as_source
+
+    vecs = [model.bar_encoder(t, meters, same_as_source(t, 8)) for t in (one, two)]
+    assert torch.allclose(vecs[0][0, 4], vecs[1][0, 4])
+    assert torch.allclose(vecs[0][0, 5], vecs[1][0, 5])
+    assert not torch.allclose(vecs[0][0, 1], vecs[1][0, 1])
+    plain = model.bar_encoder(one, meters)  # without marks: the bars as they are
+    assert torch.allclose(plain[0, :4], vecs[0][0, :4])
+    assert not tiny(copy="bar", copy_offsets=8).edits_in

@@ -373,3 +373,24 @@ def test_init_from_an_older_model_adds_the_repeat_features(folk_corpus: Path, tm
         train(folk_corpus, tmp_path / "back", model_config=replace(TINY, **none),
               data_config=DataConfig(bars=4), train_config=_train_cfg(epochs=1, max_steps=2),
               init_from=tmp_path / "tuned" / "last.json", progress=False)
+
+
+def test_init_from_adds_reading_repeats_as_edits(folk_corpus: Path, tmp_path: Path) -> None:
+    """--encoder-edits on a checkpoint without it: its weights are taken as they are and the
+    'same' vectors start at zero; the tuned checkpoint records the option."""
+    import torch
+
+    from tvae.model.checkpoint import load_checkpoint, save_checkpoint
+    from tvae.model.vae import TransformerVAE
+
+    torch.manual_seed(0)
+    old = TransformerVAE(TINY)
+    path = save_checkpoint(tmp_path / "old", old)
+    trainer = train(folk_corpus, tmp_path / "tuned",
+                    model_config=replace(TINY, encoder_edits=True),
+                    data_config=DataConfig(bars=4), train_config=_train_cfg(epochs=1, max_steps=2),
+                    init_from=path, progress=False)
+    tuned = load_checkpoint(tmp_path / "tuned" / "last")[0]
+    assert tuned.config.encoder_edits and tuned.bar_encoder.same_step is not None
+    assert trainer.model.bar_encoder.same_step.shape == (16, TINY.bar_hidden)
+    assert set(tuned.state_dict()) - set(old.state_dict()) == {"bar_encoder.same_step"}

@@ -170,6 +170,8 @@ def legacy_model_fields(model: Any, data: DataConfig | None = None) -> Any:
         model = {**model, "encoder_repeats": False}
     if "latent_repeats" not in model:  # before the posterior was told where repeats are
         model = {**model, "latent_repeats": False}
+    if "encoder_edits" not in model:  # before the encoder read repeats as their edits
+        model = {**model, "encoder_edits": False}
     if data is not None and model.get("trained_bars", 0) == 0:
         model = {**model, "trained_bars": data.bars}
     return model

@@ -53,7 +53,8 @@ class BarEncoderMLP(nn.Module):
     """One bar's steps -> a bar vector. Equivalent to a linear layer on the flattened one-hot bar
     (an embedding per (step, class) pair, summed), plus meter and step features, then an MLP."""
 
-    def __init__(self, grid: GridConfig, d_model: int, hidden: int) -> None:
+    def __init__(self, grid: GridConfig, d_model: int, hidden: int, edits: bool = False
+                 ) -> None:
         super().__init__()
         self.S, self.V = grid.steps_per_bar, grid.vocab_size
         self.step_class = nn.Embedding(self.S * self.V, hidden)
@@ -63,11 +64,18 @@ class BarEncoderMLP(nn.Module):
         self.feat_proj = nn.Linear(self.S * N_STEP_FEATURES, hidden, bias=False)
         self.out = nn.Sequential(nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
                                  nn.Linear(hidden, d_model))
+        self.same_step: nn.Parameter | None = None  # (S, hidden): "as the source bar" per step
+        if edits:
+            self.same_step = nn.Parameter(torch.zeros(self.S, hidden))
 
-    def forward(self, tokens: Tensor, meters: Tensor) -> Tensor:
-        """tokens (B, N, S), meters (B, N) -> (B, N, D)."""
+    def forward(self, tokens: Tensor, meters: Tensor, same: Tensor | None = None) -> Tensor:
+        """tokens (B, N, S), meters (B, N) -> (B, N, D). With `same` (B, N, S) bool (an
+        encoder built with `edits`), the steps it marks read as the learned 'same' vector."""
         offsets = torch.arange(self.S, device=tokens.device) * self.V  # (S,)
-        h = self.step_class(tokens + offsets).sum(dim=-2)  # (B, N, hidden)
+        steps = self.step_class(tokens + offsets)  # (B, N, S, hidden)
+        if same is not None and self.same_step is not None:
+            steps = torch.where(same[..., None], self.same_step.to(steps.dtype), steps)
+        h = steps.sum(dim=-2)  # (B, N, hidden)
         h = h + self.meter(meters) + self.feat_proj(self.feats[meters])
         return self.out(h)
 
@@ -75,20 +83,27 @@ class BarEncoderMLP(nn.Module):
 class BarEncoderGRU(nn.Module):
     """One bar's steps -> a bar vector with a small bidirectional GRU over the steps."""
 
-    def __init__(self, grid: GridConfig, d_model: int, hidden: int) -> None:
+    def __init__(self, grid: GridConfig, d_model: int, hidden: int, edits: bool = False
+                 ) -> None:
         super().__init__()
         self.S = grid.steps_per_bar
         self.embed = nn.Embedding(grid.vocab_size, hidden)
+        self.same_step: nn.Parameter | None = None  # (S, hidden): "as the source bar" per step
+        if edits:
+            self.same_step = nn.Parameter(torch.zeros(self.S, hidden))
         self.meter = nn.Embedding(len(METERS), hidden)
         self.register_buffer("feats", step_features(self.S), persistent=False)  # (M, S, F)
         self.feat_proj = nn.Linear(N_STEP_FEATURES, hidden, bias=False)
         self.gru = nn.GRU(hidden, hidden // 2, batch_first=True, bidirectional=True)
         self.out = nn.Linear(hidden, d_model)
 
-    def forward(self, tokens: Tensor, meters: Tensor) -> Tensor:
-        """tokens (B, N, S), meters (B, N) -> (B, N, D)."""
+    def forward(self, tokens: Tensor, meters: Tensor, same: Tensor | None = None) -> Tensor:
+        """tokens (B, N, S), meters (B, N) -> (B, N, D); `same` as in BarEncoderMLP."""
         B, N, S = tokens.shape
-        x = self.embed(tokens) + self.feat_proj(self.feats[meters])
+        x = self.embed(tokens)
+        if same is not None and self.same_step is not None:
+            x = torch.where(same[..., None], self.same_step.to(x.dtype), x)
+        x = x + self.feat_proj(self.feats[meters])
         x = x + self.meter(meters)[:, :, None]  # (B, N, S, hidden)
         _, h = self.gru(x.reshape(B * N, S, -1))  # h: (2, B*N, hidden/2)
         h = h.transpose(0, 1).reshape(B, N, -1)  # (B, N, hidden)

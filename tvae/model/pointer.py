@@ -121,6 +121,28 @@ def repeat_features(tokens: Tensor, max_offset: int) -> Tensor:
     return out
 
 
+def same_as_source(tokens: Tensor, max_offset: int, max_edits: int = NEAR_STEPS) -> Tensor:
+    """(B, N, S) bool: the steps of bar k equal to its source, the earlier bar (within
+    max_offset bars back, same layout) that differs from it in the fewest steps, at most
+    `max_edits` (the nearest of those). All False for a bar with no such source. What the
+    encoder reads as "the same" when it reads repeats as their edits. Linear in N: one
+    comparison per offset. tokens (B, N, S)."""
+    B, N, S = tokens.shape
+    same = torch.zeros_like(tokens, dtype=torch.bool)  # (B, N, S)
+    best = torch.full((B, N), max_edits + 1, dtype=torch.long, device=tokens.device)
+    real = (tokens != PAD).any(-1)  # (B, N)
+    pads = tokens == PAD
+    for o in range(1, min(max_offset, N - 1) + 1):
+        now, then = tokens[:, o:], tokens[:, :-o]  # (B, N - o, S): bar k and bar k - o
+        equal = now == then  # (B, N - o, S)
+        diff = S - equal.sum(-1)  # (B, N - o)
+        ok = real[:, o:] & real[:, :-o] & (pads[:, o:] == pads[:, :-o]).all(-1)
+        better = ok & (diff < best[:, o:])  # strictly fewer: the nearest wins a tie
+        best[:, o:] = torch.where(better, diff, best[:, o:])
+        same[:, o:] = torch.where(better[..., None], equal, same[:, o:])
+    return same
+
+
 def copy_target(tokens: Tensor, max_offset: int, max_edits: int = 0) -> Tensor:
     """(B, N, N) bool: bar j (within max_offset bars back) is a repeat source of bar k. The
     data's own labels of which bars repeat, for the pointer's auxiliary loss: the bars that k

@@ -43,6 +43,7 @@ from tvae.model.pointer import (
     observed_log_weights,
     pointer_log_weights,
     repeat_features,
+    same_as_source,
 )
 from tvae.model.prior import LatentPrior, log_normal
 from tvae.model.sampling import Sampler, argmax_sampler
@@ -63,7 +64,9 @@ class TransformerVAE(WindowedReading, nn.Module):
         D, Z = config.d_model, config.d_latent
         encoder = BarEncoderMLP if config.bar_encoder == "mlp" else BarEncoderGRU
         decoder = BarDecoderMLP if config.bar_decoder == "mlp" else BarDecoderGRU
-        self.bar_encoder = encoder(grid, D, config.bar_hidden)
+        self.edits_in = (config.encoder_edits and config.copy != "none"
+                         and config.copy_offsets > 0)  # the encoder reads repeats as edits
+        self.bar_encoder = encoder(grid, D, config.bar_hidden, self.edits_in)
         self.bar_decoder = decoder(grid, D, config.bar_hidden)
         blocks = [Block(D, config.n_heads, config.d_ff, config.dropout, cross=False)
                   for _ in range(config.enc_layers)]
@@ -107,8 +110,9 @@ class TransformerVAE(WindowedReading, nn.Module):
     def encode(self, tokens: Tensor, meters: Tensor) -> tuple[Tensor, Tensor]:
         """tokens (B, N, S), meters (B, N) -> mu, logvar (B, N, Z)."""
         bar_mask = (tokens != PAD).any(-1)  # (B, N)
-        return self._posterior(on_real_bars(self.bar_encoder, bar_mask, tokens, meters), bar_mask,
-                               tokens)
+        same = same_as_source(tokens, self.config.copy_offsets) if self.edits_in else None
+        return self._posterior(on_real_bars(self.bar_encoder, bar_mask, tokens, meters, same),
+                               bar_mask, tokens)
 
     def _posterior(self, bar_vecs: Tensor, bar_mask: Tensor, tokens: Tensor
                    ) -> tuple[Tensor, Tensor]:

@@ -42,25 +42,32 @@ from tvae.training.trainer import Trainer
 RESUME_LIMITS = ("epochs", "max_steps", "max_minutes", "patience")
 
 
+# model options that --init-from may add to a checkpoint's model, and the weights they add
+ADDABLE = {"encoder_repeats": ("repeats_in.",), "latent_repeats": ("repeats_mu.",),
+           "encoder_edits": ("bar_encoder.same_step",)}
+
+
 def init_weights(trainer: Trainer, path: str | Path) -> None:
     """Start `trainer`'s model from checkpoint `path`'s weights (`--init-from`)."""
     source, _, _ = load_checkpoint(path, trainer.device)
     target = trainer.model.config
-    added = [name for name in ("encoder_repeats", "latent_repeats")
+    added = [name for name in ADDABLE
              if getattr(target, name) and not getattr(source.config, name)]
-    dropped = [name for name in ("encoder_repeats", "latent_repeats")
+    dropped = [name for name in ADDABLE
                if getattr(source.config, name) and not getattr(target, name)]
-    if (replace(source.config, trained_bars=0, encoder_repeats=target.encoder_repeats,
-                latent_repeats=target.latent_repeats) != replace(target, trained_bars=0)
+    same_parts = {name: getattr(target, name) for name in ADDABLE}
+    if (replace(source.config, trained_bars=0, **same_parts) != replace(target, trained_bars=0)
             or source.grid != trainer.grid or dropped):
         raise TvaeError("--init-from needs a checkpoint of the same model and grid config "
                         f"(it has {source.config})", path)
     # The window length may change, and the repeat features may be added: they start at zero,
-    # so the fine-tune begins exactly where the checkpoint was.
+    # so the fine-tune begins exactly where the checkpoint was (reading repeats as edits,
+    # --encoder-edits, changes what the encoder sees from the first step).
     # A learned prior fitted to the source's latents would not fit the fine-tuned model's.
     weights = {k: v for k, v in source.state_dict().items() if not k.startswith("prior.")}
     missing, _ = trainer.model.load_state_dict(weights, strict=not added)
-    assert all(key.startswith(("repeats_in.", "repeats_mu.")) for key in missing), missing
+    assert all(key.startswith(tuple(p for name in added for p in ADDABLE[name]))
+               for key in missing), missing
 
 
 def train(data_dir: str | Path | Sequence[str | Path], run_dir: str | Path, *,
