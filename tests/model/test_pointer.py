@@ -277,3 +277,20 @@ def test_an_encoder_reading_edits_sees_a_repeat_only_through_its_changes() -> No
     plain = model.bar_encoder(one, meters)  # without marks: the bars as they are
     assert torch.allclose(plain[0, :4], vecs[0][0, :4])
     assert not tiny(copy="bar", copy_offsets=8).edits_in
+
+
+@pytest.mark.parametrize("edits", [False, True])
+def test_training_reads_the_posterior_as_encode_does(edits: bool) -> None:
+    """forward's posterior (training) is `encode`'s (evaluation, transfer), with or without
+    reading repeats as edits."""
+    model = tiny(copy="bar", copy_offsets=8, encoder_edits=edits, latent_repeats=True)
+    if edits:
+        torch.nn.init.normal_(model.bar_encoder.same_step, std=1.0)
+    tokens, meters = random_bars(2, 7, seed=4)
+    tokens[:, 5] = tokens[:, 1]
+    tokens[:, 6] = tokens[:, 2]
+    tokens[:, 6, 3] = 33
+    with torch.no_grad():
+        out = model(tokens, meters, sample=False)
+        mu, logvar = model.encode(tokens, meters)
+    assert torch.allclose(out.mu, mu) and torch.allclose(out.logvar, logvar)

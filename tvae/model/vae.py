@@ -331,7 +331,10 @@ class TransformerVAE(WindowedReading, nn.Module):
         likelihood that of the choice as observed (`pointer.observed_log_weights`)."""
         bar_mask = (tokens != PAD).any(-1)  # (B, N) real bars
         true_vecs = on_real_bars(self.bar_encoder, bar_mask, tokens, meters)  # (B, N, D)
-        mu, logvar = self._posterior(true_vecs, bar_mask, tokens)
+        if self.edits_in:  # the posterior reads repeats as their edits, as `encode` does
+            mu, logvar = self.encode(tokens, meters)
+        else:  # the same bar vectors as the decoder's inputs: encoded once
+            mu, logvar = self._posterior(true_vecs, bar_mask, tokens)
         if sample:
             eps = torch.randn_like(mu) if noise is None else noise.latent  # (B, N, Z)
             z = mu + eps * (0.5 * logvar).exp()
