@@ -230,9 +230,9 @@ class TrainConfig:
     max_steps: int = setting(0, "stop after this many steps (0: no limit)", 0)
     max_minutes: float = setting(0.0, "wall-time limit, validation and checkpoints included "
                                  "(0: none)", 0.0)
-    fit_schedules: bool = setting(True, "with --max-minutes, stretch the warm-ups and the lr "
-                                  "decay to the steps that fit in the time (measured after 20 "
-                                  "steps and each epoch) instead of the epochs' steps")
+    fit_schedules: bool = setting(True, "with --max-minutes, the lr decay ends at the step where "
+                                  "the time does (steps timed after 20 steps and each epoch), "
+                                  "not at the end of the epochs; warm-ups stay as set")
     grad_clip: float = setting(1.0, "gradient-norm clipping", 0.0, above=True)
     beta_schedule: str = setting("linear", 'KL weight: "constant", "linear" (warm-up) or '
                                  '"cyclical"')

@@ -97,8 +97,8 @@ class Trainer:
         self.total_steps = cfg.epochs * self.batches
         if cfg.max_steps:
             self.total_steps = min(self.total_steps, cfg.max_steps)
-        self.planner = TimePlanner(cfg, self.total_steps, self.batches, lambda: self.clock())
         self.cfg = cfg = fit_warmups(cfg, self.total_steps, self.main)
+        self.planner = TimePlanner(cfg, self.total_steps, self.batches, lambda: self.clock())
         if self.main:
             _warn_if_tiny(len(self.train_windows), len(self.valid_windows))
         torch.manual_seed(cfg.seed)
