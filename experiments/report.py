@@ -24,14 +24,17 @@ setting is sized for a 2-core CPU (at most about 25 minutes each, one torch thre
 experiments can share the machine); `--quick` checks the pipeline in seconds and is what the
 tests run. This page is rebuilt by `python -m experiments report`.
 
-Two studies run by their own scripts, with their commands beside their numbers, follow the
-experiments: far repeats (`experiments/far_objective.py`, files in `experiments/far_objective/`)
-and the learned prior (`tvae prior`, `bench/bench_samples.py`, `experiments/joint_prior.py`,
-files in `experiments/prior/`).
+Four studies run by their own commands, written beside their numbers, follow the experiments:
+far repeats (`experiments/far_objective.py`, files in `experiments/far_objective/`), the learned
+prior (`tvae prior`, `bench/bench_samples.py`, `experiments/joint_prior.py`, files in
+`experiments/prior/`), near-repeats read as edits (`tvae train --init-from ... --encoder-edits`,
+files in `experiments/edits/`) and short runs (`tvae train --max-minutes 12`, files in
+`experiments/short_runs/`).
 """
 
 
-STUDIES = ("far_objective", "prior")  # folders with a hand-written README.md, appended
+# folders with a hand-written README.md, appended
+STUDIES = ("far_objective", "prior", "edits", "short_runs")
 
 
 def study_section(folder: Path) -> list[str]:
