@@ -29,7 +29,7 @@ import torch
 
 from bench.machine import describe_machine
 from tvae.config import Configs, DataConfig, GridConfig, TrainConfig
-from tvae.data.dataset import load_folder
+from tvae.data.dataset import load_songs
 from tvae.inference import bundled_model_path
 from tvae.model.checkpoint import load_checkpoint
 from tvae.training.prefetch import Prefetcher
@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--quality", type=float, default=0.0, metavar="MINUTES")
     args = parser.parse_args()
-    songs, _ = load_folder(args.corpus, GridConfig(), DataConfig(), progress=False)
+    songs, _ = load_songs(args.corpus, GridConfig(), DataConfig(), progress=False)
     print(f"machine: {describe_machine()}; device {args.device}")
     print("| batch | mode | step only, bars/s | loop, bars/s | loop + prefetch, bars/s "
           "| prefetch / step | peak GiB |")
