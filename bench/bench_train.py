@@ -1,11 +1,14 @@
 """Training throughput in bars per second, at the bundled model's size, on this machine.
 
     python -m bench.bench_train CORPUS_DIR [--steps 30] [--batch-size 64] [--p-tf 1.0 0.7]
+                                [--profile]
 
 Times full optimizer steps of the real `Trainer` (forward, backward, clipping, AdamW) on
 training windows of the corpus, in the trainer's own epoch order (batches of similar length,
 trimmed to their songs), after a few warm-up steps; p_tf < 1 adds scheduled sampling's first
-pass. Bars per second count the songs' bars, not the windows' padding.
+pass. Bars per second count the songs' bars, not the windows' padding. `--profile` also prints
+where a step's time goes: the median time to make a batch on the host, and the share of the
+step that torch's profiler gives to matrix products (mm, addmm, bmm), over 5 more steps.
 """
 
 from __future__ import annotations
@@ -27,6 +30,23 @@ from tvae.training.trainer import Trainer
 WARMUP = 5
 
 
+MATMUL = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
+def matmul_share(trainer: Trainer, order: np.ndarray, first: int, steps: int = 5) -> float:
+    """Share of `steps` more training steps' self CPU time that torch's profiler gives to
+    matrix products."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for b in range(first, first + steps):
+            trainer.step(trainer._batch(order, b))
+            trainer.state.step += 1
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if e.key in MATMUL) / max(total, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("corpus")
@@ -34,6 +54,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--p-tf", type=float, nargs="+", default=[1.0, 0.7])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     from tvae.model.checkpoint import load_checkpoint
 
@@ -50,9 +71,11 @@ def main() -> None:
             params = sum(p.numel() for p in trainer.model.parameters())
             order = trainer.train_windows.epoch_order(args.batch_size,
                                                       np.random.default_rng(0))
-            times, real = [], []
+            times, real, making = [], [], []
             for b in range(WARMUP + args.steps):
+                began = time.perf_counter()
                 batch = trainer._batch(order, b)
+                making.append(time.perf_counter() - began)
                 real.append(int((batch.tokens != 0).any(-1).sum()))
                 start = time.perf_counter()
                 trainer.step(batch)
@@ -62,11 +85,15 @@ def main() -> None:
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
                 trainer.state.step += 1
+            share = matmul_share(trainer, order, WARMUP + args.steps) if args.profile else None
         step = float(np.median(times[WARMUP:]))
         rate = sum(real[WARMUP:]) / sum(times[WARMUP:])
         print(f"p_tf={p_tf:.1f}: {step * 1000:.0f} ms/step (median of {args.steps}; "
               f"{np.mean(real[WARMUP:]):.0f} song bars a step in "
               f"{DataConfig().bars}-bar windows), {rate:,.0f} bars/s")
+        if share is not None:
+            print(f"  making a batch: {np.median(making) * 1000:.0f} ms (median); matrix "
+                  f"products: {share:.0%} of the profiled steps' CPU time")
     print(f"model: {params:,} parameters ({dataclasses.asdict(config)['d_model']} wide)")
 
 

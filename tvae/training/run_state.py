@@ -27,8 +27,8 @@ class RunState:
     loss_history: list[float] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the run so far: steps, validation and checkpoints
     finished: bool = False
-    # with --max-minutes and fit_schedules: the steps planned to fit in the time (0: none yet;
-    # tvae.training.time_plan), which the schedules are stretched to
+    # with --max-minutes and fit_schedules: the steps planned to fit in the time, where the lr
+    # decay ends (0: none yet; tvae.training.time_plan)
     planned_steps: int = 0
     # sums of the train row being gathered (count and SUMMED) when the checkpoint was saved
     # between two log rows: a resumed run logs the row an uninterrupted one would have

@@ -326,8 +326,8 @@ class Trainer:
             self._plan()
 
     def _plan(self) -> None:
-        """Plan the steps that fit in --max-minutes and stretch the schedules to them (all
-        ranks take rank 0's plan); tvae.training.time_plan."""
+        """Plan the steps that fit in --max-minutes and end the lr decay there (all ranks take
+        rank 0's plan); tvae.training.time_plan."""
         self._clock()
         plan = self.planner.plan(self.state.step, self.state.seconds, self._reserve)
         if plan is None:
