@@ -261,6 +261,9 @@ class TrainConfig:
     pointer_edits: int = setting(2, "a bar with no exact earlier repeat teaches the pointer its "
                                  "nearest earlier bar if at most this many steps differ (0: exact "
                                  "repeats only)", 0, MAX_STEPS_PER_BAR)
+    edit_weight: float = setting(0.0, "weight of the edit loss: a copied bar's per-step edit "
+                                 "chances are taught the steps where it differs from its source "
+                                 "(0: off)", 0.0)
     patience: int = setting(5, "early stopping: epochs without a better validation loss", 0)
     log_every: int = setting(20, "steps between progress and metrics updates", 1)
     checkpoint_every: int = setting(200, "steps between checkpoints inside an epoch (for "

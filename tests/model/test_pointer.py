@@ -235,7 +235,7 @@ def test_an_observed_choice_scores_a_repeat_as_a_copy_of_its_sources_only() -> N
 def test_same_as_source_marks_the_steps_a_bar_shares_with_its_nearest_source() -> None:
     """A bar's source is the earlier bar (same layout, within reach) differing in the fewest
     steps, at most 2, the nearest on a tie; its shared steps are marked, nothing else is."""
-    from tvae.model.pointer import same_as_source
+    from tvae.model.pointer import nearest_source, same_as_source
 
     tokens, _ = random_bars(1, 12, seed=7, meters=torch.zeros(1, 12, dtype=torch.long))
     tokens[0, 9] = tokens[0, 2]  # exact, 7 back
@@ -253,6 +253,10 @@ def test_same_as_source_marks_the_steps_a_bar_shares_with_its_nearest_source() -
     assert marked == [6, 7, 9, 11]  # every other bar is new: nothing marked
     assert not same_as_source(tokens, 6)[0, 11].any()  # 10 back is beyond a reach of 6
     assert not same_as_source(tokens, 10, max_edits=1)[0, 6].any()  # 2 edits: too many
+    offset, both = nearest_source(tokens, 10)
+    assert torch.equal(both[0], same)
+    assert {k: int(offset[0, k]) for k in marked} == {6: 2, 7: 1, 9: 7, 11: 10}
+    assert int(offset[0].count_nonzero()) == 4  # the new bars have no source
 
 
 def test_an_encoder_reading_edits_sees_a_repeat_only_through_its_changes() -> None:

@@ -1,5 +1,6 @@
 """The training objective (tvae.training.objective) on what the model returns: PAD steps ignored,
-free bits, the plain teacher-forced path, the supervised head and the pointer's auxiliary loss."""
+free bits, the plain teacher-forced path, the supervised head and the pointer's and the edit
+chances' auxiliary losses."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import Tensor
 from tests.model.test_model import DECODERS, random_bars, tiny
 from tvae.config import PAD
 from tvae.model.forward import kl_per_bar
-from tvae.training.objective import pointer_nll, vae_objective
+from tvae.training.objective import edit_nll, pointer_nll, vae_objective
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -118,3 +119,64 @@ def test_pointer_loss_is_minus_log_weight_on_the_repeated_bars() -> None:
     plain = vae_objective(out, tokens, beta=1.0)
     weighted = vae_objective(out, tokens, beta=1.0, pointer_weight=0.5)
     torch.testing.assert_close(weighted.loss, plain.loss + 0.5 * total / 2)
+
+
+def _near_song() -> tuple[Tensor, Tensor]:
+    """Six bars: bar 2 repeats bar 0 exactly, bar 4 is bar 1 with steps 3 and 7 changed,
+    bars 0, 1, 3 and 5 are new."""
+    tokens, meters = random_bars(1, 6, seed=21, meters=torch.zeros(1, 6, dtype=torch.long))
+    tokens[0, 2] = tokens[0, 0]
+    tokens[0, 4] = tokens[0, 1]
+    for s in (3, 7):
+        tokens[0, 4, s] = tokens[0, 1, s] % 20 + 3
+    return tokens, meters
+
+
+def test_edit_loss_teaches_edits_where_a_copy_differs_from_its_source() -> None:
+    """Over the bars with a source in reach (2 and 4), the loss is the cross-entropy of each
+    real step's edit chance against "changed from the source": -log eps at bar 4's steps 3
+    and 7, -log(1 - eps) elsewhere, each group averaged over its steps in the bar; chances
+    that are exactly right cost nothing; the cap stops the push at `cap`; a source beyond
+    the pointer's reach does not count."""
+    tokens, _ = _near_song()
+    S = tokens.shape[-1]
+    log_pi = torch.zeros(1, 6, 7)  # every earlier bar reachable
+    log_pi[..., 1:] = torch.where(torch.arange(6)[:, None] > torch.arange(6)[None],
+                                  0.0, float("-inf"))
+    changed = torch.zeros(1, 6, S, dtype=torch.bool)
+    changed[0, 4, [3, 7]] = True
+    eps = torch.linspace(0.05, 0.6, S).expand(1, 6, S)  # a different chance at each step
+    total, count = edit_nll(eps.log(), log_pi, tokens, max_edits=2)
+    kept = (tokens[0] != PAD) & ~changed[0]  # (6, S)
+    keep_mean = [-(1 - eps[0, k][kept[k]]).log().mean() for k in (2, 4)]
+    expected = keep_mean[0] + keep_mean[1] - eps[0, 4, [3, 7]].log().mean()
+    assert int(count) == 2
+    torch.testing.assert_close(total, expected)
+    right = torch.where(changed, 1 - 1e-7, 1e-7).log()
+    assert float(edit_nll(right, log_pi, tokens, max_edits=2)[0]) < 1e-4
+    capped, _ = edit_nll(right, log_pi, tokens, max_edits=2, cap=0.9)
+    assert float(capped) == pytest.approx(-3 * np.log(0.9), rel=1e-4)  # 3 step groups
+    assert int(edit_nll(eps.log(), log_pi, tokens, max_edits=0)[1]) == 1  # exact repeats only
+    far = log_pi.clone()
+    far[0, 4, 1 + 1] = float("-inf")  # bar 4 cannot reach bar 1
+    assert int(edit_nll(eps.log(), far, tokens, max_edits=2)[1]) == 1
+
+
+def test_edit_weight_adds_the_edit_loss_and_raises_eps_at_the_changed_steps() -> None:
+    """`edit_weight` adds weight x the mean edit loss to the total; its gradient raises the
+    edit chance at a near-repeat's changed steps and lowers it at its kept ones."""
+    model = tiny()
+    tokens, meters = _near_song()
+    out = model(tokens, meters, sample=False)
+    assert out.log_eps is not None and out.log_pi is not None
+    plain = vae_objective(out, tokens, beta=1.0, pointer_edits=2)
+    weighted = vae_objective(out, tokens, beta=1.0, pointer_edits=2, edit_weight=0.5)
+    assert plain.edit_loss is not None
+    torch.testing.assert_close(weighted.loss, plain.loss + 0.5 * plain.edit_loss)
+    log_eps = out.log_eps.detach().requires_grad_()
+    total, _ = edit_nll(log_eps, out.log_pi.detach(), tokens, max_edits=2)
+    total.backward()
+    grad = log_eps.grad[0, 4]  # descent moves log eps against the gradient
+    assert (grad[[3, 7]] < 0).all()
+    kept = (tokens[0, 4] != PAD) & ~torch.isin(torch.arange(grad.shape[0]), torch.tensor([3, 7]))
+    assert (grad[kept] > 0).all()

@@ -25,6 +25,7 @@ class VAEOutput:
     mu: Tensor  # (B, N, Z)
     logvar: Tensor  # (B, N, Z)
     log_pi: Tensor | None = None  # (B, N, 1 + N) pointer log weights: generate, copy bar j
+    log_eps: Tensor | None = None  # (B, N, S) or (B, N, 1) log edit chance of a copy's steps
     class_logits: Tensor | None = None  # (B, C) the supervised head on the mean latent
 
 

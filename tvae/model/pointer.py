@@ -121,14 +121,16 @@ def repeat_features(tokens: Tensor, max_offset: int) -> Tensor:
     return out
 
 
-def same_as_source(tokens: Tensor, max_offset: int, max_edits: int = NEAR_STEPS) -> Tensor:
-    """(B, N, S) bool: the steps of bar k equal to its source, the earlier bar (within
-    max_offset bars back, same layout) that differs from it in the fewest steps, at most
-    `max_edits` (the nearest of those). All False for a bar with no such source. What the
-    encoder reads as "the same" when it reads repeats as their edits. Linear in N: one
-    comparison per offset. tokens (B, N, S)."""
+def nearest_source(tokens: Tensor, max_offset: int, max_edits: int = NEAR_STEPS
+                   ) -> tuple[Tensor, Tensor]:
+    """Each bar's source: the earlier bar (within max_offset bars back, same layout) that
+    differs from it in the fewest steps, at most `max_edits` (the nearest of those; an exact
+    repeat always wins). Returns how many bars back it lies (B, N) long (0: no source) and
+    the steps of bar k equal to it (B, N, S) bool (all False without a source). Linear in N:
+    one comparison per offset. tokens (B, N, S)."""
     B, N, S = tokens.shape
     same = torch.zeros_like(tokens, dtype=torch.bool)  # (B, N, S)
+    offset = torch.zeros((B, N), dtype=torch.long, device=tokens.device)
     best = torch.full((B, N), max_edits + 1, dtype=torch.long, device=tokens.device)
     real = (tokens != PAD).any(-1)  # (B, N)
     pads = tokens == PAD
@@ -139,8 +141,15 @@ def same_as_source(tokens: Tensor, max_offset: int, max_edits: int = NEAR_STEPS)
         ok = real[:, o:] & real[:, :-o] & (pads[:, o:] == pads[:, :-o]).all(-1)
         better = ok & (diff < best[:, o:])  # strictly fewer: the nearest wins a tie
         best[:, o:] = torch.where(better, diff, best[:, o:])
+        offset[:, o:] = torch.where(better, o, offset[:, o:])
         same[:, o:] = torch.where(better[..., None], equal, same[:, o:])
-    return same
+    return offset, same
+
+
+def same_as_source(tokens: Tensor, max_offset: int, max_edits: int = NEAR_STEPS) -> Tensor:
+    """(B, N, S) bool: the steps of bar k equal to its `nearest_source`; all False for a bar
+    with none. What the encoder reads as "the same" when it reads repeats as their edits."""
+    return nearest_source(tokens, max_offset, max_edits)[1]
 
 
 def copy_target(tokens: Tensor, max_offset: int, max_edits: int = 0) -> Tensor:

@@ -365,7 +365,7 @@ class TransformerVAE(WindowedReading, nn.Module):
             # estimated from this sample of z: log q(z | x) - log p(z_k | z_<k)
             kl = log_normal(z.float(), mu.float(), logvar.float()) - self.prior.log_marginal(
                 z, meters, bar_mask)
-        out = VAEOutput(log_probs, log_lik * bar_mask, kl * bar_mask, mu, logvar, log_pi)
+        out = VAEOutput(log_probs, log_lik * bar_mask, kl * bar_mask, mu, logvar, log_pi, log_eps)
         if self.classifier is not None:
             pooled = (mu * bar_mask[..., None]).sum(1) / bar_mask.sum(1, keepdim=True).clamp(min=1)
             out.class_logits = self.classifier(pooled)  # (B, C)

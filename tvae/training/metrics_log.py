@@ -20,13 +20,14 @@ from tvae.files import check_replaceable, read_regular_file, write_bytes_atomic
 
 METRIC_FIELDS = ["step", "epoch", "split", "loss", "recon", "kl_bits", "accuracy", "tf_accuracy",
                  "free_accuracy", "kl_bits_repeated", "kl_bits_new", "class_accuracy", "beta",
-                 "p_tf", "lr", "lr_rel", "skipped", "pointer_loss", "kl_paired_ratio",
+                 "p_tf", "lr", "lr_rel", "skipped", "pointer_loss", "edit_loss", "kl_paired_ratio",
                  "copy_share_repeated", "elbo_bits", "seconds"]
 
 
-def _csv_text(rows: Iterable[dict[str, Any]], header: bool) -> str:
+def _csv_text(rows: Iterable[dict[str, Any]], header: bool,
+              fields: list[str] | None = None) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, METRIC_FIELDS, extrasaction="ignore")
+    writer = csv.DictWriter(out, fields or METRIC_FIELDS, extrasaction="ignore")
     if header:
         writer.writeheader()
     writer.writerows(rows)
@@ -56,7 +57,8 @@ class MetricsLog:
             return
         check_replaceable(self.path)  # appended to: a regular file, never a FIFO or device
         size = self.path.stat().st_size if self.path.exists() else 0
-        data = _csv_text(rows, header=size == 0).encode()
+        # a log begun by an older version keeps its own columns
+        data = _csv_text(rows, header=size == 0, fields=self._header() if size else None).encode()
         try:
             with open(self.path, "ab") as handle:
                 handle.write(data)
@@ -66,6 +68,12 @@ class MetricsLog:
                 os.truncate(self.path, size)
             raise TvaeError(f"cannot write the metrics ({exc.strerror or exc})",
                             self.path) from None
+
+    def _header(self) -> list[str] | None:
+        """The columns of the existing log's header line (None if it has none)."""
+        with open(self.path, encoding="utf-8", errors="replace") as handle:
+            fields = next(csv.reader([handle.readline()]), None)
+        return fields if fields and "step" in fields else None
 
     def read(self) -> list[dict[str, str]]:
         """The rows, checked: a TvaeError names the file and the first bad line. A last line

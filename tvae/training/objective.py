@@ -15,7 +15,7 @@ from torch import Tensor
 
 from tvae.config import PAD
 from tvae.model.forward import LN2, VAEOutput
-from tvae.model.pointer import copy_target
+from tvae.model.pointer import copy_target, keep_log, nearest_source
 
 
 @dataclass
@@ -34,6 +34,8 @@ class Loss:
     class_term: Tensor | float = 0.0  # class_weight * class_loss: its part of `loss`
     base: Tensor | float = 0.0  # recon_weight * recon + beta * KL penalty: the rest of `loss`
     pointer_count: Tensor | None = None  # bars with a pointer target (pointer_loss's divisor)
+    edit_loss: Tensor | None = None  # per copied bar: the edit chances' cross-entropy (nats)
+    edit_term: Tensor | float = 0.0  # edit_weight * edit_loss: its part of `loss`
 
 
 def pointer_nll(log_pi: Tensor, tokens: Tensor, max_edits: int = 0, cap: float = 1.0
@@ -56,10 +58,37 @@ def pointer_nll(log_pi: Tensor, tokens: Tensor, max_edits: int = 0, cap: float =
     return torch.where(has, -on_target, torch.zeros_like(on_target)).sum(), has.sum()
 
 
+def edit_nll(log_eps: Tensor, log_pi: Tensor, tokens: Tensor, max_edits: int = 0,
+             cap: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Summed cross-entropy of the per-step edit chances (B, N, S) against the data's edits,
+    over the bars that repeat an earlier one within the pointer's reach (exactly, or with at
+    most `max_edits` steps changed: `nearest_source`), and how many such bars there are. A
+    bar's steps that differ from its source are taught "edit" (-log min(eps, cap)), its other
+    real steps "keep" (-log min(1 - eps, cap)); each group is averaged over the bar's steps in
+    it, so a near-repeat's one or two changed steps weigh as much as its kept ones. Decoding
+    (argmax) then reproduces the changed steps and keeps the others, without the latent paying
+    for a certainty beyond `cap`. log_pi (B, N, 1 + N) gives the reach."""
+    B, N, S = tokens.shape
+    offset, same = nearest_source(tokens, N - 1, max_edits)  # (B, N), (B, N, S)
+    source = (torch.arange(N, device=tokens.device) - offset).clamp(min=0)  # (B, N)
+    reach = torch.isfinite(log_pi[..., 1:].gather(-1, source[..., None]).squeeze(-1))
+    has = reach & (offset > 0)  # (B, N)
+    real = tokens != PAD  # (B, N, S)
+    edit = log_eps.float().expand(B, N, S)
+    keep = keep_log(edit)
+    if cap < 1.0:
+        edit, keep = edit.clamp(max=math.log(cap)), keep.clamp(max=math.log(cap))
+    per_bar = torch.zeros_like(edit[..., 0])  # (B, N)
+    for steps, log_p in ((real & ~same, edit), (real & same, keep)):
+        per_bar = per_bar - (log_p * steps).sum(-1) / steps.sum(-1).clamp(min=1)
+    return torch.where(has, per_bar, torch.zeros_like(per_bar)).sum(), has.sum()
+
+
 def vae_objective(out: VAEOutput, tokens: Tensor, *, beta: float, free_bits: float = 0.0,
                   recon_weight: float = 1.0, labels: Tensor | None = None,
                   class_weight: float = 1.0, pointer_weight: float = 0.0,
-                  pointer_edits: int = 0, pointer_cap: float = 1.0) -> Loss:
+                  pointer_edits: int = 0, pointer_cap: float = 1.0,
+                  edit_weight: float = 0.0) -> Loss:
     """The loss of one batch. tokens (B, N, S); labels (B,) with -1 for unlabelled windows.
     Means are per real bar (per labelled window, per repeated bar) with no host sync."""
     bar_mask = (tokens != PAD).any(-1)  # (B, N)
@@ -80,6 +109,12 @@ def vae_objective(out: VAEOutput, tokens: Tensor, *, beta: float, free_bits: flo
         if pointer_weight > 0:
             result.pointer_term = pointer_weight * result.pointer_loss
             result.loss = result.loss + result.pointer_term
+    if out.log_eps is not None and out.log_pi is not None:
+        total, count = edit_nll(out.log_eps, out.log_pi, tokens, pointer_edits, pointer_cap)
+        result.edit_loss = total / count.clamp(min=1)
+        if edit_weight > 0:
+            result.edit_term = edit_weight * result.edit_loss
+            result.loss = result.loss + result.edit_term
     if out.class_logits is not None and labels is not None:
         ce = F.cross_entropy(out.class_logits.float(), labels, ignore_index=-1, reduction="sum")
         result.class_loss = ce / (labels >= 0).sum().clamp(min=1)

@@ -68,7 +68,8 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, undo: Upd
         parts = vae_objective(out, batch.tokens, beta=at.beta, free_bits=cfg.free_bits,
                               recon_weight=cfg.recon_weight, labels=batch.labels,
                               class_weight=cfg.class_weight, pointer_weight=at.pointer_weight,
-                              pointer_edits=cfg.pointer_edits, pointer_cap=cfg.pointer_cap)
+                              pointer_edits=cfg.pointer_edits, pointer_cap=cfg.pointer_cap,
+                              edit_weight=cfg.edit_weight)
     per_bar = parts.loss.detach().float()  # this process's loss per real bar
     spike = spikes.is_spike(per_bar) if spikes is not None else torch.zeros(
         (), dtype=torch.bool, device=device)
@@ -122,6 +123,8 @@ def step_stats(parts: Loss, loss: Tensor, batch: Batch, ok: Tensor) -> dict[str,
         stats["class_n"] = known.sum() * share.real
     if parts.pointer_loss is not None:  # logged whether or not it is weighted into the loss
         stats["pointer"] = parts.pointer_loss.detach() * share.bars
+    if parts.edit_loss is not None:
+        stats["edit"] = parts.edit_loss.detach() * share.bars
     return {**{k: torch.where(ok, v, 0) for k, v in stats.items()}, "ok": ok}
 
 

@@ -47,7 +47,8 @@ from tvae.training.time_plan import TimePlanner
 from tvae.training.validation import validation_loss
 
 # per-step stats summed between log rows
-SUMMED = ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n", "pointer")
+SUMMED = ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n", "pointer",
+          "edit")
 
 
 def _shown(value: float | None, digits: int) -> str:
@@ -208,8 +209,9 @@ class Trainer:
             "lr_rel": last["lr"] / self.cfg.lr, "skipped": self.state.skipped,
             "seconds": round(self.state.seconds, 1),
         }
-        if "pointer" in acc:
-            row["pointer_loss"] = float(acc["pointer"]) / n
+        for part in ("pointer", "edit"):  # the auxiliary losses, where the model has them
+            if part in acc:
+                row[f"{part}_loss"] = float(acc[part]) / n
         if acc.get("class_n"):
             row["class_accuracy"] = float(acc["class_correct"]) / float(acc["class_n"])
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}

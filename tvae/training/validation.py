@@ -51,7 +51,8 @@ def validation_loss(model: torch.nn.Module, windows: Windows, cfg: TrainConfig,
         parts = vae_objective(out, tokens, beta=beta, free_bits=cfg.free_bits,
                               recon_weight=cfg.recon_weight, labels=labels,
                               class_weight=cfg.class_weight, pointer_weight=pointer_weight,
-                              pointer_edits=cfg.pointer_edits, pointer_cap=cfg.pointer_cap)
+                              pointer_edits=cfg.pointer_edits, pointer_cap=cfg.pointer_cap,
+                              edit_weight=cfg.edit_weight)
         count = int((tokens != 0).any(-1).sum())
         bars += count
         for key, value in (("loss", parts.loss), ("recon", parts.recon), ("kl", parts.kl)):
