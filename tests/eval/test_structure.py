@@ -1,7 +1,7 @@
 """The structure metrics (tvae.eval.structure) on hand-built windows whose answers are known:
 repeats and first occurrences, the paired KL ratio, transfer pairs, and follow / spurious / kept
 counts of a context transfer, decoded by oracle models (one that copies where the latent says,
-one that never copies)."""
+one that never copies), and how edit chances mark a near-repeat's changed steps."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import torch
 
 from tvae.config import HOLD, N_SPECIAL, PAD, REST
 from tvae.eval.structure import (
+    edit_marks,
     first_occurrence,
+    near_repeats,
     paired_ratios,
     repeated_bars,
     transfer_counts,
@@ -117,3 +119,22 @@ def test_kept_compares_rhythm_only() -> None:
     b = song(X, rest_bar, Y)
     got = transfer_counts(Oracle(copies=True), a, b, torch.zeros((1, 3), dtype=torch.long))
     assert (got["kept"], got["other_n"]) == (2, 2)
+
+
+def test_edit_marks_count_a_near_repeats_changed_and_kept_steps_above_one_half() -> None:
+    """Bar 3 is bar 1 with its second note moved (step 4): of its one changed step, the one
+    marked above 0.5 counts; of its 15 kept steps, one wrongly marked counts; the exact repeat
+    (bar 2) and the new bars are not near-repeats and count nowhere."""
+    moved = bar(7, 6, 4, 2)
+    tokens = song(X, Y, X, moved, Z)
+    near = near_repeats(tokens)
+    assert near[0].tolist() == [False, False, False, True, False]
+    log_eps = torch.full((1, 5, S), float(np.log(0.1)))
+    log_eps[0, 3, 4] = float(np.log(0.8))  # the change, marked
+    log_eps[0, 3, 9] = float(np.log(0.6))  # a kept step, marked wrongly
+    log_eps[0, 2, 0] = float(np.log(0.9))  # not a near-repeat: not counted
+    counts = {k: int(v) for k, v in edit_marks(log_eps, tokens, near).items()}
+    assert counts == {"near_changed": 1, "near_changed_marked": 1, "near_kept": S - 1,
+                      "near_kept_marked": 1}
+    log_eps[0, 3, 4] = float(np.log(0.4))  # below one half: decoding would keep the source
+    assert int(edit_marks(log_eps, tokens, near)["near_changed_marked"]) == 0

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from tvae.config import N_SPECIAL, PAD
-from tvae.model.pointer import same_bars, step_differences
+from tvae.model.pointer import nearest_source, same_bars, step_differences
 
 # How far back a repeat's nearest identical earlier bar lies, in bars: the buckets that
 # `tvae evaluate` reports copy accuracy, exactness, KL and transfer by.
@@ -50,6 +50,19 @@ def near_repeats(tokens: Tensor, max_edits: int = NEAR_EDITS) -> Tensor:
     diff = step_differences(tokens)  # (B, N, N)
     close = ((diff >= 1) & (diff <= max_edits) & earlier[None]).any(-1)  # (B, N)
     return close & (nearest_offset(tokens) == 0) & (tokens != PAD).any(-1)
+
+
+def edit_marks(log_eps: Tensor, tokens: Tensor, near: Tensor) -> dict[str, Tensor]:
+    """How the per-step edit chances (B, N, S), read from z alone, mark the near-repeats
+    `near` (B, N): their steps that differ from their nearest source (`changed`) and those
+    that do not (`kept`, real steps only), and how many of each have an edit chance above 0.5,
+    which is what decoding a copy needs to reproduce a change (and to keep the rest)."""
+    _, same = nearest_source(tokens, tokens.shape[1] - 1, NEAR_EDITS)  # (B, N, S)
+    steps = near[..., None] & (tokens != PAD)  # (B, N, S)
+    marked = log_eps > float(np.log(0.5))
+    changed, kept = steps & ~same, steps & same
+    return {"near_changed": changed.sum(), "near_changed_marked": (marked & changed).sum(),
+            "near_kept": kept.sum(), "near_kept_marked": (marked & kept).sum()}
 
 
 def first_occurrence(tokens: Tensor) -> Tensor:

@@ -18,6 +18,7 @@ from tvae.data.windows import Windows
 from tvae.eval.structure import (
     DISTANCE_BUCKETS,
     bucket_name,
+    edit_marks,
     near_repeats,
     nearest_offset,
     paired_ratios,
@@ -69,7 +70,9 @@ def evaluate_batch(model: TransformerVAE, tokens: Tensor, meters: Tensor, free: 
     }
     near = near_repeats(tokens)  # (B, N) edited repeats
     counts.update(kl_near=(kl_bits * near).sum(), n_near=near.sum())
-    log_pi = model.log_pointer(mu, real)
+    log_pi, log_eps = model.pointer_weights(mu, real)
+    if log_eps is not None and log_eps.shape[-1] == tokens.shape[-1]:  # per-step edit chances
+        counts.update(edit_marks(log_eps, tokens, near))
     correct_copy = torch.zeros_like(real)
     if log_pi is not None:
         share = copy_share(log_pi)  # (B, N)
@@ -211,7 +214,8 @@ def _learned_prior_metrics(totals: _Totals, recon: float) -> dict[str, Any]:
 
 def _near_metrics(totals: _Totals, free: bool) -> dict[str, Any]:
     """Near-repeats (1-2 steps changed from an earlier bar): count, KL against new bars, the
-    share the decoder copies (with edits) and the share decoded exactly."""
+    share the decoder copies (with edits), the share decoded exactly, and (per-step edits)
+    the shares of their changed and of their kept steps whose edit chance is above 0.5."""
     return {
         "near_repeated_bars": int(totals.v.get("n_near", 0)),
         "kl_bits_near_repeated": totals.ratio("kl_near", "n_near"),
@@ -220,6 +224,10 @@ def _near_metrics(totals: _Totals, free: bool) -> dict[str, Any]:
         "near_repeats_copied": totals.ratio("near_copied", "n_near") if "copy_rep" in totals.v
         else None,
         "near_repeats_exact": totals.ratio("near_exact", "n_near") if free else None,
+        "near_changed_steps_marked": totals.ratio("near_changed_marked", "near_changed")
+        if "near_changed" in totals.v else None,
+        "near_kept_steps_marked": totals.ratio("near_kept_marked", "near_kept")
+        if "near_kept" in totals.v else None,
     }
 
 
