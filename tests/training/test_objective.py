@@ -163,16 +163,20 @@ def test_edit_loss_teaches_edits_where_a_copy_differs_from_its_source() -> None:
 
 
 def test_edit_weight_adds_the_edit_loss_and_raises_eps_at_the_changed_steps() -> None:
-    """`edit_weight` adds weight x the mean edit loss to the total; its gradient raises the
-    edit chance at a near-repeat's changed steps and lowers it at its kept ones."""
+    """`edit_weight` adds weight x the mean edit loss to the total (without it the loss is not
+    computed); its gradient raises the edit chance at a near-repeat's changed steps and lowers
+    it at its kept ones."""
     model = tiny()
     tokens, meters = _near_song()
     out = model(tokens, meters, sample=False)
     assert out.log_eps is not None and out.log_pi is not None
     plain = vae_objective(out, tokens, beta=1.0, pointer_edits=2)
     weighted = vae_objective(out, tokens, beta=1.0, pointer_edits=2, edit_weight=0.5)
-    assert plain.edit_loss is not None
-    torch.testing.assert_close(weighted.loss, plain.loss + 0.5 * plain.edit_loss)
+    assert plain.edit_loss is None  # not computed without a weight
+    assert weighted.edit_loss is not None
+    total, count = edit_nll(out.log_eps, out.log_pi, tokens, max_edits=2)
+    torch.testing.assert_close(weighted.edit_loss, total / count)
+    torch.testing.assert_close(weighted.loss, plain.loss + 0.5 * weighted.edit_loss)
     log_eps = out.log_eps.detach().requires_grad_()
     total, _ = edit_nll(log_eps, out.log_pi.detach(), tokens, max_edits=2)
     total.backward()

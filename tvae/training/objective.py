@@ -34,7 +34,8 @@ class Loss:
     class_term: Tensor | float = 0.0  # class_weight * class_loss: its part of `loss`
     base: Tensor | float = 0.0  # recon_weight * recon + beta * KL penalty: the rest of `loss`
     pointer_count: Tensor | None = None  # bars with a pointer target (pointer_loss's divisor)
-    edit_loss: Tensor | None = None  # per copied bar: the edit chances' cross-entropy (nats)
+    edit_loss: Tensor | None = None  # per copied bar: the edit chances' cross-entropy (nats);
+    # computed only with an edit weight
     edit_term: Tensor | float = 0.0  # edit_weight * edit_loss: its part of `loss`
 
 
@@ -109,12 +110,12 @@ def vae_objective(out: VAEOutput, tokens: Tensor, *, beta: float, free_bits: flo
         if pointer_weight > 0:
             result.pointer_term = pointer_weight * result.pointer_loss
             result.loss = result.loss + result.pointer_term
-    if out.log_eps is not None and out.log_pi is not None:
+    if edit_weight > 0 and out.log_eps is not None and out.log_pi is not None:
+        # only when weighted: finding every bar's source is not worth a step's time otherwise
         total, count = edit_nll(out.log_eps, out.log_pi, tokens, pointer_edits, pointer_cap)
         result.edit_loss = total / count.clamp(min=1)
-        if edit_weight > 0:
-            result.edit_term = edit_weight * result.edit_loss
-            result.loss = result.loss + result.edit_term
+        result.edit_term = edit_weight * result.edit_loss
+        result.loss = result.loss + result.edit_term
     if out.class_logits is not None and labels is not None:
         ce = F.cross_entropy(out.class_logits.float(), labels, ignore_index=-1, reduction="sum")
         result.class_loss = ce / (labels >= 0).sum().clamp(min=1)

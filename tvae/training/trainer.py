@@ -47,8 +47,7 @@ from tvae.training.time_plan import TimePlanner
 from tvae.training.validation import validation_loss
 
 # per-step stats summed between log rows
-SUMMED = ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n", "pointer",
-          "edit")
+SUMMED = ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n", "pointer", "edit")
 
 
 def _shown(value: float | None, digits: int) -> str:
