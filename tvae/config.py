@@ -187,6 +187,11 @@ class ModelConfig:
                                   "one (exactly, or with 1 or 2 steps changed) as its "
                                   "differences from it: the steps they share become one learned "
                                   "'same' vector, so its latent has only the edits to say")
+    edit_source: bool = setting(False, '"bar" with --copy-edit-steps: an edited step of a copy '
+                                "is drawn from the generator biased by the source's token at that "
+                                "step (a learned table over (source token, new token), starting "
+                                "at zero); no gain measured in fine-tunes of the bundled model "
+                                "(docs/experiments.md)")
     trained_bars: int = setting(0, "bars per window the model was trained on, set by training "
                                 "from the data config (0: not recorded); longer songs are read "
                                 "and decoded window by window", 0, MAX_BARS, cli=False)

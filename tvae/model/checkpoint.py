@@ -172,6 +172,8 @@ def legacy_model_fields(model: Any, data: DataConfig | None = None) -> Any:
         model = {**model, "latent_repeats": False}
     if "encoder_edits" not in model:  # before the encoder read repeats as their edits
         model = {**model, "encoder_edits": False}
+    if "edit_source" not in model:  # before edits read the source's token
+        model = {**model, "edit_source": False}
     if data is not None and model.get("trained_bars", 0) == 0:
         model = {**model, "trained_bars": data.bars}
     return model

@@ -11,7 +11,9 @@ transfer), a later repeat copies whatever that bar decodes to. Two ways to mix:
   where y_js is step s of bar j, g the generator and eps_ks (read from z_k too: one per step,
   or one per bar, or a fixed chance) the chance of an edit at step s of a copy, so a
   near-repeat is a copy with a few edits. A repeat then costs about -log pi_j nats, and an
-  edit with a per-step chance costs the bits that say where it is and what it becomes.
+  edit with a per-step chance costs the bits that say where it is and what it becomes. With
+  an edit table (`edit_source`), g at an edited step also reads the source's token there
+  (a learned bias per (source token, new token)), so "a step lower" costs less than a new note.
 - "step": a mixture at every step, p(x_s) = pi_gen g_s(x_s) + sum_j pi_j [x_s = bar j's step s].
 
 Shape legend: B batch, N bars (k the copying bar, j the copied one), S steps per bar,
@@ -200,29 +202,60 @@ def per_step(log_eps: Tensor) -> Tensor:
     return log_eps[..., None] if log_eps.dim() == 2 else log_eps
 
 
-def copy_step_log_probs(gen_log_probs: Tensor, sources: Tensor, log_eps: Tensor) -> Tensor:
+def edit_log_probs(gen_log_probs: Tensor, edit_bias: Tensor | None) -> Tensor:
+    """The distribution a copy's edits are drawn from (B, N, S, V): the generator's, or, with
+    `edit_bias` (B, N, S, V; the learned table's row for the source's token at each step), the
+    generator's logits plus that bias, renormalised (-inf stays -inf)."""
+    if edit_bias is None:
+        return gen_log_probs
+    return (gen_log_probs + edit_bias).log_softmax(-1)
+
+
+def copy_step_log_probs(gen_log_probs: Tensor, sources: Tensor, log_eps: Tensor,
+                        edit_table: Tensor | None = None) -> Tensor:
     """Step log-probabilities (B, N, S, V) of copying `sources` (B, N, S) (bar k copies
     sources[:, k]) with an edit at step s with probability eps: log_eps (B, N, S) or (B, N, 1).
-    gen_log_probs (B, N, S, V). Not masked: mask the result for the meter."""
+    gen_log_probs (B, N, S, V); `edit_table` (V, V), if the model has one, biases an edit by the
+    source's token (`edit_log_probs`). Not masked: mask the result for the meter."""
+    bias = None if edit_table is None else edit_table[sources]  # (B, N, S, V)
     log_e = per_step(log_eps)[..., None]  # (B, N, S or 1, 1)
-    edit = log_e + gen_log_probs  # (B, N, S, V)
+    edit = log_e + edit_log_probs(gen_log_probs, bias)  # (B, N, S, V)
     keep = keep_log(log_e)  # log(1 - eps)
     onehot = F.one_hot(sources, gen_log_probs.shape[-1]).bool()  # (B, N, S, V)
     return torch.where(onehot, torch.logaddexp(edit, keep.expand_as(edit)), edit)
 
 
+def expected_edit_bias(edit_table: Tensor, log_pi: Tensor, sources: Tensor) -> Tensor:
+    """(B, N, S, V) the edit table's rows for the sources' tokens, averaged over the copy
+    choices by the pointer's weights renormalised over copies (detached: the pointer is taught
+    by the likelihood, not by this average): what an edit of bar k is biased by in a likelihood
+    marginalised over its sources. The pointer is nearly sure of its source where it copies,
+    and there this is the chosen source's row. log_pi (B, N, 1 + N'), sources (B, N', S)."""
+    lp = log_pi[..., 1:].detach()  # (B, N, N')
+    top = lp.amax(-1, keepdim=True)
+    w = torch.where(torch.isfinite(top), (lp - top.clamp(min=-1e30)).exp(), torch.zeros_like(lp))
+    w = w / w.sum(-1, keepdim=True).clamp(min=TINY)  # (B, N, N'); 0 where nothing is copyable
+    return torch.einsum("bkj,bjsv->bksv", w.to(edit_table.dtype), edit_table[sources])
+
+
 def bar_log_lik(gen_log_probs: Tensor, tokens: Tensor, sources: Tensor, log_pi: Tensor,
-                log_eps: Tensor) -> Tensor:
+                log_eps: Tensor, edit_bias: Tensor | None = None) -> Tensor:
     """log p(bar k) (B, N) of the per-bar choice, marginalised over generate / copy bar j.
     gen_log_probs (B, N, S, V) masked; tokens (B, N, S) the targets; sources (B, N, S);
-    log_eps (B, N, S) or (B, N, 1) the edit chance of each step of a copy."""
+    log_eps (B, N, S) or (B, N, 1) the edit chance of each step of a copy; edit_bias (B, N, S,
+    V) or None what a copy's edits add to the generator's logits (`expected_edit_bias`)."""
     target = tokens != PAD  # (B, N, S)
-    lg = gen_log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, N, S)
-    lg = torch.where(target, lg, torch.zeros_like(lg))
+
+    def picked(log_probs: Tensor) -> Tensor:  # (B, N, S) log-probability of the true token
+        lp = log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        return torch.where(target, lp, torch.zeros_like(lp))
+
+    lg = picked(gen_log_probs)  # (B, N, S)
+    le = lg if edit_bias is None else picked(edit_log_probs(gen_log_probs, edit_bias))
     gen = lg.sum(-1)  # (B, N)
     match = tokens[:, :, None] == sources[:, None]  # (B, N, N', S)
     log_e = per_step(log_eps)[:, :, None, :]  # (B, N, 1, S or 1)
-    edit = log_e + lg[:, :, None]  # (B, N, 1, S)
+    edit = log_e + le[:, :, None]  # (B, N, 1, S)
     keep = keep_log(log_e)
     step = torch.where(match, torch.logaddexp(edit, keep.expand_as(edit)), edit)  # (B, N, N', S)
     copy = (step * target[:, :, None]).sum(-1)  # (B, N, N')
@@ -240,14 +273,15 @@ def choose(log_pi: Tensor, generator: torch.Generator | None = None, sample: boo
     return torch.multinomial(probs, 1, generator=generator).view(log_pi.shape[:-1])
 
 
-def chosen_log_probs(gen_log_probs: Tensor, sources: Tensor, log_eps: Tensor, choice: Tensor
-                     ) -> Tensor:
+def chosen_log_probs(gen_log_probs: Tensor, sources: Tensor, log_eps: Tensor, choice: Tensor,
+                     edit_table: Tensor | None = None) -> Tensor:
     """Step log-probabilities (B, N, S, V) of each bar's chosen component: the generator's, or
-    those of copying the chosen source (B, N', S) with edits. choice (B, N) from `choose`.
+    those of copying the chosen source (B, N', S) with edits (biased by the source's tokens
+    through `edit_table` (V, V) where the model has one). choice (B, N) from `choose`.
     Not masked: mask the result for the meter."""
     B, N = choice.shape
     if sources.shape[1] == 0:
         return gen_log_probs
     idx = (choice - 1).clamp(min=0)[..., None].expand(B, N, sources.shape[2])  # (B, N, S)
-    copied = copy_step_log_probs(gen_log_probs, sources.gather(1, idx), log_eps)
+    copied = copy_step_log_probs(gen_log_probs, sources.gather(1, idx), log_eps, edit_table)
     return torch.where((choice > 0)[..., None, None], copied, gen_log_probs)

@@ -39,6 +39,7 @@ from tvae.model.pointer import (
     bar_log_lik,
     choose,
     chosen_log_probs,
+    expected_edit_bias,
     mixture_log_probs,
     observed_log_weights,
     pointer_log_weights,
@@ -48,6 +49,8 @@ from tvae.model.pointer import (
 from tvae.model.prior import LatentPrior, log_normal
 from tvae.model.sampling import Sampler, argmax_sampler
 from tvae.model.windowed import WindowedReading
+
+EDIT_TABLE_GAIN = 20.0  # the edit table's parameter is scaled by this where it is used
 
 
 class TransformerVAE(WindowedReading, nn.Module):
@@ -105,6 +108,17 @@ class TransformerVAE(WindowedReading, nn.Module):
             nn.init.normal_(self.edit.weight, std=0.02)
             start = config.copy_edit or 0.02  # edits start rare
             nn.init.constant_(self.edit.bias, math.log(start / (1 - start)))
+        self.edit_table = None  # (V, V) bias of a copy's edit by the source's token, from 0,
+        # used times EDIT_TABLE_GAIN (`edit_bias_table`): a bias of a few nats is learned in a
+        # few hundred steps at the learning rates of fine-tuning
+        if self.edit is not None and config.edit_source:
+            self.edit_table = nn.Parameter(torch.zeros(grid.vocab_size, grid.vocab_size))
+
+    @property
+    def edit_bias_table(self) -> Tensor | None:
+        """(V, V) what a copy's edit adds to the generator's logits, by (source token, new
+        token); None without `edit_source`."""
+        return None if self.edit_table is None else self.edit_table * EDIT_TABLE_GAIN
 
     # -- encoder ---------------------------------------------------------------------------
     def encode(self, tokens: Tensor, meters: Tensor) -> tuple[Tensor, Tensor]:
@@ -179,7 +193,8 @@ class TransformerVAE(WindowedReading, nn.Module):
             return gen
         if log_eps is None:
             return mixture_log_probs(logits, meters, log_pi, sources)
-        return mask_logits(chosen_log_probs(gen, sources, log_eps, choose(log_pi)), meters)
+        return mask_logits(chosen_log_probs(gen, sources, log_eps, choose(log_pi),
+                                            self.edit_bias_table), meters)
 
     def _outputs(self, logits: Tensor, meters: Tensor, tokens: Tensor, sources: Tensor,
                  log_pi: Tensor | None, log_eps: Tensor | None,
@@ -192,7 +207,9 @@ class TransformerVAE(WindowedReading, nn.Module):
             gen = mask_logits(logits.float(), meters).log_softmax(-1)
             if choices is not None:
                 log_pi = observed_log_weights(log_pi, choices)
-            return log_probs, bar_log_lik(gen, tokens, sources, log_pi, log_eps)
+            table = self.edit_bias_table
+            bias = None if table is None else expected_edit_bias(table, log_pi, sources)
+            return log_probs, bar_log_lik(gen, tokens, sources, log_pi, log_eps, bias)
         picked = log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, N, S)
         return log_probs, torch.where(target, picked, torch.zeros_like(picked)).sum(-1)
 
@@ -235,7 +252,8 @@ class TransformerVAE(WindowedReading, nn.Module):
 
         def mix(logits: Tensor) -> Tensor:
             gen = logits.float().log_softmax(-1)
-            return mask_logits(chosen_log_probs(gen, src, eps, choice), meters)
+            return mask_logits(chosen_log_probs(gen, src, eps, choice, self.edit_bias_table),
+                               meters)
 
         return mix
 

@@ -1,0 +1,115 @@
+"""Which repeats does the decoder copy from the wrong bar? For each exact repeat of a split's
+windows (as `tvae evaluate` reads them: z = posterior mean), the decoder's choice (the pointer's
+likeliest) is compared with the bars identical to it; the misses are counted by the distance of
+the nearest identical bar and by what was chosen instead (generate, or a bar how many back and
+how many steps away), with the songs they come from and the pointer's weights there. It also
+prints, per offset o, how much the posterior's repeat vector for "an identical bar o back"
+(`--latent-repeats`) raises the pointer's logit for copying o back: an offset the training
+data seldom held has a small gain, and its repeats are copied from a commoner offset.
+
+    python -m experiments.copy_misses MODEL [--data corpus] [--split test] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from tvae.config import PAD, DataConfig
+from tvae.data.dataset import load_songs
+from tvae.data.windows import Windows
+from tvae.eval.structure import DISTANCE_BUCKETS, bucket_name, nearest_offset, repeated_bars
+from tvae.inference import load_model
+from tvae.model.pointer import choose, same_bars, step_differences
+
+
+def copy_misses(model: torch.nn.Module, tokens: torch.Tensor, meters: torch.Tensor,
+                songs: np.ndarray) -> dict[str, Any]:
+    """tokens (W, N, S), meters (W, N) of W windows, songs (W,) their song ids -> per bucket the
+    repeats, the misses, and the misses grouped by (nearest identical offset, what was chosen)."""
+    with torch.no_grad():
+        mu, _ = model.encode(tokens, meters)
+        real = (tokens != PAD).any(-1)  # (W, N)
+        log_pi, _ = model.pointer_weights(mu, real)  # (W, N, 1 + N)
+    choice = choose(log_pi)  # (W, N): 0 generate, 1 + j copy bar j
+    rep, offset = repeated_bars(tokens), nearest_offset(tokens)  # (W, N)
+    same, diff = same_bars(tokens), step_differences(tokens)  # (W, N, N)
+    out: dict[str, Any] = {}
+    for lo, hi in DISTANCE_BUCKETS:
+        at = rep & (offset >= lo) & (offset <= hi)
+        groups: Counter = Counter()
+        seen: dict[str, Counter] = defaultdict(Counter)
+        weights: dict[str, list[float]] = defaultdict(list)
+        for w, k in torch.nonzero(at).tolist():
+            c = int(choice[w, k])
+            if c > 0 and bool(same[w, k, c - 1]):
+                continue
+            true = int(offset[w, k])
+            what = ("generate" if c == 0 else
+                    f"copy {k - (c - 1)} back ({int(diff[w, k, c - 1])} steps differ)")
+            key = f"nearest identical {true} back -> {what}"
+            groups[key] += 1
+            seen[key][int(songs[w])] += 1
+            weights[key].append(float(log_pi[w, k, 1 + k - true].exp()))
+        n = int(at.sum())
+        out[bucket_name(lo, hi)] = {
+            "repeats": n, "misses": sum(groups.values()),
+            "groups": [{"what": key, "count": count, "songs": dict(seen[key].most_common()),
+                        "mean_weight_on_nearest_identical": float(np.mean(weights[key]))}
+                       for key, count in groups.most_common()]}
+    out["offsets_of_repeats"] = dict(sorted(Counter(offset[rep].tolist()).items()))
+    return out
+
+
+def repeat_vector_gain(model: torch.nn.Module) -> list[float] | None:
+    """Per offset o (1..O): the pointer's logit gain for copying o back, in nats, from the
+    posterior's repeat vector for an identical bar o back: w_o . r_o. None without them."""
+    if getattr(model, "repeats_mu", None) is None or model.pointer is None:
+        return None
+    first = 1 + int(model.learn_edit)  # pointer rows: [edit chance,] generate, offsets 1..O
+    rows, vectors = model.pointer.weight, model.repeats_mu.weight  # (.., Z), (Z, 2 O)
+    O = model.config.copy_offsets  # noqa: E741 (the shape legend's name)
+    return [float(rows[first + o - 1] @ vectors[:, o - 1]) for o in range(1, O + 1)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("--data", default="corpus")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--json", default=None, help="also write the result here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    trained = load_model(args.model)
+    data = DataConfig(bars=trained.window, stride=trained.window, transpose=0)
+    songs, _ = load_songs(args.data, trained.grid, data, progress=False)
+    windows = Windows(songs, args.split, data, trained.grid)
+    tokens, meters = windows.batch(np.arange(len(windows)), None, trim=True)
+    result = copy_misses(trained.model.eval(), torch.as_tensor(tokens), torch.as_tensor(meters),
+                         windows.song)
+    for name in (bucket_name(lo, hi) for lo, hi in DISTANCE_BUCKETS):
+        row = result[name]
+        print(f"{name} bars back: {row['misses']} of {row['repeats']} repeats copied from a bar "
+              "that is not identical")
+        for group in row["groups"]:
+            weight = group["mean_weight_on_nearest_identical"]
+            print(f"  {group['count']:3d}  {group['what']}; songs {group['songs']}; pointer "
+                  f"weight on the nearest identical bar {weight:.3f}")
+    print("offsets of the repeats' nearest identical bars:", result["offsets_of_repeats"])
+    gain = repeat_vector_gain(trained.model)
+    if gain is not None:
+        result["repeat_vector_gain"] = gain
+        print("pointer logit gain of each offset's repeat vector (1 back first):",
+              " ".join(f"{g:.1f}" for g in gain))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
