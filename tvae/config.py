@@ -319,8 +319,8 @@ class DataConfig:
                                   "near-repeat, to be copied with edits)", 0.0, 1.0)
     repeat_reach: float = setting(0.5, "share of training batches that keep the whole window: "
                                   "in them short songs are played on past their end and given "
-                                  "repeats from the far half of the window, so that repeats 9 to "
-                                  "32 bars back are met often", 0.0, 1.0)
+                                  "repeats from a quarter of the window back on (8 to 32 bars in "
+                                  "33), so that far repeats are met often", 0.0, 1.0)
 
     def __post_init__(self) -> None:
         validate_fields(self)

@@ -210,6 +210,26 @@ def test_add_repeats_repeats_one_phrase_of_full_bars_at_every_offset() -> None:
     assert np.array_equal(add_repeats(tokens, 0.0, rng), tokens)
 
 
+def test_phrases_are_placed_at_every_offset_equally_often_even_at_the_windows_end() -> None:
+    """Only a 1-bar phrase fits 32 bars back in a 33-bar window: the offset is drawn before the
+    phrase length, so it is met as often as 8 or 16 back (drawing the length first and retrying
+    met the last offsets a quarter as often)."""
+    from tvae.data.augment import PHRASES, _place_phrase
+
+    rng = np.random.default_rng(0)
+    full = np.ones(33, dtype=bool)
+    draws = [_place_phrase(full, 33, 33, rng, min_offset=8) for _ in range(6000)]
+    counts = np.bincount([offset for _, offset, _ in draws], minlength=33)[8:]  # offsets 8..32
+    assert counts.min() > 0.75 * counts.mean() and counts.max() < 1.25 * counts.mean()
+    for start, offset, size in draws:  # every phrase fits: sources and targets inside
+        assert size in PHRASES and start - offset >= 0 and start + size <= 33
+    song = np.zeros(24, dtype=bool)
+    song[:16] = True  # a 16-bar song in a 24-bar window: 13 to 15 back are met too
+    offsets = np.bincount([_place_phrase(song, 16, 24, rng)[1] for _ in range(4000)],
+                          minlength=24)  # a repeat starts by the song's end: at most 16 back
+    assert min(offsets[1:17]) > 0.75 * 4000 / 16 and not offsets[17:].any()
+
+
 def test_add_repeats_edits_keep_the_rhythm_and_move_one_or_two_pitches() -> None:
     from tvae.data.augment import add_repeats
 

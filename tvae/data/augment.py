@@ -43,9 +43,8 @@ def add_repeats(tokens: np.ndarray, share: float, rng: np.random.Generator,
 
     With `extend`, every song that ends before the window does is first played on to the
     window's end (`extend_song`), and the windows given repeats get 1 to 3 phrases at offsets
-    from the far half of the window (N/2 to N - 1), so that repeats that far back, whose only
-    source is that far, and the window's late bars are met by short songs too, not only by the
-    few long ones."""
+    from N/4 to N - 1, so that repeats that far back, whose only source is that far, and the
+    window's late bars are met by short songs too, not only by the few long ones."""
     tokens = tokens.copy()
     N = tokens.shape[1]
     pads = (tokens == PAD).sum(-1)  # (B, N) PAD steps of each bar
@@ -60,11 +59,13 @@ def add_repeats(tokens: np.ndarray, share: float, rng: np.random.Generator,
             length = extend_song(tokens[b], full, length, N, rng, grid)
         if not chosen[b]:
             continue
-        # an extended song gets 1-3 phrases from the far half of the window: the offsets that
-        # short songs never hold (the nearer ones are met in every other batch)
+        # an extended song gets 1-3 phrases from N/4 bars back on (8 to 32 in 33-bar windows):
+        # the offsets that short songs never hold and that the data rarely holds (repeats 1 to
+        # 8 bars back are most of the corpus'; those 13 to 15 back were met too seldom when
+        # these began at N/2: their pointer had learned almost nothing, `copy_misses`)
         far = extend and N >= 4
         for _ in range(int(rng.integers(1, 4)) if far else 1):
-            placed = _place_phrase(full, length, N, rng, min_offset=N // 2 if far else 1)
+            placed = _place_phrase(full, length, N, rng, min_offset=N // 4 if far else 1)
             if placed is None:
                 continue
             start, offset, size = placed
@@ -102,14 +103,21 @@ def _place_phrase(full: np.ndarray, length: int, n: int, rng: np.random.Generato
                   tries: int = 8, min_offset: int = 1) -> tuple[int, int, int] | None:
     """(start, offset, size) of a phrase repeat in a window of `n` bars whose first `length`
     are the song's (`full` (N,) marks the full bars): the sources are full bars of the song,
-    the targets full bars or padding that begins at the song's end (never a hole)."""
+    the targets full bars or padding that begins at the song's end (never a hole). The offset
+    is drawn first, uniformly from min_offset..n-1, and then a phrase length that fits there:
+    an offset near the window's end, where only short phrases fit, is met as often as any
+    other (drawing the length first and retrying would skip it)."""
     for _ in range(tries):
-        size = int(rng.choice(PHRASES))
         offset = int(rng.integers(min_offset, n))
-        starts = [k for k in range(offset, min(length, n - size) + 1)
-                  if full[k - offset : k - offset + size].all()
-                  and all(full[t] or t >= length for t in range(k, k + size))]
-        if starts:
+        fits = []
+        for size in PHRASES:
+            starts = [k for k in range(offset, min(length, n - size) + 1)
+                      if full[k - offset : k - offset + size].all()
+                      and all(full[t] or t >= length for t in range(k, k + size))]
+            if starts:
+                fits.append((size, starts))
+        if fits:
+            size, starts = fits[int(rng.integers(len(fits)))]
             return int(rng.choice(starts)), offset, size
     return None
 
