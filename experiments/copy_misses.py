@@ -8,6 +8,12 @@ prints, per offset o, how much the posterior's repeat vector for "an identical b
 data seldom held has a small gain, and its repeats are copied from a commoner offset.
 
     python -m experiments.copy_misses MODEL [--data corpus] [--split test] [--json OUT]
+    python -m experiments.copy_misses --training-batches 60 [--data corpus]
+
+The second form reads no model: it draws training batches as `tvae train`'s defaults do
+(augmentation included, seed 0) and counts, per offset, the repeats whose only identical earlier
+bar lies that far back (the cases that teach the pointer that offset and no other) and those
+with an identical bar there at all.
 """
 
 from __future__ import annotations
@@ -77,14 +83,54 @@ def repeat_vector_gain(model: torch.nn.Module) -> list[float] | None:
     return [float(rows[first + o - 1] @ vectors[:, o - 1]) for o in range(1, O + 1)]
 
 
+def training_offsets(data_dir: str, batches: int, seed: int = 0) -> dict[str, list[int]]:
+    """Per offset 1..O of the default config: the repeats of `batches` training batches (drawn
+    with augmentation, as training draws them) whose only identical earlier bar in reach is that
+    far back ("sole"), and those with one there ("any")."""
+    from tvae.config import GridConfig, ModelConfig, TrainConfig
+
+    grid, data, reach = GridConfig(), DataConfig(), ModelConfig().copy_offsets
+    songs, _ = load_songs(data_dir, grid, data, progress=False)
+    windows = Windows(songs, "train", data, grid)
+    rng = np.random.default_rng(seed)
+    sole, any_ = np.zeros(reach + 1, dtype=np.int64), np.zeros(reach + 1, dtype=np.int64)
+    for _ in range(batches):
+        rows = rng.choice(len(windows), TrainConfig().batch_size, replace=False)
+        tokens = torch.as_tensor(windows.batch(rows, rng, trim=True)[0])  # (B, N, S)
+        N = tokens.shape[1]
+        off = torch.arange(N)[:, None] - torch.arange(N)[None, :]  # (N, N)
+        real = (tokens != PAD).any(-1)  # (B, N)
+        ok = (same_bars(tokens) & ((off >= 1) & (off <= reach))[None]
+              & real[:, :, None] & real[:, None, :])  # (B, N, N)
+        offsets = off[None].expand_as(ok)[ok]  # every (repeat, identical source) pair
+        any_ += np.bincount(offsets.numpy(), minlength=reach + 1)
+        only = ok & (ok.sum(-1, keepdim=True) == 1)
+        sole += np.bincount(off[None].expand_as(only)[only].numpy(), minlength=reach + 1)
+    return {"sole": sole[1:].tolist(), "any": any_[1:].tolist()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model")
+    parser.add_argument("model", nargs="?")
+    parser.add_argument("--training-batches", type=int, default=0,
+                        help="count the offsets of repeats in this many training batches instead")
     parser.add_argument("--data", default="corpus")
     parser.add_argument("--split", default="test")
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.training_batches:
+        counts = training_offsets(args.data, args.training_batches)
+        print(f"repeats in {args.training_batches} training batches, by offset: only source "
+              "there / a source there")
+        print(" ".join(f"{o}:{a}/{b}" for o, (a, b) in
+                       enumerate(zip(counts["sole"], counts["any"], strict=True), 1)))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(counts, f, indent=1)
+        return
+    if args.model is None:
+        parser.error("give a MODEL, or --training-batches N")
     trained = load_model(args.model)
     data = DataConfig(bars=trained.window, stride=trained.window, transpose=0)
     songs, _ = load_songs(args.data, trained.grid, data, progress=False)

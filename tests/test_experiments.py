@@ -236,3 +236,31 @@ def test_inverse_sigmoid_k_puts_the_midpoint_where_asked() -> None:
     for midpoint in (3.0, 750.0):
         k = inverse_sigmoid_k(midpoint)
         assert k >= 1 and tf_inverse_sigmoid(int(midpoint), k, 0.0) == pytest.approx(0.5, 1e-6)
+
+
+def test_copy_misses_names_the_offset_copied_instead_and_each_offsets_gain() -> None:
+    """A model whose pointer always copies the bar 1 back: in a hand-built window, the repeat
+    2 back is a miss "copy 1 back" and the repeat 1 back is not; the repeat-vector gain is
+    w_o . r_o for each offset."""
+    from experiments.copy_misses import copy_misses, repeat_vector_gain
+    from tests.model.test_model import random_bars, tiny
+
+    model = tiny(copy_offsets=4, latent_repeats=True)
+    with torch.no_grad():
+        model.pointer.weight.zero_()
+        model.pointer.bias.fill_(-30.0)
+        model.pointer.bias[1] = 30.0  # copy 1 back wherever a bar can
+    tokens, meters = random_bars(1, 6, seed=2, meters=torch.zeros(1, 6, dtype=torch.long))
+    tokens[0, 3] = tokens[0, 1]  # 2 back: a miss
+    tokens[0, 5] = tokens[0, 4]  # 1 back: copied right
+    out = copy_misses(model, tokens, meters, np.array([7]))
+    assert out["1-4"]["repeats"] == 2 and out["1-4"]["misses"] == 1
+    (group,) = out["1-4"]["groups"]
+    assert group["what"].startswith("nearest identical 2 back -> copy 1 back")
+    assert group["songs"] == {7: 1} and group["mean_weight_on_nearest_identical"] < 1e-6
+    with torch.no_grad():
+        model.repeats_mu.weight.normal_()
+        gain = repeat_vector_gain(model)
+        expect = [float(model.pointer.weight[o] @ model.repeats_mu.weight[:, o - 1])
+                  for o in range(1, 5)]
+    assert gain == pytest.approx(expect)
