@@ -13,7 +13,8 @@ transfer), a later repeat copies whatever that bar decodes to. Two ways to mix:
   near-repeat is a copy with a few edits. A repeat then costs about -log pi_j nats, and an
   edit with a per-step chance costs the bits that say where it is and what it becomes. With
   an edit table (`edit_source`), g at an edited step also reads the source's token there
-  (a learned bias per (source token, new token)), so "a step lower" costs less than a new note.
+  (a learned bias per (source token, new token)), meant to make "a step lower" cheaper than a
+  new note (off by default: no gain measured, docs/experiments.md).
 - "step": a mixture at every step, p(x_s) = pi_gen g_s(x_s) + sum_j pi_j [x_s = bar j's step s].
 
 Shape legend: B batch, N bars (k the copying bar, j the copied one), S steps per bar,
