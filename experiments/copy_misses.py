@@ -31,7 +31,7 @@ from tvae.data.dataset import load_songs
 from tvae.data.windows import Windows
 from tvae.eval.structure import DISTANCE_BUCKETS, bucket_name, nearest_offset, repeated_bars
 from tvae.inference import load_model
-from tvae.model.pointer import choose, same_bars, step_differences
+from tvae.model.pointer import choose, copy_target, offsets, same_bars, step_differences
 
 
 def copy_misses(model: torch.nn.Module, tokens: torch.Tensor, meters: torch.Tensor,
@@ -97,13 +97,10 @@ def training_offsets(data_dir: str, batches: int, seed: int = 0) -> dict[str, li
     for _ in range(batches):
         rows = rng.choice(len(windows), TrainConfig().batch_size, replace=False)
         tokens = torch.as_tensor(windows.batch(rows, rng, trim=True)[0])  # (B, N, S)
-        N = tokens.shape[1]
-        off = torch.arange(N)[:, None] - torch.arange(N)[None, :]  # (N, N)
-        real = (tokens != PAD).any(-1)  # (B, N)
-        ok = (same_bars(tokens) & ((off >= 1) & (off <= reach))[None]
-              & real[:, :, None] & real[:, None, :])  # (B, N, N)
-        offsets = off[None].expand_as(ok)[ok]  # every (repeat, identical source) pair
-        any_ += np.bincount(offsets.numpy(), minlength=reach + 1)
+        off = offsets(tokens.shape[1], tokens.device)  # (N, N)
+        ok = copy_target(tokens, reach)  # (B, N, N): bar j is identical to bar k, in reach
+        pairs = off[None].expand_as(ok)[ok]  # the offset of every (repeat, identical source)
+        any_ += np.bincount(pairs.numpy(), minlength=reach + 1)
         only = ok & (ok.sum(-1, keepdim=True) == 1)
         sole += np.bincount(off[None].expand_as(only)[only].numpy(), minlength=reach + 1)
     return {"sole": sole[1:].tolist(), "any": any_[1:].tolist()}
