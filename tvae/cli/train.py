@@ -95,7 +95,8 @@ def _config_file(path: str | None) -> tuple[dict[type, object], tuple[str, ...]]
 @click.option("--out", "-o", "out", default="runs/tvae", show_default=True,
               help="Run folder: config, metrics, plots and checkpoints.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint "
-              "(its data folder and configs come from its config.json).")
+              "(its data folder and configs come from its config.json; only --epochs, --max-steps, "
+              "--max-minutes, --patience and --num-threads may be given again).")
 @click.option("--label-column", default=None,
               help="Train a classifier head on this manifest column ('folder': sub-folder names).")
 @click.option("--init-from", default=None, help="Start from this checkpoint's weights (same "

@@ -38,8 +38,9 @@ from tvae.training.budget import check_budget
 from tvae.training.runfolder import read_run_config, run_lock, save_run_config
 from tvae.training.trainer import Trainer
 
-# The TrainConfig fields `--resume` may change: they extend (or shorten) a run's limits.
-RESUME_LIMITS = ("epochs", "max_steps", "max_minutes", "patience")
+# The TrainConfig fields `--resume` may change: they extend (or shorten) a run's limits, or
+# say how many CPU threads this machine gives it (what is trained stays as configured).
+RESUME_LIMITS = ("epochs", "max_steps", "max_minutes", "patience", "num_threads")
 
 
 # model options that --init-from may add to a checkpoint's model, and the weights they add
@@ -129,7 +130,8 @@ def _resumed(run_dir: Path, limits: dict[str, Any] | None) -> tuple[Configs, dic
         unknown = sorted(set(limits) - set(RESUME_LIMITS))
         if unknown:
             raise TvaeError(f"--resume continues a run as configured; only --epochs, "
-                            f"--max-steps, --max-minutes and --patience may change "
+                            f"--max-steps, --max-minutes, --patience and --num-threads may "
+                            f"change "
                             f"(got {', '.join(flag_of(u) for u in unknown)})")
         configs = replace(configs, train=replace(configs.train, **limits))
         saved["train"] = config_to_dict(configs.train)
