@@ -266,6 +266,11 @@ class TrainConfig:
     pointer_edits: int = setting(2, "a bar with no exact earlier repeat teaches the pointer its "
                                  "nearest earlier bar if at most this many steps differ (0: exact "
                                  "repeats only)", 0, MAX_STEPS_PER_BAR)
+    repeat_beta: float = setting(1.0, "multiplier of beta on the KL of bars that repeat an "
+                                 "earlier bar in the copy path's reach (exactly, or with up to "
+                                 "--pointer-edits steps changed, as the pointer loss finds "
+                                 "them): above 1, a repeat's latent pays more for content its "
+                                 "source already has (1: every bar weighted alike)", 0.0)
     edit_weight: float = setting(0.0, "weight of the edit loss: a copied bar's per-step edit "
                                  "chances are taught the steps where it differs from its source "
                                  "(0: off)", 0.0)

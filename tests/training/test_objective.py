@@ -12,7 +12,7 @@ from torch import Tensor
 from tests.model.test_model import DECODERS, random_bars, tiny
 from tvae.config import PAD
 from tvae.model.forward import kl_per_bar
-from tvae.training.objective import edit_nll, pointer_nll, vae_objective
+from tvae.training.objective import edit_nll, pointer_nll, repeat_weights, vae_objective
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -184,3 +184,24 @@ def test_edit_weight_adds_the_edit_loss_and_raises_eps_at_the_changed_steps() ->
     assert (grad[[3, 7]] < 0).all()
     kept = (tokens[0, 4] != PAD) & ~torch.isin(torch.arange(grad.shape[0]), torch.tensor([3, 7]))
     assert (grad[kept] > 0).all()
+
+
+def test_repeat_beta_weighs_the_kl_of_repeated_and_near_repeated_bars() -> None:
+    """With `repeat_beta` w, the loss is the plain loss plus beta (w - 1) x the KL of the bars
+    that repeat an earlier one (bar 2 exactly, bar 4 with 2 steps changed), per real bar; with
+    pointer_edits 0 only the exact repeat counts; a source beyond the pointer's reach does not
+    count."""
+    model = tiny()
+    tokens, meters = _near_song()
+    out = model(tokens, meters, sample=False)
+    plain = vae_objective(out, tokens, beta=0.5, pointer_edits=2)
+    n_bars = 6
+    for edits, bars in ((2, [2, 4]), (0, [2])):
+        weighted = vae_objective(out, tokens, beta=0.5, pointer_edits=edits, repeat_beta=3.0)
+        extra = 0.5 * 2.0 * out.kl_bars[0, bars].sum() / n_bars
+        torch.testing.assert_close(weighted.loss, plain.loss + extra)
+        torch.testing.assert_close(weighted.kl, plain.kl)  # the reported KL is unweighted
+    log_pi = out.log_pi.clone()
+    log_pi[0, 4, 1 + 1] = float("-inf")  # bar 4 cannot reach bar 1
+    weights = repeat_weights(tokens, log_pi, 2, 3.0)
+    assert weights[0].tolist() == [1.0, 1.0, 3.0, 1.0, 1.0, 1.0]

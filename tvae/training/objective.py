@@ -85,12 +85,25 @@ def edit_nll(log_eps: Tensor, log_pi: Tensor, tokens: Tensor, max_edits: int = 0
     return torch.where(has, per_bar, torch.zeros_like(per_bar)).sum(), has.sum()
 
 
+def repeat_weights(tokens: Tensor, log_pi: Tensor | None, max_edits: int, weight: float
+                   ) -> Tensor:
+    """(B, N) `weight` for the bars that repeat an earlier bar (exactly, or where none does with
+    at most `max_edits` steps changed: `copy_target`) within the pointer's reach (log_pi (B, N,
+    1 + N); any earlier bar of the window without a copy path), 1 for the others."""
+    target = copy_target(tokens, tokens.shape[1], max_edits)  # (B, N, N)
+    if log_pi is not None:
+        target = target & torch.isfinite(log_pi[..., 1:])
+    ones = torch.ones(tokens.shape[:2], device=tokens.device)
+    return torch.where(target.any(-1), ones * weight, ones)
+
+
 def vae_objective(out: VAEOutput, tokens: Tensor, *, beta: float, free_bits: float = 0.0,
                   recon_weight: float = 1.0, labels: Tensor | None = None,
                   class_weight: float = 1.0, pointer_weight: float = 0.0,
                   pointer_edits: int = 0, pointer_cap: float = 1.0,
-                  edit_weight: float = 0.0) -> Loss:
+                  edit_weight: float = 0.0, repeat_beta: float = 1.0) -> Loss:
     """The loss of one batch. tokens (B, N, S); labels (B,) with -1 for unlabelled windows.
+    `repeat_beta` multiplies beta on the KL of repeated bars (`repeat_weights`).
     Means are per real bar (per labelled window, per repeated bar) with no host sync."""
     bar_mask = (tokens != PAD).any(-1)  # (B, N)
     n_bars = bar_mask.sum().clamp(min=1)
@@ -98,6 +111,8 @@ def vae_objective(out: VAEOutput, tokens: Tensor, *, beta: float, free_bits: flo
     kl_bars = out.kl_bars  # (B, N) nats
     kl = kl_bars.sum() / n_bars
     penalty = kl_bars.clamp(min=free_bits * LN2) * bar_mask if free_bits > 0 else kl_bars
+    if repeat_beta != 1.0:  # a repeat's KL weighs repeat_beta times more
+        penalty = penalty * repeat_weights(tokens, out.log_pi, pointer_edits, repeat_beta)
     loss = recon_weight * recon + beta * penalty.sum() / n_bars
     target = tokens != PAD
     correct = ((out.log_probs.detach().argmax(-1) == tokens) & target).sum()

@@ -52,7 +52,8 @@ def validation_loss(model: torch.nn.Module, windows: Windows, cfg: TrainConfig,
                               recon_weight=cfg.recon_weight, labels=labels,
                               class_weight=cfg.class_weight, pointer_weight=pointer_weight,
                               pointer_edits=cfg.pointer_edits, pointer_cap=cfg.pointer_cap,
-                              edit_weight=cfg.edit_weight)
+                              edit_weight=cfg.edit_weight,
+                              repeat_beta=cfg.repeat_beta)
         count = int((tokens != 0).any(-1).sum())
         bars += count
         for key, value in (("loss", parts.loss), ("recon", parts.recon), ("kl", parts.kl)):
