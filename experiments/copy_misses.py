@@ -78,7 +78,8 @@ def repeat_vector_gain(model: torch.nn.Module) -> list[float] | None:
     if getattr(model, "repeats_mu", None) is None or model.pointer is None:
         return None
     first = 1 + int(model.learn_edit)  # pointer rows: [edit chance,] generate, offsets 1..O
-    rows, vectors = model.pointer.weight, model.repeats_mu.weight  # (.., Z), (Z, 2 O)
+    rows = model.pointer.weight.detach()  # (1 [+ 1] + O, Z)
+    vectors = model.repeats_mu.weight.detach()  # (Z, 2 O)
     O = model.config.copy_offsets  # noqa: E741 (the shape legend's name)
     return [float(rows[first + o - 1] @ vectors[:, o - 1]) for o in range(1, O + 1)]
 
