@@ -87,6 +87,19 @@ def check_replaceable(path: str | Path) -> None:
         raise TvaeWriteError(f"cannot write here: it is {kind}, which is never replaced", path)
 
 
+def check_not_an_input(path: str | Path, inputs: typing.Iterable[str | Path]) -> None:
+    """Refuse, in one line naming `path`, to write over one of the command's own input files
+    (the same file under any name: a link, `./x.mid`...), which would be lost."""
+    for source in inputs:
+        try:
+            same = os.path.samefile(path, source)
+        except (OSError, ValueError):  # either is missing, or a name no file can have
+            continue
+        if same:
+            raise TvaeWriteError(f"is an input of this command ({source}), which is never "
+                                 "written over: give another output name or folder", path)
+
+
 def temporary_prefix(name: str) -> str:
     """How the temporary files of `name` begin (then 8 random characters and .tmp)."""
     return f".{_shortened(name, 200)}."

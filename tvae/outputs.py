@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tvae.files import write_bytes_atomic
+from tvae.files import check_not_an_input, write_bytes_atomic
 from tvae.inference import TrainedModel, bundled_model_path
 from tvae.melody import Melody, meter_steps
 from tvae.midi import melody_to_midi_bytes
@@ -101,16 +101,19 @@ def page_melody(model: TrainedModel, item: Item) -> PageMelody:
 
 def write_results(model: TrainedModel, out_dir: str | Path, items: Sequence[Item],
                   title: str, page: str | None, intro: str = "",
-                  links: Sequence[tuple[str, str]] = ()) -> list[Path]:
+                  links: Sequence[tuple[str, str]] = (),
+                  inputs: Sequence[str | Path] = ()) -> list[Path]:
     """Write each item as OUT_DIR/<stem>.mid (unless its `write_midi` is False) and, with `page`,
-    one HTML page OUT_DIR/<page> showing them all. Returns the paths written."""
+    one HTML page OUT_DIR/<page> showing them all. Returns the paths written. None of them may
+    be one of the command's `inputs`: that is refused before anything is written."""
     out_dir = Path(out_dir)
+    paths = [out_dir / f"{item.stem}.mid" for item in items if item.write_midi]
+    for path in [*paths, *([out_dir / page] if page else [])]:
+        check_not_an_input(path, inputs)
     written = []
-    for item in items:
-        if item.write_midi:
-            path = out_dir / f"{item.stem}.mid"
-            write_bytes_atomic(melody_to_midi_bytes(item.melody), path)
-            written.append(path)
+    for item, path in zip([it for it in items if it.write_midi], paths, strict=True):
+        write_bytes_atomic(melody_to_midi_bytes(item.melody), path)
+        written.append(path)
     if page:
         note = KL_NOTE + (" " + OUTLINE_NOTE if any(it.highlight for it in items) else "")
         html = render_page(title, [page_melody(model, it) for it in items],

@@ -28,15 +28,16 @@ def _config(**kw: object):  # noqa: ANN202
                          **kw})
 
 
-def _signals_during_step(monkeypatch: pytest.MonkeyPatch, at_step: int, times: int) -> None:
-    """SIGINT `times` times from inside optimizer step `at_step`, before its update."""
+def _signals_during_step(monkeypatch: pytest.MonkeyPatch, at_step: int, times: int,
+                         sig: int = signal.SIGINT) -> None:
+    """Signal `sig` `times` times from inside optimizer step `at_step`, before its update."""
     real, seen = trainer_module.train_step, {"n": 0}
 
     def step(*args: object, **kwargs: object) -> dict:
         seen["n"] += 1
         if seen["n"] == at_step:
             for _ in range(times):
-                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(sig)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "train_step", step)
@@ -47,13 +48,24 @@ def _rows(run: Path) -> list[tuple[str, str, str]]:
         return [(r["step"], r["split"], r["loss"]) for r in csv.DictReader(f)]
 
 
+class _TerminatedError(Exception):
+    """A SIGTERM that reached the test's own handler, not the trainer's."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise _TerminatedError
+
+
 @pytest.fixture(autouse=True)
 def sigint_handled() -> Iterator[None]:
-    """These tests send SIGINT: make sure it reaches Python (a test process started in the
-    background inherits SIGINT ignored), and put back whatever was there."""
+    """These tests send SIGINT and SIGTERM: make sure SIGINT reaches Python (a test process
+    started in the background inherits it ignored) and that a SIGTERM the trainer misses fails
+    the test instead of killing it; put back whatever was there."""
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    before_term = signal.signal(signal.SIGTERM, _terminated)
     yield
     signal.signal(signal.SIGINT, before)
+    signal.signal(signal.SIGTERM, before_term)
 
 
 def test_ctrl_c_mid_step_saves_a_whole_step_and_resumes_exactly(
@@ -81,6 +93,22 @@ def test_ctrl_c_mid_step_saves_a_whole_step_and_resumes_exactly(
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_sigterm_stops_at_a_step_boundary_like_ctrl_c(
+        folk_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """SIGTERM (`kill`, `timeout`, a batch scheduler) saves the whole step and exits with
+    128 + 15; the test's own SIGTERM handler is back afterwards."""
+    run = tmp_path / "run"
+    _signals_during_step(monkeypatch, at_step=6, times=1, sig=signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        train(folk_corpus, run, model_config=TINY, data_config=DATA, train_config=_config(),
+              progress=False)
+    assert stopped.value.code == 143
+    assert "SIGTERM: stopping after this step" in capsys.readouterr().err
+    assert json.loads((run / "last.json").read_text())["state"]["step"] == 6
+    assert signal.getsignal(signal.SIGTERM) is _terminated
+
+
 def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(
         folk_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture) -> None:
@@ -91,6 +119,13 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(
               train_config=_config(checkpoint_every=4), progress=False)
     assert stopped.value.code == 130 and "kept as it was" in capsys.readouterr().err
     assert json.loads((run / "last.json").read_text())["state"]["step"] == 4
+    monkeypatch.undo()
+    _signals_during_step(monkeypatch, at_step=6, times=2, sig=signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:  # two SIGTERMs: the same, with 128 + 15
+        train(folk_corpus, tmp_path / "term", model_config=TINY, data_config=DATA,
+              train_config=_config(checkpoint_every=4), progress=False)
+    assert stopped.value.code == 143 and "kept as it was" in capsys.readouterr().err
+    assert json.loads((tmp_path / "term" / "last.json").read_text())["state"]["step"] == 4
 
 
 def test_a_run_killed_before_its_first_checkpoint_restarts_cleanly(

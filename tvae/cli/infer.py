@@ -114,7 +114,8 @@ def transfer(a: str, b: str, out: str, bars: str, model_path: str | None,
     with _naming(a, b):
         items = transfer_items(model, mel_a, mel_b, a_stem, b_stem, which)
     page = f"{a_stem}_x_{b_stem}.html"
-    paths = write_results(model, out, items, f"{a_stem} x {b_stem}: context transfer", page)
+    paths = write_results(model, out, items, f"{a_stem} x {b_stem}: context transfer", page,
+                          inputs=(a, b))
     _report(paths)
     if open_page:
         _open(paths[-1])
@@ -138,9 +139,9 @@ def _sigma_path(path: Path) -> Path:
 
 def _check_distinct(midi_files: tuple[str, ...], paths: list[Path], sigma: bool) -> None:
     """Refuse, before any work, inputs whose outputs would land on one file (two songs of one
-    name from two folders, or x.mid's standard deviations and x_sigma.mid's means), and an
-    output path where something other than a regular file stands."""
-    from tvae.files import check_replaceable
+    name from two folders, or x.mid's standard deviations and x_sigma.mid's means), an output
+    path where something other than a regular file stands, and one that is an input."""
+    from tvae.files import check_not_an_input, check_replaceable
 
     written: dict[str, str] = {}
     for midi_file, path in zip(midi_files, paths, strict=True):
@@ -152,6 +153,7 @@ def _check_distinct(midi_files: tuple[str, ...], paths: list[Path], sigma: bool)
                                      "a time with -o", target)
             written[key] = midi_file
             check_replaceable(target)
+            check_not_an_input(target, midi_files)
 
 
 def _names_folder(out: str | None) -> bool:
@@ -202,7 +204,8 @@ def encode(midi_files: tuple[str, ...], out: str | None, sigma: bool,
 @click.command()
 @click.argument("latents", type=click.Path())
 @click.option("-o", "--out", "out", default=None, help="MIDI file to write (default: "
-              "LATENTS's name with .mid).")
+              "LATENTS's name with .mid, in the current folder; an existing file there is "
+              "replaced only when -o names it).")
 @click.option("--meter", default="4/4", show_default=True, help="Meter of the decoded melody.")
 @click.option("--qpm", type=click.FloatRange(1.0, 1000.0), default=120.0, show_default=True,
               callback=_finite, help="Tempo, 1-1000 quarter notes per minute.")
@@ -222,10 +225,13 @@ def decode(latents: str, out: str | None, meter: str, qpm: float, model_path: st
     if is_folder(path) or _names_folder(out):  # -o FOLDER (or DIR/): the MIDI goes inside it
         path = path / Path(latents).with_suffix(".mid").name
     check_folder(path.parent)
+    if out is None and path.exists():  # e.g. the song that `tvae encode` read these from
+        raise TvaeWriteError("already exists, and the default output never replaces a file: "
+                             "give -o to replace it or to write elsewhere", path)
     melody = model.decode(z, _meter(meter), qpm, title=path.stem)
     item = Item("Decoded", path.stem, melody, f"Decoded from {Path(latents).name}.")
     _report(write_results(model, path.parent, [item], f"{path.stem}: decoded",
-                          f"{path.stem}.html" if html else None))
+                          f"{path.stem}.html" if html else None, inputs=(latents,)))
 
 
 @click.command()
@@ -249,7 +255,7 @@ def reconstruct(midi_file: str, out: str, model_path: str | None, html: bool) ->
              Item("Reconstruction", f"{stem}_reconstruction", model.reconstruct(melody),
                   "Decoded without teacher forcing from the input's latents.")]
     _report(write_results(model, out, items, f"{stem}: reconstruction",
-                          f"{stem}_reconstruction.html" if html else None))
+                          f"{stem}_reconstruction.html" if html else None, inputs=(midi_file,)))
 
 
 @click.command()
@@ -282,7 +288,7 @@ def interpolate(a: str, b: str, out: str, steps: int, temperature: float, seed: 
     items = [Item(f"Step {i + 1} of {steps}", f"{a_stem}_to_{b_stem}_{i + 1}", m)
              for i, m in enumerate(melodies)]
     _report(write_results(model, out, items, f"{a_stem} to {b_stem}: interpolation",
-                          f"{a_stem}_to_{b_stem}.html" if html else None))
+                          f"{a_stem}_to_{b_stem}.html" if html else None, inputs=(a, b)))
 
 
 @click.command()

@@ -39,7 +39,7 @@ def prior(midi_dir: str, out: str, model_path: str | None, num_threads: int | No
     from tvae.config import DataConfig, config_from_dict
     from tvae.data.dataset import load_songs
     from tvae.files import is_folder
-    from tvae.model.checkpoint import legacy_fields, write_inference_pair
+    from tvae.model.checkpoint import check_new_pair, legacy_fields, write_inference_pair
     from tvae.training.prior_fit import fit_prior
 
     prior_config = build_config(PriorConfig, options)
@@ -47,6 +47,8 @@ def prior(midi_dir: str, out: str, model_path: str | None, num_threads: int | No
     if is_folder(out):
         raise TvaeError("is a folder; give the new checkpoint's name, e.g. "
                         f"{Path(out) / 'model'} (writes model.json and model.safetensors)", out)
+    if model_path is not None:
+        check_new_pair(model_path, out)
     if num_threads:
         torch.set_num_threads(num_threads)
     trained = _load(model_path)

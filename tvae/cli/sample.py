@@ -97,7 +97,7 @@ def sample(out: str, count: int, bars: int, prior: str, prior_temperature: float
         stats, reference, name = _form_stats(model, items, bars, the_meter, data_dir)
     intro = _intro(kind, stats, reference, name) if html else ""
     _report(write_results(model, out, items, "Samples", "samples.html" if html else None,
-                          intro=intro))
+                          intro=intro, inputs=(prompt,) if prompt else ()))
     if metrics:
         _write_metrics(items, Path(out), stats, reference, name)
 

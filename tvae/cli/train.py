@@ -239,11 +239,12 @@ def plot_schedule_cmd(out: str, steps: int, batches_per_epoch: int, **options: o
 def export(checkpoint: str, out: str, full: bool) -> None:
     """Write an inference-only copy of CHECKPOINT to OUT (.json + .safetensors)."""
     from tvae.files import is_folder
-    from tvae.model.checkpoint import export_checkpoint
+    from tvae.model.checkpoint import check_new_pair, export_checkpoint
 
     if is_folder(out):
         raise TvaeError("is a folder; give the new checkpoint's name, e.g. "
                         f"{Path(out) / 'model'} (writes model.json and model.safetensors)", out)
+    check_new_pair(checkpoint, out)
 
     path = export_checkpoint(checkpoint, out, half=not full)
     size = path.with_suffix(".safetensors").stat().st_size

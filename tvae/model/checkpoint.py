@@ -36,6 +36,7 @@ from tvae.config import (
 from tvae.errors import TvaeError
 from tvae.files import (
     MAX_JSON_BYTES,
+    check_not_an_input,
     ensure_folder,
     is_folder,
     parse_json,
@@ -350,6 +351,14 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, meta: dict[str, Any],
         pid, slot = key.split("/", 1)
         state.setdefault(int(pid), {})[slot] = value
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def check_new_pair(src: str | Path, dst: str | Path) -> None:
+    """Refuse, before any work, to write the checkpoint `dst` over `src`, the one it is made
+    from: an inference-only copy would drop its optimizer state (and float32 weights)."""
+    sources = checkpoint_paths(src)
+    for path in checkpoint_paths(Path(dst).with_suffix("")):
+        check_not_an_input(path, sources)
 
 
 def export_checkpoint(src: str | Path, dst: str | Path, half: bool = True) -> Path:

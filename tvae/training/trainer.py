@@ -392,14 +392,14 @@ class Trainer:
             if self.main:
                 print(f"\nstopped: the last checkpoint ({self.run_dir / 'last.json'}) is kept "
                       "as it was; continue with --resume", file=sys.stderr)
-            raise SystemExit(130) from None
+            raise SystemExit(self.stop.exit_code) from None
         except KeyboardInterrupt:
             self.save("last")
             bar.close()
             if self.main:
                 print(f"\ninterrupted: checkpoint saved to {self.run_dir / 'last.json'}; "
                       "continue with --resume", file=sys.stderr)
-            raise SystemExit(130) from None
+            raise SystemExit(self.stop.exit_code) from None
         if not st.finished and st.batch:  # stopped by a step or time limit mid-epoch
             self.end_epoch(bar, replan=False)
             st.finished = st.finished or st.step >= self.total_steps
