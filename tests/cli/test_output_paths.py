@@ -226,3 +226,67 @@ def test_demo_takes_o_like_every_other_command(tiny_ckpt: Path, tmp_path: Path) 
     assert (tmp_path / "site" / "index.html").is_file()
     got = invoke(["demo", tmp_path / "a", "-o", tmp_path / "b", "--model", tiny_ckpt])
     assert got.code == 2 and "two output folders" in got.err
+
+
+def test_no_output_is_written_over_an_input(tiny_ckpt: Path, tmp_path: Path) -> None:
+    """An output whose name is one of the command's inputs (`encode x.mid -o x.mid`, B named
+    A_reconstruction.mid, a prompt named like a sample, a link to the input) used to replace
+    the input with the output; it is refused before anything is written, the input kept."""
+    import shutil
+
+    for name in ("a.mid", "a_reconstruction.mid", "sample_0.mid"):
+        shutil.copy(MARY, tmp_path / name)
+    (tmp_path / "link.npy").symlink_to(tmp_path / "a.mid")
+    m = ["--model", tiny_ckpt]
+    for args, target in (
+            (["encode", tmp_path / "a.mid", "-o", tmp_path / "a.mid", *m], "a.mid"),
+            (["encode", tmp_path / "a.mid", "-o", tmp_path / "link.npy", *m], "link.npy"),
+            (["transfer", tmp_path / "a.mid", tmp_path / "a_reconstruction.mid", "-o",
+              tmp_path, *m], "a_reconstruction.mid"),
+            (["sample", "--prompt", tmp_path / "sample_0.mid", "--bars", "9", "-n", "1", "-o",
+              tmp_path, *m], "sample_0.mid")):
+        got = invoke(args)
+        assert contract_problem(got, "error", tmp_path / target) is None, (args[0], got)
+        assert "is an input" in got.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.mid", "a_reconstruction.mid", "link.npy", "sample_0.mid"]
+    assert all((tmp_path / name).read_bytes() == MARY.read_bytes()
+               for name in ("a.mid", "a_reconstruction.mid", "sample_0.mid"))
+
+
+def test_decode_by_default_never_replaces_the_song_it_was_encoded_from(
+        tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tvae encode song.mid` then `tvae decode song.npy` used to write the decoded melody
+    over song.mid; the default output never replaces a file, -o names one to replace."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(MARY, "song.mid")
+    assert invoke(["encode", "song.mid", "--model", tiny_ckpt]).code == 0
+    got = invoke(["decode", "song.npy", "--model", tiny_ckpt])
+    assert contract_problem(got, "error", Path("song.mid")) is None, got
+    assert Path("song.mid").read_bytes() == MARY.read_bytes()
+    got = invoke(["decode", "song.npy", "-o", "song.mid", "--model", tiny_ckpt])
+    assert contract_problem(got, "ok") is None, got
+
+
+def test_export_and_prior_never_write_over_their_checkpoint(tiny_ckpt: Path,
+                                                           tmp_path: Path) -> None:
+    """`tvae export X X` (or `X.json X.safetensors`, or a run folder and its best) used to
+    replace a checkpoint with its inference-only copy, losing its optimizer state."""
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(tiny_ckpt.with_suffix(suffix), run / f"best{suffix}")
+    before = (run / "best.json").read_bytes()
+    for args in (["export", run / "best.json", run / "best.json"],
+                 ["export", run / "best", run / "best.safetensors"],
+                 ["export", run, run / "best"],
+                 ["prior", tmp_path, "--model", run, "-o", run / "best"]):
+        got = invoke(args)
+        assert contract_problem(got, "error", run / "best.json") is None, (args, got)
+        assert "is an input" in got.err
+    assert (run / "best.json").read_bytes() == before
+    assert sorted(p.name for p in run.iterdir()) == ["best.json", "best.safetensors"]
