@@ -396,3 +396,26 @@ def test_init_from_adds_reading_repeats_as_edits(folk_corpus: Path, tmp_path: Pa
     assert tuned.config.encoder_edits and tuned.bar_encoder.same_step is not None
     assert trainer.model.bar_encoder.same_step.shape == (16, TINY.bar_hidden)
     assert set(tuned.state_dict()) - set(old.state_dict()) == {"bar_encoder.same_step"}
+
+
+def test_no_validation_windows_keep_training_and_the_last_weights(tmp_path: Path) -> None:
+    """A folder whose split has no validation songs (any folder of under 20 songs may) used to
+    validate to a loss of 0 every epoch: epoch 1 stayed the best, and the run stopped early
+    at `patience` with best.json the barely trained weights. Each epoch is now the best."""
+    import shutil
+
+    from tvae.errors import TvaeWarning
+
+    data = tmp_path / "songs"
+    data.mkdir()
+    for name in ("mary.mid", "ode.mid", "jingle.mid", "twinkle.mid"):
+        shutil.copy(Path(__file__).resolve().parents[2] / "data" / name, data / name)
+    with pytest.warns(TvaeWarning, match="no early stopping"):
+        trainer = train(data, tmp_path / "run", model_config=TINY,
+                        data_config=DataConfig(bars=4, stride=4, valid_fraction=0.0,
+                                               test_fraction=0.0),
+                        train_config=_train_cfg(epochs=3, patience=1), progress=False)
+    assert trainer.state.epoch == 3 and len(trainer.valid_windows) == 0
+    best, last = (json.loads((tmp_path / "run" / f"{n}.json").read_text())["state"]
+                  for n in ("best", "last"))
+    assert best["step"] == last["step"] == trainer.state.step

@@ -58,8 +58,9 @@ def _shown(value: float | None, digits: int) -> str:
 def _warn_if_tiny(train_windows: int, valid_windows: int) -> None:
     if train_windows < 100 or valid_windows < 10:
         warnings.warn(f"tiny data: {train_windows} training and {valid_windows} validation "
-                      "windows; the model will overfit and validation numbers mean little",
-                      TvaeWarning, stacklevel=3)
+                      "windows; the model will overfit and validation numbers mean little"
+                      + ("" if valid_windows else ": with none, best.json is each epoch's last "
+                         "weights and there is no early stopping"), TvaeWarning, stacklevel=3)
 
 
 def _label_ids(songs: SongArrays) -> tuple[list[str] | None, np.ndarray | None]:
@@ -352,7 +353,8 @@ class Trainer:
         self._read_guard(bar)
         row = self.validate()
         st = self.state
-        improved = row["loss"] < st.best_loss
+        # no validation windows give a loss of 0 every epoch: each epoch is then the best
+        improved = row["loss"] < st.best_loss or not len(self.valid_windows)
         st.best_loss = min(st.best_loss, row["loss"])
         st.bad_epochs = 0 if improved else st.bad_epochs + 1
         st.epoch, st.batch = st.epoch + 1, 0
