@@ -299,3 +299,19 @@ def test_titles_are_kept_and_take_the_room_of_their_text(tmp_path: Path) -> None
     assert songs.titles == titles and songs.song(1).title == "Été ☃"
     size = (Path(info["folder"]) / "titles.npy").stat().st_size
     assert size < 128 + 8 * 5 + 220  # header, offsets, text: not 4 bytes x 200 per title
+
+
+def test_a_folder_of_midi_files_and_shards_is_refused(tmp_path: Path) -> None:
+    """`tvae prepare songs songs` puts a shard beside the MIDI files; training on `songs` then
+    read the shard alone, leaving every MIDI file added since silently out. One line instead."""
+    from tvae.data.dataset import load_songs
+
+    songs = tmp_path / "songs"
+    shutil.copytree(DATA, songs, ignore=shutil.ignore_patterns("*.md", "*.py"))
+    prepare_folder(songs, songs, progress=False, workers=1)
+    (songs / "later").mkdir()
+    shutil.copy(songs / "mary.mid", songs / "later" / "Added.MID")
+    with pytest.raises(TvaeError, match="holds both MIDI files and prepared shards") as caught:
+        load_songs(songs, progress=False)
+    assert caught.value.path == str(songs)
+    assert len(load_songs(songs / "shard-0-of-1", progress=False)[0].offsets) > 1

@@ -25,7 +25,14 @@ import numpy as np
 from tvae.config import DataConfig, GridConfig
 from tvae.data.arrays import SongArrays
 from tvae.data.prepare import MARKER, is_prepared, load_prepared, prepare_folder
-from tvae.data.songs import Listing, Skipped, format_skipped, list_folder, song_labels
+from tvae.data.songs import (
+    MIDI_SUFFIXES,
+    Listing,
+    Skipped,
+    format_skipped,
+    list_folder,
+    song_labels,
+)
 from tvae.errors import TvaeError
 from tvae.files import read_json
 
@@ -122,12 +129,24 @@ def load_folder(root: str | Path, grid: GridConfig = DEFAULT_GRID, data: DataCon
     return found
 
 
+def _refuse_midi_beside_shards(folder: str | Path) -> None:
+    """A folder holding both prepared shards and MIDI files (`tvae prepare DIR DIR`) would
+    be read as prepared, its MIDI files silently left out: refused in one line."""
+    if Path(folder).is_dir() and any(p.suffix.lower() in MIDI_SUFFIXES
+                                     for p in Path(folder).rglob("*")):
+        raise TvaeError("holds both MIDI files and prepared shards, and only the shards would "
+                        "be read: give the MIDI files and the shards folders of their own",
+                        folder)
+
+
 def load_songs(data_dir: str | Path | Sequence[str | Path], grid: GridConfig = DEFAULT_GRID,
                data: DataConfig = DEFAULT_DATA, label_column: str | None = None,
                progress: bool = True) -> tuple[SongArrays, Skipped]:
     """Songs of prepared folders (`load_prepared`) or of one MIDI folder (`load_folder`)."""
     dirs = [data_dir] if isinstance(data_dir, (str, Path)) else list(data_dir)
     if any(is_prepared(d) for d in dirs):
+        for folder in dirs:
+            _refuse_midi_beside_shards(folder)
         return load_prepared(dirs, grid, data, label_column)
     if len(dirs) != 1:
         raise TvaeError("several folders can only be given when they are prepared folders "
