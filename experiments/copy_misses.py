@@ -5,7 +5,9 @@ the nearest identical bar and by what was chosen instead (generate, or a bar how
 how many steps away), with the songs they come from and the pointer's weights there. It also
 prints, per offset o, how much the posterior's repeat vector for "an identical bar o back"
 (`--latent-repeats`) raises the pointer's logit for copying o back: an offset the training
-data seldom held has a small gain, and its repeats are copied from a commoner offset.
+data seldom held has a small gain, and its repeats are copied from a commoner offset. And,
+decoding free-running, whether the repeats copied from an identical bar come out as their
+decoded source does (so that a repeat is exact exactly when its source was decoded exactly).
 
     python -m experiments.copy_misses MODEL [--data corpus] [--split test] [--json OUT]
     python -m experiments.copy_misses --training-batches 60 [--data corpus]
@@ -69,6 +71,42 @@ def copy_misses(model: torch.nn.Module, tokens: torch.Tensor, meters: torch.Tens
                         "mean_weight_on_nearest_identical": float(np.mean(weights[key]))}
                        for key, count in groups.most_common()]}
     out["offsets_of_repeats"] = dict(sorted(Counter(offset[rep].tolist()).items()))
+    return out
+
+
+def copy_fidelity(model: torch.nn.Module, tokens: torch.Tensor, meters: torch.Tensor
+                  ) -> dict[str, Any]:
+    """Free-running (as `tvae evaluate` decodes), per bucket of the repeats that the decoder
+    copies from an identical bar: how many are decoded exactly, how many of their sources were,
+    and how many come out as their decoded source does (a copy that keeps every step of
+    it); and how many new bars (2..N) and first bars are decoded exactly. A repeat whose copy
+    keeps its source is exact exactly when its source was decoded exactly."""
+    with torch.no_grad():
+        mu, _ = model.encode(tokens, meters)
+        real = (tokens != PAD).any(-1)  # (W, N)
+        log_pi, _ = model.pointer_weights(mu, real)  # (W, N, 1 + N)
+        decoded = model.free_run(mu, meters)  # (W, N, S)
+    target = tokens != PAD
+    exact = ((decoded == tokens) | ~target).all(-1)  # (W, N)
+    choice = choose(log_pi)
+    source = (choice - 1).clamp(min=0)  # (W, N) the copied bar (0 where generated)
+    right = (choice > 0) & same_bars(tokens).gather(2, source[..., None])[..., 0]
+    W, N, S = tokens.shape
+    copied = decoded.gather(1, source[..., None].expand(W, N, S))  # (W, N, S) decoded source
+    keeps = ((decoded == copied) | ~target).all(-1)  # (W, N)
+    source_exact = exact.gather(1, source)  # (W, N)
+    rep, offset = repeated_bars(tokens), nearest_offset(tokens)
+    out: dict[str, Any] = {}
+    for lo, hi in DISTANCE_BUCKETS:
+        at = rep & right & (offset >= lo) & (offset <= hi)
+        out[bucket_name(lo, hi)] = {"copied_right": int(at.sum()),
+                                    "exact": int((exact & at).sum()),
+                                    "source_exact": int((source_exact & at).sum()),
+                                    "keeps_decoded_source": int((keeps & at).sum())}
+    new = real & ~rep
+    new[:, 0] = False
+    out["new_bars"] = {"bars": int(new.sum()), "exact": int((exact & new).sum())}
+    out["first_bars"] = {"bars": int(real[:, 0].sum()), "exact": int((exact & real)[:, 0].sum())}
     return out
 
 
@@ -145,6 +183,17 @@ def main() -> None:
             print(f"  {group['count']:3d}  {group['what']}; songs {group['songs']}; pointer "
                   f"weight on the nearest identical bar {weight:.3f}")
     print("offsets of the repeats' nearest identical bars:", result["offsets_of_repeats"])
+    fidelity = result["fidelity"] = copy_fidelity(trained.model.eval(), torch.as_tensor(tokens),
+                                                  torch.as_tensor(meters))
+    print("free-running, repeats copied from an identical bar: exact / source decoded exactly "
+          "/ decoded as their decoded source")
+    for name in (bucket_name(lo, hi) for lo, hi in DISTANCE_BUCKETS):
+        row = fidelity[name]
+        print(f"  {name} bars back: {row['exact']} / {row['source_exact']} / "
+              f"{row['keeps_decoded_source']} of {row['copied_right']}")
+    for kind in ("new_bars", "first_bars"):
+        row = fidelity[kind]
+        print(f"{kind.replace('_', ' ')} decoded exactly: {row['exact']} of {row['bars']}")
     gain = repeat_vector_gain(trained.model)
     if gain is not None:
         result["repeat_vector_gain"] = gain

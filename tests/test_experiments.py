@@ -264,3 +264,35 @@ def test_copy_misses_names_the_offset_copied_instead_and_each_offsets_gain() -> 
         expect = [float(model.pointer.weight[o] @ model.repeats_mu.weight[:, o - 1])
                   for o in range(1, 5)]
     assert gain == pytest.approx(expect)
+
+
+def test_copy_fidelity_a_kept_copy_is_exact_exactly_when_its_source_was() -> None:
+    """A model that copies the bar 1 back with no edits wherever it can: the repeat 1 back is
+    copied from an identical bar and decoded as its decoded source, so it is exact exactly when
+    that source is; with every step an edit, the copy is the generator's and need not keep it."""
+    from experiments.copy_misses import copy_fidelity
+    from tests.model.test_model import random_bars, tiny
+
+    model = tiny(copy_offsets=4).eval()
+    with torch.no_grad():
+        model.pointer.weight.zero_()
+        model.pointer.bias.fill_(-30.0)
+        model.pointer.bias[1] = 30.0  # copy 1 back wherever a bar can
+        model.edit.weight.zero_()
+        model.edit.bias.fill_(-30.0)  # never an edit
+    tokens, meters = random_bars(1, 6, seed=3, meters=torch.zeros(1, 6, dtype=torch.long))
+    tokens[0, 5] = tokens[0, 4]
+    out = copy_fidelity(model, tokens, meters)
+    row = out["1-4"]
+    assert row["copied_right"] == 1 and row["keeps_decoded_source"] == 1
+    assert row["exact"] == row["source_exact"]
+    assert out["first_bars"]["bars"] == 1 and out["new_bars"]["bars"] == 4
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.edit.bias.fill_(30.0)  # every step of a copy is drawn from the generator
+        model.bar_decoder.apply(lambda m: torch.nn.init.normal_(m.weight, std=3.0)
+                                if isinstance(m, torch.nn.Linear) else None)
+    decoded = model.free_run(model.encode(tokens, meters)[0], meters)
+    edited = copy_fidelity(model, tokens, meters)["1-4"]
+    assert not bool((decoded[0, 5] == decoded[0, 4]).all())  # (a random generator's bar)
+    assert edited["copied_right"] == 1 and edited["keeps_decoded_source"] == 0
