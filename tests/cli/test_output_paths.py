@@ -4,6 +4,7 @@ and leaves nothing that looks valid but is not."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -273,13 +274,18 @@ def test_decode_by_default_never_replaces_the_song_it_was_encoded_from(
 def test_export_and_prior_never_write_over_their_checkpoint(tiny_ckpt: Path,
                                                            tmp_path: Path) -> None:
     """`tvae export X X` (or `X.json X.safetensors`, or a run folder and its best) used to
-    replace a checkpoint with its inference-only copy, losing its optimizer state."""
-    import shutil
+    replace a checkpoint with its inference-only copy, losing its optimizer state; `tvae prior`
+    refuses to write over a training checkpoint (with optimizer state) too."""
+    import torch
+
+    from tvae.model.checkpoint import load_checkpoint, save_checkpoint
 
     run = tmp_path / "run"
     run.mkdir()
-    for suffix in (".json", ".safetensors"):
-        shutil.copy(tiny_ckpt.with_suffix(suffix), run / f"best{suffix}")
+    model = load_checkpoint(tiny_ckpt)[0]
+    save_checkpoint(run / "best", model,
+                    optimizer=torch.optim.AdamW(model.parameters()))  # (no steps yet)
+    assert json.loads((run / "best.json").read_text())["optimizer_groups"]
     before = (run / "best.json").read_bytes()
     for args in (["export", run / "best.json", run / "best.json"],
                  ["export", run / "best", run / "best.safetensors"],

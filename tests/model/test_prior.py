@@ -166,6 +166,27 @@ def test_tvae_prior_writes_a_checkpoint_that_loads_with_its_prior(fitted: Path) 
         assert torch.equal(model.state_dict()[key], value)
 
 
+def test_an_exported_model_takes_its_prior_in_place(fitted: Path, folk_corpus: Path,
+                                                    tmp_path: Path) -> None:
+    """`tvae prior --model M -o M` on an inference-only checkpoint (an export, as
+    scripts/train_bundled.sh does with the bundled model) replaces its prior and keeps its VAE;
+    on a training checkpoint it is refused (tests/cli/test_output_paths.py)."""
+    from tvae.model.checkpoint import export_checkpoint
+
+    model = export_checkpoint(fitted, tmp_path / "model")
+    before = load_checkpoint(model)[0].state_dict()
+    args = ["prior", str(folk_corpus), "-o", str(model), "--model", str(model), "--steps", "3",
+            "--eval-every", "3", "--eval-windows", "8", "--batch-size", "4", "--d-model", "16",
+            "--layers", "1", "--n-heads", "2", "--d-ff", "32", "--components", "3", "--quiet"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    after, meta, _ = load_checkpoint(model)
+    assert meta["prior"]["components"] == 3 and meta["prior_fit"]["steps"] == 3  # the new one
+    for key, value in before.items():
+        if not key.startswith("prior."):
+            assert torch.equal(after.state_dict()[key], value)
+
+
 def test_sampling_uses_the_learned_prior_by_default(fitted: Path) -> None:
     trained = load_model(fitted)
     assert trained.prior_kind("auto") == "learned"

@@ -47,11 +47,13 @@ def prior(midi_dir: str, out: str, model_path: str | None, num_threads: int | No
     if is_folder(out):
         raise TvaeError("is a folder; give the new checkpoint's name, e.g. "
                         f"{Path(out) / 'model'} (writes model.json and model.safetensors)", out)
-    if model_path is not None:
-        check_new_pair(model_path, out)
     if num_threads:
         torch.set_num_threads(num_threads)
     trained = _load(model_path)
+    if model_path is not None and trained.meta.get("optimizer_groups"):
+        # a training checkpoint would lose its optimizer state; an inference-only one (an
+        # export, the bundled model) loses nothing and takes its new prior in place
+        check_new_pair(model_path, out)
     saved = trained.meta.get("data")
     data = DataConfig() if saved is None else config_from_dict(DataConfig,
                                                                legacy_fields("data", saved))
