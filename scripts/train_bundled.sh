@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How the bundled model (tvae/weights/default.*) was made, from a clone, on a 2-core CPU, in three
+# How the bundled model (tvae/weights/default.*) was made, from a clone, on a 2-core CPU, in four
 # stages and a learned prior:
 # 1. `tvae train`'s defaults of the time (33-bar windows, the copy path reaching 32 bars back
 #    with per-step edits, the capped pointer loss, phrase augmentation, beta 0.3), 9,000 steps,
@@ -12,7 +12,11 @@
 # 3. A second fine-tune of that model at a lower lr (3e-4, cosine decay to 3e-5 over 800
 #    steps, constant beta 0.3, today's defaults otherwise); its last checkpoint, also its best
 #    by validation loss, is the bundled model (recipes/bundled_stage3.json is its config.json).
-# 4. The learned prior over its bar latents and copy choices, fitted after the VAE (the VAE's
+# 4. A third fine-tune, stage 3's recipe again with --repeat-beta 2 (beta doubled on the KL of
+#    bars that repeat an earlier bar, exactly or with 1-2 steps changed) and the phrase
+#    placement of today's defaults (800 steps, seed 3; recipes/bundled_stage4.json); its last
+#    checkpoint is the bundled model.
+# 5. The learned prior over its bar latents and copy choices, fitted after the VAE (the VAE's
 #    weights unchanged): 3,000 steps, about 24 minutes on 2 threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,5 +33,9 @@ tvae train corpus --init-from tvae/weights/default.json --lr 3e-4 --warmup-steps
   --beta-schedule constant --beta 0.3 --max-steps 800 --epochs 100 --patience 100 \
   --num-threads 1 --eval-windows 200 --seed 2 --out runs/s3_plain --quiet
 tvae export runs/s3_plain/last.json tvae/weights/default
+tvae train corpus --init-from tvae/weights/default.json --lr 3e-4 --warmup-steps 50 \
+  --beta-schedule constant --beta 0.3 --repeat-beta 2 --max-steps 800 --epochs 100 \
+  --patience 100 --num-threads 1 --eval-windows 200 --seed 3 --out runs/s4_rb2 --quiet
+tvae export runs/s4_rb2/last.json tvae/weights/default
 tvae prior corpus --model tvae/weights/default -o tvae/weights/default --num-threads 2
 tvae evaluate corpus --model tvae/weights/default.json --json --record  # the model card
