@@ -1,21 +1,24 @@
 """`tvae demo`: a small static site of what the model does, from the bundled example melodies.
 
-Pages: the paper's context transfers (Mary x Jingle Bells, Twinkle x Ode to Joy, both ways),
-reconstructions without teacher forcing, samples from the prior, and an interpolation.
+Pages: the paper's context transfers (Mary x Jingle Bells, Twinkle x Ode to Joy, both ways), a
+transfer into a song whose repeat of bar 1 is varied (an edited repeat), reconstructions without
+teacher forcing, samples from the prior, and an interpolation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
+from tvae.config import N_SPECIAL
 from tvae.errors import TvaeError
 from tvae.files import check_folder
 from tvae.inference import TrainedModel
-from tvae.melody import bars_to_melody
+from tvae.melody import Melody, bars_to_melody
 from tvae.midi import read_melody
-from tvae.outputs import LEARNED_NOTE, Item, transfer_items, write_results
+from tvae.outputs import LEARNED_NOTE, Item, edited_repeats_note, transfer_items, write_results
 from tvae.render import render_index, write_page
 
 EXAMPLES = ("mary", "jingle", "twinkle", "ode")
@@ -58,6 +61,9 @@ def build_demo(out_dir: str | Path, examples: str | Path | None, model: TrainedM
         entries.append((page, f"{NAMES[a]} x {NAMES[b]}",
                         f"Context transfer: the first bar of {NAMES[a]} in the flow of "
                         f"{NAMES[b]}."))
+    varied = vary_first_repeat(model, songs["mary"])
+    if varied is not None:  # (examples of the user's own may have no repeat of bar 1)
+        entries.append(_edited_repeat_page(model, out_dir, songs["jingle"], *varied, say))
     items = []
     for name in EXAMPLES:
         items.append(Item(f"{NAMES[name]}: input", name, songs[name], write_midi=False))
@@ -99,3 +105,51 @@ def build_demo(out_dir: str | Path, examples: str | Path | None, model: TrainedM
     entries.append(("interpolation.html", "Interpolation",
                     "From Mary Had a Little Lamb to Twinkle Twinkle, per bar on the sphere."))
     return write_page(out_dir / "index.html", render_index("tvae demos", entries))
+
+
+def vary_first_repeat(model: TrainedModel, melody: Melody) -> tuple[Melody, int] | None:
+    """`melody` with its first later exact repeat of bar 1 varied: that bar's first note a
+    semitone higher (in Mary Had a Little Lamb, bar 5 opens on F rather than E). Returns the
+    varied melody and the bar (0-based); None where bar 1 never repeats or the note cannot
+    move."""
+    bars = model.bars(melody)
+    tokens = bars.tokens.copy()  # (N, S)
+    for j in range(1, len(tokens)):
+        if not (tokens[j] == tokens[0]).all():
+            continue
+        onsets = [s for s in range(tokens.shape[1]) if tokens[j, s] >= N_SPECIAL]
+        if not onsets or tokens[j, onsets[0]] + 1 >= model.grid.vocab_size:
+            return None
+        tokens[j, onsets[0]] += 1
+        bars.tokens = tokens
+        varied = bars_to_melody(bars, model.grid)
+        return replace(varied, title=f"{melody.title or 'B'}, bar {j + 1} varied"), j
+    return None
+
+
+def _edited_repeat_page(model: TrainedModel, out_dir: Path, a: Melody, b: Melody, bar: int,
+                        say: Callable[[str], None]) -> tuple[str, str, str]:
+    """The page of Jingle Bells' opening put into Mary Had a Little Lamb with its repeat of bar
+    1 varied; its intro says what happened to that bar, and how often it happens on the
+    model's card. Returns its index entry."""
+    page = "edited_repeat.html"
+    items = transfer_items(model, a, b, "jingle", "mary_varied", [0])
+    outcome = edited_repeats_note(model.bars(b).tokens, model.bars(items[-1].melody).tokens, [0])
+    card = model.meta.get("evaluation")
+    rate, cases = ((card.get("transfer_edit_follow_rate"), card.get("transfer_edit_cases"))
+                   if isinstance(card, dict) else (None, None))
+    often = ""
+    if isinstance(rate, (int, float)):
+        of = f"of {int(cases)}" if isinstance(cases, (int, float)) else "of"
+        often = (f" On the model's card ({card.get('data')}), B's edited repeats of bar 1 come "
+                 f"out as the new bar 1 with B's change in {rate:.0%} {of} cases.")
+    intro = (f"Song B is Mary Had a Little Lamb with bar {bar + 1}, a repeat of bar 1, varied: "
+             "its first note a semitone higher. The musical meaning of developing A's opening "
+             f"in B's flow is that bar {bar + 1} becomes A's bar 1 with B's change. "
+             + (outcome or "This transfer left no edited repeat of a changed bar 1 to show.")
+             + often)
+    write_results(model, out_dir, items, "Jingle Bells x Mary Had a Little Lamb, varied", page,
+                  intro=intro, links=[("index.html", "All demos")])
+    say(f"wrote {out_dir / page}")
+    return (page, "An edited repeat", f"Jingle Bells' opening in Mary Had a Little Lamb whose "
+            f"bar {bar + 1} repeats bar 1 with one note changed.")

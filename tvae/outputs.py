@@ -28,7 +28,7 @@ KL_NOTE = ("Under each melody, the KL of each bar's latent in bits: how much inf
 LEARNED_NOTE = ("Each bar's copy choice and latent are drawn by the learned prior from the bars "
                 "before it, and decoding follows the choice: a bar marked \"= bar j\" is "
                 "decoded as a copy of bar j, with the edits its latent asks for (an edited copy "
-                "costs about the bits of a new bar; an exact one few).")
+                "costs most of the bits of a new bar; an exact one few).")
 OUTLINE_NOTE = "Outlined bars are the transferred ones."  # only on pages that outline bars
 
 
@@ -137,6 +137,7 @@ def transfer_items(model: TrainedModel, a: Melody, b: Melody, a_stem: str, b_ste
                             f"{melody.title} (reconstruction)", melody.pickup)
 
     which = ", ".join(str(i + 1) for i in bars)
+    edits = edited_repeats_note(model.bars(b).tokens, model.bars(out).tokens, bars)
     return [
         Item("Input 1", a_stem, a, f"Song A: the latent of bar {which} is transferred.",
              tuple(bars), write_midi=False, posterior=post_a),
@@ -150,5 +151,32 @@ def transfer_items(model: TrainedModel, a: Melody, b: Melody, a_stem: str, b_ste
              f"B's latents with bar {which} taken from A. Bars of B that the decoder copies "
              "from a transferred bar repeat A's bar here (with B's changes to it, if any); the "
              "others keep B's own latents. Its KL and \"= bar j\" marks are those of the latents "
-             "it was decoded from.", tuple(bars), posterior=(z, sigma)),
+             "it was decoded from." + (" " + edits if edits else ""), tuple(bars),
+             posterior=(z, sigma)),
     ]
+
+
+def edited_repeats_note(tokens_b: np.ndarray, tokens_out: np.ndarray, bars: Sequence[int]
+                        ) -> str:
+    """One sentence on B's edited repeats of the transferred bars (a later bar that differs
+    from one in 1 or 2 steps) whose transferred bar changed: whether each is, in the output,
+    the new bar with B's change. "" where B has none. tokens_b, tokens_out (N, S) of B and
+    of the output."""
+    import torch
+
+    from tvae.eval.structure import edited_repeats_of
+
+    b, out = torch.as_tensor(tokens_b)[None], torch.as_tensor(tokens_out)[None]  # (1, N, S)
+    parts = []
+    for i in bars:
+        if i >= b.shape[1] or torch.equal(out[0, i], b[0, i]):
+            continue  # no such bar, or the transfer left it as it was
+        edited, follows, changed = (t[0] for t in edited_repeats_of(b, out, i))
+        for j in edited.nonzero().flatten().tolist():
+            steps = int(changed[j])
+            parts.append(f"bar {j + 1} ({steps} step{'s' if steps > 1 else ''} changed from "
+                         f"bar {i + 1}) is {'' if follows[j] else 'not '}the new bar {i + 1} "
+                         "with B's change")
+    if not parts:
+        return ""
+    return "B's edited repeats: " + "; ".join(parts) + "."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -162,11 +163,16 @@ def test_demo_site(tiny_ckpt: Path, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     pages = {p.name for p in (tmp_path / "site").glob("*.html")}
     assert {"index.html", "mary_x_jingle.html", "jingle_x_mary.html", "twinkle_x_ode.html",
-            "ode_x_twinkle.html", "reconstructions.html", "samples.html",
-            "interpolation.html"} <= pages
+            "ode_x_twinkle.html", "edited_repeat.html", "reconstructions.html",
+            "samples.html", "interpolation.html"} <= pages
     index = (tmp_path / "site" / "index.html").read_text()
     for page in pages - {"index.html"}:
         assert f'href="{page}"' in index
+    edited = html.unescape((tmp_path / "site" / "edited_repeat.html").read_text())
+    assert "with bar 5, a repeat of bar 1, varied" in edited
+    assert ("bar 5 (1 step changed from bar 1) is the new bar 1" in edited
+            or "bar 5 (1 step changed from bar 1) is not the new bar 1" in edited
+            or "left no edited repeat of a changed bar 1" in edited)
 
 
 def test_pickup_melody_written_and_read(tmp_path: Path) -> None:
@@ -271,7 +277,7 @@ def test_demo_works_from_any_folder(tiny_ckpt: Path, tmp_path: Path,
     r = CliRunner().invoke(main, ["demo", "site", "--model", str(tiny_ckpt)])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "site" / "mary_x_jingle.html").is_file()
-    assert r.stdout.count("wrote site") == 7  # progress: one line per page as it is written
+    assert r.stdout.count("wrote site") == 8  # progress: one line per page as it is written
 
 
 @pytest.mark.parametrize("args", [

@@ -152,16 +152,28 @@ def transfer_counts(model, tokens_a: Tensor, tokens_b: Tensor, meters: Tensor  #
     return counts
 
 
+def edited_repeats_of(tokens_b: Tensor, out: Tensor, first: int = 0
+                      ) -> tuple[Tensor, Tensor, Tensor]:
+    """B's edited repeats of its bar `first` and what a transfer of that bar made of them.
+    Returns (B, N) bool: bar j comes later, differs from bar `first` in 1..NEAR_EDITS steps (PAD
+    in the same places) and has no identical earlier bar; (B, N) bool: the output's bar j is
+    the output's bar `first` with B's change, that is equal to it where B's bar j equals B's
+    bar `first`, and equal to B's bar j at the changed steps; (B, N) how many steps changed.
+    tokens_b, out (B, N, S)."""
+    src_b, src_out = tokens_b[:, first : first + 1], out[:, first : first + 1]  # (B, 1, S)
+    same = (tokens_b == src_b) | (tokens_b == PAD)  # (B, N, S) unedited steps
+    edits = (~same).sum(-1)  # (B, N)
+    layout = ((tokens_b == PAD) == (src_b == PAD)).all(-1)
+    later = torch.arange(tokens_b.shape[1], device=tokens_b.device) > first  # (N,)
+    edited = (edits >= 1) & (edits <= NEAR_EDITS) & layout & near_repeats(tokens_b) & later
+    follows = torch.where(same, out == src_out, out == tokens_b).all(-1)  # (B, N)
+    return edited, follows, edits
+
+
 def edit_follow_counts(tokens_b: Tensor, out: Tensor, changed: Tensor) -> dict[str, float]:
-    """B's edited repeats of its bar 1 (bar j differs from bar 1 in 1..NEAR_EDITS steps, with
-    no identical earlier bar) after a transfer: the output's bar j should be the output's bar 1
-    with B's edit, that is equal to it where B's bar j equals B's bar 1, and equal to B's bar j
-    at the edited steps. tokens_b, out (B, N, S); changed (B,) the transfer changed bar 1."""
-    first_b, first_out = tokens_b[:, :1], out[:, :1]  # (B, 1, S)
-    same = (tokens_b[:, 1:] == first_b) | (tokens_b[:, 1:] == PAD)  # (B, N-1, S) unedited steps
-    edits = (~same).sum(-1)  # (B, N-1)
-    layout = ((tokens_b[:, 1:] == PAD) == (first_b == PAD)).all(-1)
-    edited = (edits >= 1) & (edits <= NEAR_EDITS) & layout
-    edited &= near_repeats(tokens_b)[:, 1:] & changed[:, None]
-    follows = torch.where(same, out[:, 1:] == first_out, out[:, 1:] == tokens_b[:, 1:]).all(-1)
+    """B's edited repeats of its bar 1 (`edited_repeats_of`) after a transfer that changed bar 1
+    (changed (B,)): how many, and how many of them are the output's bar 1 with B's edit.
+    tokens_b, out (B, N, S)."""
+    edited, follows, _ = edited_repeats_of(tokens_b, out)
+    edited &= changed[:, None]
     return {"edit_follow": float((follows & edited).sum()), "edit_follow_n": float(edited.sum())}
