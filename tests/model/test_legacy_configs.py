@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from tvae.config import DataConfig, ModelConfig, TrainConfig, config_from_dict
-from tvae.model.checkpoint import legacy_fields, legacy_model_fields
+from tvae.model.legacy import legacy_fields, legacy_model_fields
 
 
 def test_missing_fields_take_their_old_meaning_not_the_new_defaults() -> None:

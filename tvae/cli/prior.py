@@ -39,7 +39,8 @@ def prior(midi_dir: str, out: str, model_path: str | None, num_threads: int | No
     from tvae.config import DataConfig, config_from_dict
     from tvae.data.dataset import load_songs
     from tvae.files import is_folder
-    from tvae.model.checkpoint import check_new_pair, legacy_fields, write_inference_pair
+    from tvae.model.checkpoint import check_new_pair, write_inference_pair
+    from tvae.model.legacy import legacy_fields
     from tvae.training.prior_fit import fit_prior
 
     prior_config = build_config(PriorConfig, options)

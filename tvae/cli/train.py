@@ -64,7 +64,7 @@ def _config_file(path: str | None) -> tuple[dict[type, object], tuple[str, ...]]
         return {}, ()
     from tvae.config import config_from_dict
     from tvae.files import read_json
-    from tvae.model.checkpoint import legacy_fields, legacy_model_fields
+    from tvae.model.legacy import legacy_fields, legacy_model_fields
 
     saved = read_json(path, "config")
     if not isinstance(saved, dict):

@@ -28,12 +28,8 @@ from tvae.data.dataset import format_skipped, load_songs
 from tvae.data.songs import write_skipped
 from tvae.devices import pick_device
 from tvae.errors import TvaeError
-from tvae.model.checkpoint import (
-    finish_interrupted_save,
-    legacy_fields,
-    legacy_model_fields,
-    load_checkpoint,
-)
+from tvae.model.checkpoint import finish_interrupted_save, load_checkpoint
+from tvae.model.legacy import legacy_fields, legacy_model_fields
 from tvae.training.budget import check_budget
 from tvae.training.runfolder import read_run_config, run_lock, save_run_config
 from tvae.training.trainer import Trainer
