@@ -219,40 +219,6 @@ class BarDecoderGRU(nn.Module):
         return torch.stack(out, dim=-1).view(B, N, self.S)
 
 
-    def beam_search(self, h: Tensor, meters: Tensor, width: int, mix=None) -> Tensor:  # noqa: ANN001
-        """The most likely bar under a beam of `width` hypotheses (free-running, no teacher
-        forcing): greedy decoding is width 1. h (B, 1, D), meters (B, 1); `mix` maps masked
-        logits (B * width, 1, S, V), hypotheses of a row adjacent, to log-probabilities (the
-        copy path's). Returns tokens (B, 1, S)."""
-        B, N, _ = h.shape
-        assert N == 1, "beam search decodes one bar at a time"
-        K, S, V = width, self.S, self.V
-        x_h = self.cond(h).reshape(B, 1, -1).repeat_interleave(K, 0)  # (B*K, 1, hidden)
-        state = torch.tanh(self.init(h)).reshape(1, B, -1).repeat_interleave(K, 1)
-        feats = self.feat_proj(self.feats[meters]).reshape(B, S, -1).repeat_interleave(K, 0)
-        flat_meters = meters.reshape(B, 1).repeat_interleave(K, 0)  # (B*K, 1)
-        prev = torch.full((B * K,), V, dtype=torch.long, device=h.device)
-        scores = torch.full((B, K), float("-inf"), device=h.device)
-        scores[:, 0] = 0.0  # one live hypothesis at the start
-        seqs = prev.new_zeros((B * K, 0))
-        rows = (torch.arange(B, device=h.device) * K)[:, None]  # (B, 1)
-        for s in range(S):
-            x = self.embed(prev)[:, None] + feats[:, s : s + 1] + x_h  # (B*K, 1, hidden)
-            y, state = self.gru(x, state)
-            logits = torch.zeros((B * K, 1, S, V), device=h.device)
-            logits[:, 0, s] = self.out(y[:, 0]).float()
-            logits = mask_logits(logits, flat_meters)
-            lp = (logits.log_softmax(-1) if mix is None else mix(logits))[:, 0, s]  # (B*K, V)
-            cand = scores[..., None] + lp.view(B, K, V).float()  # (B, K, V)
-            scores, idx = cand.view(B, K * V).topk(K, dim=-1)  # (B, K)
-            parent = (rows + idx // V).view(-1)  # (B*K,) the hypothesis each one extends
-            prev = (idx % V).view(-1)
-            state = state[:, parent]
-            seqs = torch.cat([seqs[parent], prev[:, None]], dim=1)  # (B*K, s + 1)
-        best = scores.argmax(-1)  # (B,)
-        return seqs.view(B, K, S)[torch.arange(B, device=h.device), best][:, None]
-
-
 class Attention(nn.Module):
     """Multi-head attention on PyTorch's fused scaled_dot_product_attention, with a KV cache."""
 

@@ -231,31 +231,24 @@ class TransformerVAE(WindowedReading, nn.Module):
 
     def _mixer(self, pointers: tuple[Tensor | None, Tensor | None], i: int,
                sources: list[Tensor], meters: Tensor, sampler: Sampler,
-               forced: Tensor | None = None, beams: int = 1
-               ) -> Callable[[Tensor], Tensor] | None:
+               forced: Tensor | None = None) -> Callable[[Tensor], Tensor] | None:
         """For decoding bar i alone, given `_all_pointers` of its latents: masked logits
         (B, 1, S, V) -> the step log-probabilities of the copy path, given the decoded
         `sources` (each (B, 1, S)). `forced` (B,): the bar's choice where it is given (0
-        generate, o copy the bar o back; -1, or o past the sources: the pointer's). With
-        `beams` > 1 the logits are (B * beams, 1, S, V), a row's hypotheses adjacent: the
-        bar's copy choice is made once per row and shared by its hypotheses."""
+        generate, o copy the bar o back; -1, or o past the sources: the pointer's)."""
         log_pi, log_eps = pointers
         if log_pi is None or not sources:
             return None
         row = log_pi[:, i : i + 1, : 1 + len(sources)]  # (B, 1, 1 + i)
         src = torch.cat(sources, dim=1)  # (B, i, S)
-
-        def each(t: Tensor) -> Tensor:  # (B, ...) -> (B * beams, ...)
-            return t if beams == 1 else t.repeat_interleave(beams, 0)
-
         if log_eps is None:
-            return lambda logits: mixture_log_probs(logits, each(meters), each(row), each(src))
+            return lambda logits: mixture_log_probs(logits, meters, row, src)
         choice = choose(row, getattr(sampler, "generator", None),
                         sample=sampler is not argmax_sampler)  # (B, 1): one choice per bar
         if forced is not None:
             o, n = forced[:, None], len(sources)  # (B, 1)
             choice = torch.where((o >= 0) & (o <= n), torch.where(o > 0, 1 + n - o, 0), choice)
-        eps, src, choice, meters = (each(t) for t in (log_eps[:, i : i + 1], src, choice, meters))
+        eps = log_eps[:, i : i + 1]
 
         def mix(logits: Tensor) -> Tensor:
             gen = logits.float().log_softmax(-1)
@@ -267,24 +260,20 @@ class TransformerVAE(WindowedReading, nn.Module):
     @torch.no_grad()
     def free_run(self, z: Tensor, meters: Tensor, sampler: Sampler = argmax_sampler,
                  use_cache: bool = True, window: int = 0, choices: Tensor | None = None,
-                 prefix: Tensor | None = None, beam: int = 1) -> Tensor:
+                 prefix: Tensor | None = None) -> Tensor:
         """Decode z (B, N, Z) without teacher forcing: the input for bar i is the encoding of the
         bar decoded for i-1, and the copy path copies decoded bars. Cached (linear in N) when
         decoder self-attention is causal. With `window` > 0, bars after the first `window` are
         decoded from the `window` bars ending at them (positions 0..window-1), which is also
         linear in N. `choices` (B, N) gives bars' copy choices (0 generate, o copy the bar o
         back, -1 the pointer's: a learned prior's draws); `prefix` (B, P, S) bars taken as
-        they are, not decoded (a melody continued). `beam` > 1 (greedy decoding with the GRU
-        bar decoder) decodes each bar as the likeliest of a beam of that many hypotheses over
-        its steps rather than step by step (`BarDecoderGRU.beam_search`); the MLP bar decoder
-        draws its steps independently, so greedy decoding is already its likeliest bar.
-        Returns tokens (B, N, S)."""
+        they are, not decoded (a melody continued). Returns tokens (B, N, S)."""
         N = z.shape[1]
         if window <= 0 or window >= N:
-            return self._free_run(z, meters, sampler, use_cache, choices, prefix, beam)
+            return self._free_run(z, meters, sampler, use_cache, choices, prefix)
         first = self._free_run(z[:, :window], meters[:, :window], sampler, use_cache,
                                None if choices is None else choices[:, :window],
-                               None if prefix is None else prefix[:, :window], beam)
+                               None if prefix is None else prefix[:, :window])
         bars = list(first.split(1, dim=1))  # W x (B, 1, S)
         P = 0 if prefix is None else prefix.shape[1]
         B, D = z.shape[0], self.config.d_model
@@ -298,26 +287,14 @@ class TransformerVAE(WindowedReading, nn.Module):
             prev = torch.cat([prev, prev.new_zeros(B, 1, D)], dim=1)  # last slot is unused
             zw = z[:, lo : i + 1]  # (B, W, Z)
             h = self._decode_hidden(prev, self._memory(zw), real)[:, -1:]
-            bars.append(self._decode_bar(h, self._all_pointers(zw), window - 1, bars[lo:i],
-                                         meters[:, i : i + 1], sampler,
-                                         None if choices is None else choices[:, i], beam))
+            mix = self._mixer(self._all_pointers(zw), window - 1, bars[lo:i],
+                              meters[:, i : i + 1], sampler,
+                              None if choices is None else choices[:, i])
+            bars.append(self.bar_decoder.generate(h, meters[:, i : i + 1], sampler, mix))
         return torch.cat(bars, dim=1)
 
-    def _decode_bar(self, h: Tensor, pointers: tuple[Tensor | None, Tensor | None], i: int,
-                    sources: list[Tensor], meters: Tensor, sampler: Sampler,
-                    forced: Tensor | None, beam: int) -> Tensor:
-        """Bar i's tokens (B, 1, S) from its decoder state h (B, 1, D): drawn step by step by
-        `sampler`, or the best of a beam (greedy decoding with an autoregressive bar decoder)."""
-        width = beam if sampler is argmax_sampler and isinstance(self.bar_decoder,
-                                                                BarDecoderGRU) else 1
-        mix = self._mixer(pointers, i, sources, meters, sampler, forced, width)
-        if width > 1:
-            return self.bar_decoder.beam_search(h, meters, width, mix)
-        return self.bar_decoder.generate(h, meters, sampler, mix)
-
     def _free_run(self, z: Tensor, meters: Tensor, sampler: Sampler, use_cache: bool,
-                  choices: Tensor | None = None, prefix: Tensor | None = None, beam: int = 1
-                  ) -> Tensor:
+                  choices: Tensor | None = None, prefix: Tensor | None = None) -> Tensor:
         B, N, _ = z.shape
         P = 0 if prefix is None else prefix.shape[1]
         D = self.config.d_model
@@ -349,8 +326,9 @@ class TransformerVAE(WindowedReading, nn.Module):
             if i < P:
                 bar = prefix[:, i : i + 1]  # (B, 1, S) given
             else:
-                bar = self._decode_bar(h, pointers, i, bars, meters[:, i : i + 1], sampler,
-                                       None if choices is None else choices[:, i], beam)
+                mix = self._mixer(pointers, i, bars, meters[:, i : i + 1], sampler,
+                                  None if choices is None else choices[:, i])
+                bar = self.bar_decoder.generate(h, meters[:, i : i + 1], sampler, mix)
             bars.append(bar)
             inputs.append(self.bar_encoder(bar, meters[:, i : i + 1]))
         return torch.cat(bars, dim=1)
