@@ -7,6 +7,7 @@ teacher forcing, samples from the prior, and an interpolation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from importlib import resources
@@ -139,10 +140,11 @@ def _edited_repeat_page(model: TrainedModel, out_dir: Path, a: Melody, b: Melody
     rate, cases = ((card.get("transfer_edit_follow_rate"), card.get("transfer_edit_cases"))
                    if isinstance(card, dict) else (None, None))
     often = ""
-    if isinstance(rate, (int, float)):
+    if isinstance(rate, (int, float)) and math.isfinite(rate):  # NaN: no such cases
         of = f"of {int(cases)}" if isinstance(cases, (int, float)) else "of"
-        often = (f" On the model's card ({card.get('data')}), B's edited repeats of bar 1 come "
-                 f"out as the new bar 1 with B's change in {rate:.0%} {of} cases.")
+        where = f" ({card['data']})" if isinstance(card.get("data"), str) else ""
+        often = (f" On the model's card{where}, B's edited repeats of bar 1 come out as the "
+                 f"new bar 1 with B's change in {rate:.0%} {of} cases.")
     intro = (f"Song B is Mary Had a Little Lamb with bar {bar + 1}, a repeat of bar 1, varied: "
              "its first note a semitone higher. The musical meaning of developing A's opening "
              f"in B's flow is that bar {bar + 1} becomes A's bar 1 with B's change. "
