@@ -4,7 +4,8 @@
 # 1. `tvae train`'s defaults of the time (33-bar windows, the copy path reaching 32 bars back
 #    with per-step edits, the capped pointer loss, phrase augmentation, beta 0.3), 9,000 steps,
 #    one thread (recipes/bundled.json is that run's config.json). Today's defaults add the two
-#    options of stage 2, which a one-stage run of that length has not been tried with yet.
+#    options of stage 2; a one-stage run of them for 9,000 steps copies every repeat of the test
+#    split right but its repeats cost more (docs/experiments/one_stage/), so the stages stay.
 # 2. A fine-tune that adds the posterior's repeat vectors and the reach batches (today's
 #    defaults: --latent-repeats, --repeat-reach 0.5) at lr 1e-3 and constant beta 0.3; its best
 #    checkpoint (step 858, by validation loss) is the bundled model (recipes/bundled_stage2.json
