@@ -19,7 +19,7 @@ from tvae.files import check_folder
 from tvae.inference import TrainedModel
 from tvae.melody import Melody, bars_to_melody
 from tvae.midi import read_melody
-from tvae.outputs import LEARNED_NOTE, Item, edited_repeats_note, transfer_items, write_results
+from tvae.outputs import LEARNED_NOTE, Item, transfer_items, write_results
 from tvae.render import render_index, write_page
 
 EXAMPLES = ("mary", "jingle", "twinkle", "ode")
@@ -131,11 +131,11 @@ def vary_first_repeat(model: TrainedModel, melody: Melody) -> tuple[Melody, int]
 def _edited_repeat_page(model: TrainedModel, out_dir: Path, a: Melody, b: Melody, bar: int,
                         say: Callable[[str], None]) -> tuple[str, str, str]:
     """The page of Jingle Bells' opening put into Mary Had a Little Lamb with its repeat of bar
-    1 varied; its intro says what happened to that bar, and how often it happens on the
-    model's card. Returns its index entry."""
+    1 varied; its output's caption says what happened to that bar (`transfer_items`), its intro
+    how often it happens on the model's card. Returns its index entry."""
     page = "edited_repeat.html"
     items = transfer_items(model, a, b, "jingle", "mary_varied", [0])
-    outcome = edited_repeats_note(model.bars(b).tokens, model.bars(items[-1].melody).tokens, [0])
+    said = "B's edited repeats:" in items[-1].caption  # the output's caption says which follow
     card = model.meta.get("evaluation")
     rate, cases = ((card.get("transfer_edit_follow_rate"), card.get("transfer_edit_cases"))
                    if isinstance(card, dict) else (None, None))
@@ -148,7 +148,8 @@ def _edited_repeat_page(model: TrainedModel, out_dir: Path, a: Melody, b: Melody
     intro = (f"Song B is Mary Had a Little Lamb with bar {bar + 1}, a repeat of bar 1, varied: "
              "its first note a semitone higher. The musical meaning of developing A's opening "
              f"in B's flow is that bar {bar + 1} becomes A's bar 1 with B's change. "
-             + (outcome or "This transfer left no edited repeat of a changed bar 1 to show.")
+             + ("The output's caption says which of B's edited repeats did."
+                if said else "This transfer left no edited repeat of a changed bar 1 to show.")
              + often)
     write_results(model, out_dir, items, "Jingle Bells x Mary Had a Little Lamb, varied", page,
                   intro=intro, links=[("index.html", "All demos")])
