@@ -95,11 +95,12 @@ class Trainer:
             raise TvaeError("no training windows: the folder has no usable songs in its "
                             "train split")
         self.batches = math.ceil(len(self.train_windows) / cfg.batch_size)
-        self.total_steps = cfg.epochs * self.batches
+        self.total_steps = cfg.epoch_limit * self.batches
         if cfg.max_steps:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         self.cfg = cfg = fit_warmups(cfg, self.total_steps, self.main)
-        self.planner = TimePlanner(cfg, self.total_steps, self.batches, lambda: self.clock())
+        self.planner = TimePlanner(cfg, self.total_steps, self.batches, lambda: self.clock(),
+                                   crop_ratio=min(data_cfg.crop_bars / data_cfg.bars, 1.0))
         if self.main:
             _warn_if_tiny(len(self.train_windows), len(self.valid_windows))
         torch.manual_seed(cfg.seed)
@@ -144,7 +145,7 @@ class Trainer:
         if state.planned_steps:
             self._apply_plan(state.planned_steps)
         st, cfg = self.state, self.cfg
-        if st.finished and st.step < self.total_steps and st.epoch < cfg.epochs and (
+        if st.finished and st.step < self.total_steps and st.epoch < cfg.epoch_limit and (
                 st.bad_epochs < cfg.patience) and not (
                 cfg.max_minutes and st.seconds >= cfg.max_minutes * 60):
             st.finished = False  # limits extended on --resume: the run goes on
@@ -157,8 +158,13 @@ class Trainer:
         cfg = self.cfg
         step = self.state.step if step is None else step
         idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        crop = self._crop(step)
         tokens, meters = self.train_windows.batch(idx, np.random.default_rng([cfg.seed, step]),
-                                                  trim=True)
+                                                  trim=True, crop=crop)
+        first = 0  # a batch of crops: placed in the window's positions (its own stream)
+        if crop and self.data_cfg.crop_anywhere:
+            first = int(np.random.default_rng([cfg.seed, step, 1]).integers(
+                0, self.data_cfg.bars - tokens.shape[1] + 1))
         labels = None  # (B,) the global batch's class ids
         if self.song_labels is not None:
             labels = self.song_labels[self.train_windows.song_of(idx)]
@@ -171,7 +177,12 @@ class Trainer:
         rows, device = share.rows, self.device
         return Batch(ddp.to_device(tokens[rows], device), ddp.to_device(meters[rows], device),
                      None if labels is None else ddp.to_device(labels[rows], device), share,
-                     noise.map(lambda t: ddp.to_device(t[rows], device)))
+                     noise.map(lambda t: ddp.to_device(t[rows], device)), first)
+
+    def _crop(self, step: int) -> int:
+        """Bars of the crops that `step` trains on (0: whole windows)."""
+        crop = self.data_cfg.crop_bars
+        return crop if step < self.cfg.crop_steps and crop < self.data_cfg.bars else 0
 
     def step(self, batch: Batch) -> dict[str, Any]:
         """One optimizer step (tvae.training.step) at the schedules' values for this step:
@@ -279,7 +290,7 @@ class Trainer:
                 st.batch += 1
                 st.step += 1
                 bar.update(1)
-                if self.planner.stepped():
+                if self.planner.stepped(self._crop(st.step - 1) > 0):
                     self._plan()
                 if st.step % self.check_every == 0 or st.step % cfg.checkpoint_every == 0:
                     self._read_guard(bar)
@@ -356,7 +367,9 @@ class Trainer:
         # no validation windows give a loss of 0 every epoch: each epoch is then the best
         improved = row["loss"] < st.best_loss or not len(self.valid_windows)
         st.best_loss = min(st.best_loss, row["loss"])
-        st.bad_epochs = 0 if improved else st.bad_epochs + 1
+        # the crop phase trains for whole windows later: its epochs do not count to stop early
+        cropping = self._crop(max(st.step - 1, 0)) > 0
+        st.bad_epochs = 0 if improved else st.bad_epochs + (0 if cropping else 1)
         st.epoch, st.batch = st.epoch + 1, 0
         if improved:
             self.save("best")
@@ -383,7 +396,7 @@ class Trainer:
         self._bar = bar
         try:
             with self.stop.installed():
-                while not st.finished and st.epoch < self.cfg.epochs:
+                while not st.finished and st.epoch < self.cfg.epoch_limit:
                     if not self.run_epoch(bar):
                         break
                     self.end_epoch(bar)
