@@ -34,3 +34,18 @@ def test_quick_start_has_exactly_two_commands() -> None:
     assert len(commands) == 2
     ci = (ROOT / ".ci" / "run").read_text()
     assert commands[1].strip() in ci  # CI runs the README's test command exactly
+
+
+def test_every_recipe_is_a_config_that_tvae_train_reads() -> None:
+    """recipes/*.json are `tvae train --config` files: each one's sections build valid configs
+    and name the exported corpus as their data folder."""
+    from tvae.cli.train import _config_file
+    from tvae.config import DataConfig, TrainConfig
+
+    recipes = sorted((ROOT / "recipes").glob("*.json"))
+    assert len(recipes) >= 5
+    for recipe in recipes:
+        bases, folders = _config_file(str(recipe))
+        assert folders == ("corpus",) and DataConfig in bases and TrainConfig in bases
+    short, _ = _config_file(str(ROOT / "recipes" / "short_9bars.json"))
+    assert short[DataConfig].bars == 9 and short[TrainConfig].max_minutes == 12.0

@@ -210,7 +210,8 @@ class ModelConfig:
 
 
 BASE_LR, BASE_BATCH, MAX_DEFAULT_LR = 1e-3, 64, 2e-3
-DEFAULT_EPOCHS, NO_EPOCH_LIMIT = 20, 10**6  # passes of a run with no step or time limit / with
+DEFAULT_EPOCHS = 20  # passes of a run given no step or time limit
+NO_EPOCH_LIMIT = 10**6  # passes of a run given one: that limit ends it
 
 
 def default_lr(batch_size: int) -> float:
@@ -233,7 +234,7 @@ class TrainConfig:
     warmup_steps: int = setting(300, "linear learning-rate warm-up, in steps", 0)
     min_lr_ratio: float = setting(0.1, "cosine decay ends at lr * min_lr_ratio", 0.0, 1.0)
     epochs: int = setting(0, "passes over the training windows (0: 20, or as many as "
-                          "--max-steps or --max-minutes allow when either is given)", 0)
+                          "--max-steps or a fitted --max-minutes allow when either is given)", 0)
     max_steps: int = setting(0, "stop after this many steps (0: no limit)", 0)
     max_minutes: float = setting(0.0, "wall-time limit, validation and checkpoints included "
                                  "(0: none)", 0.0)
@@ -245,9 +246,6 @@ class TrainConfig:
                                  '"cyclical"')
     beta: float = setting(0.3, "KL weight after warm-up (or at each cycle's top)", 0.0)
     beta_steps: int = setting(2000, "warm-up length or cycle length, in steps", 1)
-    crop_steps: int = setting(2000, "the first steps train on --crop-bars crops of the windows "
-                              "(4-7x cheaper steps, in which the bar encoder and decoder "
-                              "learn), then on whole windows (0: whole windows throughout)", 0)
     free_bits: float = setting(0.0, "KL per bar below this many bits is not penalised", 0.0)
     tf_schedule: str = setting("constant", "p_tf: constant, linear, exponential, "
                                "inverse_sigmoid, logistic")
@@ -301,10 +299,12 @@ class TrainConfig:
     @property
     def epoch_limit(self) -> int:
         """The passes a run may take: `epochs`, or with 0, 20 (`DEFAULT_EPOCHS`) unless a step
-        or time limit is given (then that limit ends the run)."""
+        limit or a time limit with its schedules fitted is given (then that limit ends the run;
+        with --no-fit-schedules the lr decay is planned over the 20 epochs, as before)."""
         if self.epochs:
             return self.epochs
-        return NO_EPOCH_LIMIT if self.max_steps or self.max_minutes else DEFAULT_EPOCHS
+        limited = self.max_steps or (self.max_minutes and self.fit_schedules)
+        return NO_EPOCH_LIMIT if limited else DEFAULT_EPOCHS
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -339,11 +339,6 @@ class DataConfig:
                                     "common ones", 0.0, 1.0)
     repeat_edits: float = setting(0.3, "share of those repeats given 1 or 2 moved pitches (a "
                                   "near-repeat, to be copied with edits)", 0.0, 1.0)
-    crop_bars: int = setting(9, "bars of the crops trained on in the first --crop-steps steps: "
-                             "each window cut at a random bar of its song", 1, MAX_BARS)
-    crop_anywhere: bool = setting(True, "a batch of crops takes the position encodings of a "
-                                  "random place in the window (every position is trained "
-                                  "before whole windows are), not always its first bars")
     repeat_reach: float = setting(0.5, "share of training batches that keep the whole window: "
                                   "in them short songs are played on past their end and given "
                                   "repeats from a quarter of the window back on (8 to 32 bars in "

@@ -146,25 +146,12 @@ def test_warmups_longer_than_the_run_are_shortened_to_half_of_it() -> None:
     from tvae.errors import TvaeWarning
     from tvae.training.schedules import fit_warmups
 
-    cfg = TrainConfig(warmup_steps=300, beta_steps=2000, tf_steps=5000, crop_steps=0)
+    cfg = TrainConfig(warmup_steps=300, beta_steps=2000, tf_steps=5000)
     with pytest.warns(TvaeWarning, match="--warmup-steps 300 -> 100, --beta-steps 2000 -> 100"):
         short = fit_warmups(cfg, 200)
     assert (short.warmup_steps, short.beta_steps, short.tf_steps) == (100, 100, 5000)
     assert beta_at(150, short) == short.beta  # the short run reaches its KL weight
     assert fit_warmups(cfg, 2000) is cfg  # both warm-ups fit in 2,000 steps: unchanged
-
-
-def test_the_crop_phase_ends_by_four_fifths_of_the_run() -> None:
-    """Every run ends on whole windows: a crop phase longer than 80% of the run is cut there
-    (silently: it is the rule, not a setting that failed), one that fits is kept."""
-    from tvae.training.schedules import crop_end, fit_warmups
-
-    assert crop_end(2000, 9000) == 2000 and crop_end(2000, 2000) == 1600
-    assert crop_end(0, 100) == 0 and crop_end(2000, 1) == 0
-    cfg = TrainConfig(warmup_steps=10, beta_steps=10, crop_steps=2000)
-    assert fit_warmups(cfg, 2500).crop_steps == 2000
-    assert fit_warmups(cfg, 1000).crop_steps == 800
-    assert fit_warmups(cfg, 1000).beta_steps == 10
 
 
 def test_the_default_learning_rate_follows_the_batch_size() -> None:
@@ -179,3 +166,12 @@ def test_the_default_learning_rate_follows_the_batch_size() -> None:
     assert TrainConfig(batch_size=1024, lr=5e-4).lr == 5e-4
     saved = dataclasses.asdict(TrainConfig(batch_size=128))
     assert config_from_dict(TrainConfig, saved).lr == pytest.approx(1e-3 * 2 ** 0.5)
+
+
+def test_epochs_limit_a_run_only_where_no_step_or_time_limit_is_given() -> None:
+    assert TrainConfig().epoch_limit == 20
+    assert TrainConfig(epochs=7, max_minutes=5.0).epoch_limit == 7
+    assert TrainConfig(max_minutes=12.0).epoch_limit > 10**5
+    assert TrainConfig(max_steps=100).epoch_limit > 10**5
+    # without the plan, the lr decay is planned over the epochs: 20, as before
+    assert TrainConfig(max_minutes=12.0, fit_schedules=False).epoch_limit == 20

@@ -78,3 +78,26 @@ def test_a_resumed_run_keeps_its_plan(folk_corpus: Path, tmp_path: Path) -> None
     again.resume()
     assert again.state.planned_steps == trainer.state.planned_steps
     assert again.total_steps == trainer.total_steps and again.cfg == trainer.cfg
+
+
+@pytest.mark.parametrize("epochs", [0, 20])
+def test_a_time_limit_is_not_cut_short_by_the_default_epochs(folk_corpus: Path, tmp_path: Path,
+                                                             epochs: int) -> None:
+    """`--max-minutes` alone: the run goes on for its minutes, past the 20 epochs of a run
+    given no limit; `--epochs 20` given too still ends it at 20."""
+    from tvae.data.dataset import load_folder
+    from tvae.training.trainer import Trainer
+
+    songs, _ = load_folder(folk_corpus, progress=False)
+    cfg = TrainConfig(batch_size=8, epochs=epochs, max_minutes=2.0, warmup_steps=5,
+                      beta_steps=5, log_every=1, checkpoint_every=1000, eval_windows=8,
+                      num_threads=1, patience=1000)
+    trainer = Trainer(songs, tmp_path / "run", Configs(GridConfig(), TINY_MODEL,
+                                                       DataConfig(bars=4), cfg), progress=False)
+    (tmp_path / "run").mkdir()
+    run_on_fake_clock(trainer, step_seconds=0.1, validate_seconds=1.0)
+    st = trainer.state
+    if epochs:
+        assert st.epoch == 20 and st.seconds < 120.0 * 0.9  # ended by its epochs, not the time
+    else:
+        assert st.epoch > 20 and 120.0 * 0.9 <= st.seconds <= 120.0

@@ -66,15 +66,10 @@ class Windows:
         return self.song[np.asarray(indices)]
 
     def batch(self, indices: np.ndarray, rng: np.random.Generator | None = None,
-              trim: bool = False, crop: int = 0) -> tuple[np.ndarray, np.ndarray]:
+              trim: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Tokens (B, N, S) int64 and meter ids (B, N) int64 of the windows `indices`. With
         `trim`, N is cut to the longest of them (padding that every window has is dropped;
         no bar of any window changes).
-
-        With `crop` (0 < crop < N) and `rng`, each window is cut to `crop` bars starting at a
-        bar drawn uniformly from those that leave a full crop inside its song (its first bar
-        when the song is shorter): N becomes `crop`, no batch keeps the whole window, and
-        repeats are placed inside the crop.
 
         With `rng`, each window is transposed by a random shift in [-transpose, transpose],
         narrowed so that every onset class stays inside the vocabulary, and a `repeat_augment`
@@ -85,15 +80,10 @@ class Windows:
         indices = np.asarray(indices, dtype=np.int64)
         song, start = self.song[indices], self.start[indices]  # (B,)
         N = self.data.bars
-        cropped = rng is not None and 0 < crop < N
-        reach = not cropped and rng is not None and self.data.repeat_augment > 0 \
-            and self.data.repeat_reach > 0 and rng.random() < self.data.repeat_reach
-        if cropped:  # a crop at a random bar of each window's song part
-            room = np.maximum(self.lengths[indices] - crop, 0) + 1  # (B,) possible first bars
-            start = start + np.floor(rng.random(len(indices)) * room).astype(np.int64)
-            N = crop
+        reach = rng is not None and self.data.repeat_augment > 0 and self.data.repeat_reach > 0 \
+            and rng.random() < self.data.repeat_reach  # this batch keeps the whole window
         if trim and len(indices) and not reach:
-            N = min(N, int(self.lengths[indices].max()))
+            N = int(self.lengths[indices].max())
         bar = start[:, None] + np.arange(N)[None, :]  # (B, N) bar within the song
         inside = bar < self._lengths[song][:, None]  # (B, N)
         flat = np.where(inside, self._starts[song][:, None] + bar, 0)  # (B, N)

@@ -38,9 +38,9 @@ def valid_steps(meters: Tensor, steps_per_bar: int) -> Tensor:
     return torch.arange(steps_per_bar, device=meters.device) < lengths[meters].unsqueeze(-1)
 
 
-def positions(n: int, d: int, device: torch.device, start: int = 0) -> Tensor:
-    """(n, d) sinusoidal position encodings of bars start..start+n-1: any number of bars."""
-    pos = torch.arange(start, start + n, device=device, dtype=torch.float32).unsqueeze(1)
+def positions(n: int, d: int, device: torch.device) -> Tensor:
+    """(n, d) sinusoidal position encodings of bars 0..n-1: any number of bars."""
+    pos = torch.arange(n, device=device, dtype=torch.float32).unsqueeze(1)  # (n, 1)
     freq = torch.exp(torch.arange(0, d, 2, device=device, dtype=torch.float32)
                      * (-math.log(10000.0) / d))
     enc = torch.zeros(n, d, device=device)

@@ -121,20 +121,17 @@ class TransformerVAE(WindowedReading, nn.Module):
         return None if self.edit_table is None else self.edit_table * EDIT_TABLE_GAIN
 
     # -- encoder ---------------------------------------------------------------------------
-    def encode(self, tokens: Tensor, meters: Tensor, first_position: int = 0
-               ) -> tuple[Tensor, Tensor]:
-        """tokens (B, N, S), meters (B, N) -> mu, logvar (B, N, Z). `first_position`: the
-        position encoding of the first bar (training on crops places them anywhere in the
-        window; 0 otherwise)."""
+    def encode(self, tokens: Tensor, meters: Tensor) -> tuple[Tensor, Tensor]:
+        """tokens (B, N, S), meters (B, N) -> mu, logvar (B, N, Z)."""
         bar_mask = (tokens != PAD).any(-1)  # (B, N)
         same = same_as_source(tokens, self.config.copy_offsets) if self.edits_in else None
         return self._posterior(on_real_bars(self.bar_encoder, bar_mask, tokens, meters, same),
-                               bar_mask, tokens, first_position)
+                               bar_mask, tokens)
 
-    def _posterior(self, bar_vecs: Tensor, bar_mask: Tensor, tokens: Tensor,
-                   first_position: int = 0) -> tuple[Tensor, Tensor]:
+    def _posterior(self, bar_vecs: Tensor, bar_mask: Tensor, tokens: Tensor
+                   ) -> tuple[Tensor, Tensor]:
         B, N, D = bar_vecs.shape
-        x = bar_vecs + positions(N, D, bar_vecs.device, first_position)  # (B, N, D)
+        x = bar_vecs + positions(N, D, bar_vecs.device)  # (B, N, D)
         features = None  # where each bar repeats an earlier one (pointer.py): (B, N, 2 O)
         if self.repeats_in is not None or self.repeats_mu is not None:
             features = repeat_features(tokens, self.config.copy_offsets).to(x.dtype)
@@ -150,18 +147,15 @@ class TransformerVAE(WindowedReading, nn.Module):
         return mu, self.logvar(x).clamp(-12.0, 8.0)
 
     # -- decoder ---------------------------------------------------------------------------
-    def _memory(self, z: Tensor, first_position: int = 0) -> Tensor:
+    def _memory(self, z: Tensor) -> Tensor:
         B, N, _ = z.shape
-        return self.z_proj(z) + positions(N, self.config.d_model, z.device,
-                                          first_position)  # (B, N, D)
+        return self.z_proj(z) + positions(N, self.config.d_model, z.device)  # (B, N, D)
 
-    def _decode_hidden(self, prev_vecs: Tensor, memory: Tensor, bar_mask: Tensor,
-                       first_position: int = 0) -> Tensor:
+    def _decode_hidden(self, prev_vecs: Tensor, memory: Tensor, bar_mask: Tensor) -> Tensor:
         """prev_vecs (B, N, D): local encodings of bars 0..N-2 -> decoder states (B, N, D)."""
         B, N, D = prev_vecs.shape
         start = self.start.expand(B, 1, D)
-        x = torch.cat([start, prev_vecs[:, :-1]], dim=1) + positions(N, D, prev_vecs.device,
-                                                                     first_position)
+        x = torch.cat([start, prev_vecs[:, :-1]], dim=1) + positions(N, D, prev_vecs.device)
         self_mask = attention_mask(bar_mask, self.config.mask_decoder)
         cross_mask = attention_mask(bar_mask, self.config.mask_cross)
         for block in self.decoder:
@@ -342,7 +336,7 @@ class TransformerVAE(WindowedReading, nn.Module):
     # -- training --------------------------------------------------------------------------
     def forward(self, tokens: Tensor, meters: Tensor, *, p_tf: float = 1.0,
                 sample: bool = True, noise: Noise | None = None,
-                choices: Tensor | None = None, first_position: int = 0) -> VAEOutput:
+                choices: Tensor | None = None) -> VAEOutput:
         """tokens (B, N, S), meters (B, N) -> the model's distributions (no loss: see
         tvae.training.objective).
 
@@ -352,25 +346,24 @@ class TransformerVAE(WindowedReading, nn.Module):
         argmax; a second pass gives the output. `noise` gives the random numbers of the latent
         sample and of scheduled sampling (else they come from torch's generator). `choices`
         (B, N, N) bool, the data's copy sources (`pointer.copy_target`), makes the per-bar
-        likelihood that of the choice as observed (`pointer.observed_log_weights`).
-        `first_position` is the position encoding of the first bar (`encode`)."""
+        likelihood that of the choice as observed (`pointer.observed_log_weights`)."""
         bar_mask = (tokens != PAD).any(-1)  # (B, N) real bars
         true_vecs = on_real_bars(self.bar_encoder, bar_mask, tokens, meters)  # (B, N, D)
         if self.edits_in:  # the posterior reads repeats as their edits, as `encode` does
-            mu, logvar = self.encode(tokens, meters, first_position)
+            mu, logvar = self.encode(tokens, meters)
         else:  # the same bar vectors as the decoder's inputs: encoded once
-            mu, logvar = self._posterior(true_vecs, bar_mask, tokens, first_position)
+            mu, logvar = self._posterior(true_vecs, bar_mask, tokens)
         if sample:
             eps = torch.randn_like(mu) if noise is None else noise.latent  # (B, N, Z)
             z = mu + eps * (0.5 * logvar).exp()
         else:
             z = mu  # (B, N, Z)
-        memory = self._memory(z, first_position)
+        memory = self._memory(z)
         log_pi, log_eps = self.pointer_weights(z, bar_mask)
         prev, sources = true_vecs, tokens
         if p_tf < 1.0:
             with torch.no_grad():
-                h = self._decode_hidden(true_vecs, memory, bar_mask, first_position)
+                h = self._decode_hidden(true_vecs, memory, bar_mask)
                 logits = on_real_bars(self.bar_decoder, bar_mask, h, meters, tokens)
                 first = self._predict(logits, meters, log_pi, log_eps, tokens)
                 guess = first.argmax(-1).masked_fill(tokens == PAD, PAD)  # (B, N, S)
@@ -379,7 +372,7 @@ class TransformerVAE(WindowedReading, nn.Module):
             guess_vecs = on_real_bars(self.bar_encoder, bar_mask, guess, meters)  # (B, N, D)
             prev = torch.where(keep[..., None], true_vecs, guess_vecs)
             sources = torch.where(keep[..., None], tokens, guess)
-        h = self._decode_hidden(prev, memory, bar_mask, first_position)
+        h = self._decode_hidden(prev, memory, bar_mask)
         draws = None if noise is None else noise.steps
         logits = on_real_bars(lambda *t: self.bar_decoder(*t[:3], p_tf, t[3]), bar_mask, h,
                               meters, tokens, draws)  # (B, N, S, V)

@@ -111,19 +111,9 @@ def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
     return learning_rate(step, cfg.lr, cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
 
 
-CROP_SHARE = 0.8  # the crop phase ends by this share of a run's steps at the latest
-
-
-def crop_end(crop_steps: int, total: int) -> int:
-    """The step where a run of `total` steps stops training on crops of its windows:
-    `crop_steps`, or `CROP_SHARE` of the run if that comes first (0: no crop phase)."""
-    return min(crop_steps, int(CROP_SHARE * total))
-
-
 def fit_warmups(cfg: TrainConfig, total_steps: int, say: bool = True) -> TrainConfig:
     """A learning-rate or beta warm-up longer than the whole run would never reach its setting:
-    it is shortened to half the run, with a warning. A crop phase ends by `CROP_SHARE` of the
-    run at the latest (`crop_end`), so that the run ends on whole windows."""
+    it is shortened to half the run, with a warning."""
     half = max(1, total_steps // 2)
     changes = {name: half for name in ("warmup_steps", "beta_steps")
                if getattr(cfg, name) > total_steps}
@@ -132,6 +122,4 @@ def fit_warmups(cfg: TrainConfig, total_steps: int, say: bool = True) -> TrainCo
                          for k, v in changes.items())
         warnings.warn(f"the run has {total_steps} steps, fewer than its warm-ups: they were "
                       f"shortened to half of it ({told})", TvaeWarning, stacklevel=3)
-    if cfg.crop_steps > crop_end(cfg.crop_steps, total_steps):
-        changes["crop_steps"] = crop_end(cfg.crop_steps, total_steps)
     return replace(cfg, **changes) if changes else cfg

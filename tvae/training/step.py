@@ -38,7 +38,6 @@ class Batch:
     labels: Tensor | None  # (b,) class ids, -1 for unlabelled windows; None without a head
     share: Share  # these rows' weight in the global batch's loss (all of it in one process)
     noise: Noise  # these rows' random numbers (latent sample, scheduled sampling)
-    first_position: int = 0  # the position encoding of bar 0 (a crop's place in the window)
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,7 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, undo: Upd
     net.train()
     device = batch.tokens.device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        out = net(batch.tokens, batch.meters, p_tf=at.p_tf, noise=batch.noise,
-                  first_position=batch.first_position)
+        out = net(batch.tokens, batch.meters, p_tf=at.p_tf, noise=batch.noise)
         parts = vae_objective(out, batch.tokens, beta=at.beta, free_bits=cfg.free_bits,
                               recon_weight=cfg.recon_weight, labels=batch.labels,
                               class_weight=cfg.class_weight, pointer_weight=at.pointer_weight,

@@ -99,8 +99,7 @@ class Trainer:
         if cfg.max_steps:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         self.cfg = cfg = fit_warmups(cfg, self.total_steps, self.main)
-        self.planner = TimePlanner(cfg, self.total_steps, self.batches, lambda: self.clock(),
-                                   crop_ratio=min(data_cfg.crop_bars / data_cfg.bars, 1.0))
+        self.planner = TimePlanner(cfg, self.total_steps, self.batches, lambda: self.clock())
         if self.main:
             _warn_if_tiny(len(self.train_windows), len(self.valid_windows))
         torch.manual_seed(cfg.seed)
@@ -158,13 +157,8 @@ class Trainer:
         cfg = self.cfg
         step = self.state.step if step is None else step
         idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-        crop = self._crop(step)
         tokens, meters = self.train_windows.batch(idx, np.random.default_rng([cfg.seed, step]),
-                                                  trim=True, crop=crop)
-        first = 0  # a batch of crops: placed in the window's positions (its own stream)
-        if crop and self.data_cfg.crop_anywhere:
-            first = int(np.random.default_rng([cfg.seed, step, 1]).integers(
-                0, self.data_cfg.bars - tokens.shape[1] + 1))
+                                                  trim=True)
         labels = None  # (B,) the global batch's class ids
         if self.song_labels is not None:
             labels = self.song_labels[self.train_windows.song_of(idx)]
@@ -177,12 +171,7 @@ class Trainer:
         rows, device = share.rows, self.device
         return Batch(ddp.to_device(tokens[rows], device), ddp.to_device(meters[rows], device),
                      None if labels is None else ddp.to_device(labels[rows], device), share,
-                     noise.map(lambda t: ddp.to_device(t[rows], device)), first)
-
-    def _crop(self, step: int) -> int:
-        """Bars of the crops that `step` trains on (0: whole windows)."""
-        crop = self.data_cfg.crop_bars
-        return crop if step < self.cfg.crop_steps and crop < self.data_cfg.bars else 0
+                     noise.map(lambda t: ddp.to_device(t[rows], device)))
 
     def step(self, batch: Batch) -> dict[str, Any]:
         """One optimizer step (tvae.training.step) at the schedules' values for this step:
@@ -290,7 +279,7 @@ class Trainer:
                 st.batch += 1
                 st.step += 1
                 bar.update(1)
-                if self.planner.stepped(self._crop(st.step - 1) > 0):
+                if self.planner.stepped():
                     self._plan()
                 if st.step % self.check_every == 0 or st.step % cfg.checkpoint_every == 0:
                     self._read_guard(bar)
@@ -367,9 +356,7 @@ class Trainer:
         # no validation windows give a loss of 0 every epoch: each epoch is then the best
         improved = row["loss"] < st.best_loss or not len(self.valid_windows)
         st.best_loss = min(st.best_loss, row["loss"])
-        # the crop phase trains for whole windows later: its epochs do not count to stop early
-        cropping = self._crop(max(st.step - 1, 0)) > 0
-        st.bad_epochs = 0 if improved else st.bad_epochs + (0 if cropping else 1)
+        st.bad_epochs = 0 if improved else st.bad_epochs + 1
         st.epoch, st.batch = st.epoch + 1, 0
         if improved:
             self.save("best")
