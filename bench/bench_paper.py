@@ -1,7 +1,8 @@
 """tvae's `tvae train` defaults against the paper's own released code, side by side.
 
     python -m bench.bench_paper CORPUS_DIR --paper-code DIR [--minutes 20] [--threads 1]
-                                [--meter 4/4] [--seed 0] [--out RUN]
+                                [--meter 4/4] [--seed 0] [--out RUN] [--epochs N]
+    python -m bench.bench_paper CORPUS_DIR --skip-paper [--epochs N] ...  (tvae alone)
 
 DIR is a local clone of PAPER_URL (Jiang et al., ICASSP 2020): its model is imported from there,
 nothing of it is copied here. For the same wall-clock minutes and CPU threads, on one meter's
@@ -288,14 +289,15 @@ def evaluate_paper(model: torch.nn.Module, windows: Windows, batch_size: int = 6
 
 
 # -- tvae ---------------------------------------------------------------------------------------
-def run_tvae(folder: Path, run: Path, minutes: float, threads: int, seed: int
-             ) -> dict[str, Any]:
-    """tvae trained with its defaults (on the CPU) for `minutes`, then `evaluate_folder` on the
-    test songs' 8-bar windows."""
+def run_tvae(folder: Path, run: Path, minutes: float, threads: int, seed: int,
+             epochs: int = 0) -> dict[str, Any]:
+    """tvae trained with its defaults (on the CPU) for `minutes` (and `epochs`, 0: its
+    default), then `evaluate_folder` on the test songs' 8-bar windows."""
     from tvae.eval.folder import evaluate_folder
     from tvae.training.run import train
 
-    config = TrainConfig(max_minutes=minutes, num_threads=threads, seed=seed, device="cpu")
+    config = TrainConfig(max_minutes=minutes, num_threads=threads, seed=seed, device="cpu",
+                         epochs=epochs)
     trainer = train(folder, run, train_config=config, progress=False)
     scores = evaluate_folder(folder, run / "best.json", bars=PAPER_BARS, split="test",
                              progress=False)
@@ -323,6 +325,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--meter", default="4/4", help="the manifest's meter to keep")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=0, help="tvae's --epochs (0: its default)")
+    parser.add_argument("--skip-paper", action="store_true", help="train tvae alone (a control "
+                        "run; the paper's code is then neither needed nor scored)")
     parser.add_argument("--out", type=Path, help="keep tvae's run folder here; the results go "
                         "next to it, in OUT.json")
     return parser.parse_args(argv)
@@ -330,7 +335,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    paper = load_paper_code(args.paper_code)  # refused first: a one-line error, exit 2
+    paper = None if args.skip_paper else load_paper_code(args.paper_code)  # refused first
     meter = parse_meter(args.meter)
     if args.out is not None and args.out.exists():
         fail(f"--out {args.out} exists already")
@@ -345,12 +350,15 @@ def main(argv: list[str] | None = None) -> None:
         counts = {split: int((songs.splits == split).sum()) for split in ("train", "test")}
         train_windows = Windows(songs, "train", DataConfig(bars=PAPER_BARS, stride=1))
         test_windows = Windows(songs, "test", DataConfig(bars=PAPER_BARS, stride=PAPER_BARS))
-        model, steps, seconds = train_paper(paper, train_windows, args.minutes, args.seed)
-        results = {"paper": {"steps": steps, "seconds": seconds,
-                             "params": sum(p.numel() for p in model.parameters()),
-                             **evaluate_paper(model, test_windows)}}
+        results: dict[str, dict[str, Any]] = {}
+        if paper is not None:
+            model, steps, seconds = train_paper(paper, train_windows, args.minutes, args.seed)
+            results["paper"] = {"steps": steps, "seconds": seconds,
+                                "params": sum(p.numel() for p in model.parameters()),
+                                **evaluate_paper(model, test_windows)}
         run = args.out or Path(tmp) / "tvae-run"
-        results["tvae"] = run_tvae(folder, run, args.minutes, args.threads, args.seed)
+        results["tvae"] = run_tvae(folder, run, args.minutes, args.threads, args.seed,
+                                   args.epochs)
     print(f"machine: {describe_machine()}")
     print(f"{args.meter} songs: {counts['train']} train, {counts['test']} test; scored on "
           f"{len(test_windows)} non-overlapping 8-bar test windows, z = mu")

@@ -3,6 +3,7 @@ refusal of a missing --paper-code."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -119,3 +120,18 @@ def test_bad_meter_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit) as exc:
         parse_meter("5/4")
     assert exc.value.code == 2 and "--meter" in capsys.readouterr().err
+
+
+def test_a_control_run_trains_tvae_alone_without_the_papers_code(
+        folk_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--skip-paper: no --paper-code needed; tvae trains for its epochs (here 1, well inside
+    the minutes) and is scored on the 8-bar test windows; only its row is printed and saved."""
+    out = tmp_path / "run"
+    main([str(folk_corpus), "--skip-paper", "--epochs", "1", "--minutes", "5", "--out",
+          str(out)])
+    table = capsys.readouterr().out
+    assert "tvae" in table and "paper " not in table
+    saved = json.loads(out.with_name("run.json").read_text())
+    assert set(saved) >= {"tvae", "songs"} and "paper" not in saved
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 1
+    assert 0.0 <= saved["tvae"]["free_accuracy"] <= 1.0
