@@ -290,15 +290,24 @@ def evaluate_paper(model: torch.nn.Module, windows: Windows, batch_size: int = 6
 
 # -- tvae ---------------------------------------------------------------------------------------
 def run_tvae(folder: Path, run: Path, minutes: float, threads: int, seed: int,
-             epochs: int = 0) -> dict[str, Any]:
-    """tvae trained with its defaults (on the CPU) for `minutes` (and `epochs`, 0: its
-    default), then `evaluate_folder` on the test songs' 8-bar windows."""
+             epochs: int = 0, config_file: str | None = None) -> dict[str, Any]:
+    """tvae trained with its defaults, or a recipe's configs (`config_file`, as `tvae train
+    --config` reads it), on the CPU for `minutes` (and `epochs`, 0: its default), then
+    `evaluate_folder` on the test songs' 8-bar windows."""
+    from dataclasses import replace
+
+    from tvae.cli.train import _config_file
+    from tvae.config import ModelConfig
     from tvae.eval.folder import evaluate_folder
     from tvae.training.run import train
 
-    config = TrainConfig(max_minutes=minutes, num_threads=threads, seed=seed, device="cpu",
-                         epochs=epochs)
-    trainer = train(folder, run, train_config=config, progress=False)
+    bases, _ = _config_file(config_file)
+    config = replace(bases.get(TrainConfig, TrainConfig()), max_minutes=minutes, max_steps=0,
+                     num_threads=threads, seed=seed, device="cpu", epochs=epochs)
+    trainer = train(folder, run, grid_config=bases.get(GridConfig, GridConfig()),
+                    model_config=bases.get(ModelConfig, ModelConfig()),
+                    data_config=bases.get(DataConfig, DataConfig()), train_config=config,
+                    progress=False)
     scores = evaluate_folder(folder, run / "best.json", bars=PAPER_BARS, split="test",
                              progress=False)
     return {"steps": trainer.state.step, "seconds": trainer.state.seconds,
@@ -326,6 +335,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--meter", default="4/4", help="the manifest's meter to keep")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=0, help="tvae's --epochs (0: its default)")
+    parser.add_argument("--config", help="train tvae from this run config or recipe (as `tvae "
+                        "train --config`; --minutes, --threads, --seed and --epochs override it)")
     parser.add_argument("--skip-paper", action="store_true", help="train tvae alone (a control "
                         "run; the paper's code is then neither needed nor scored)")
     parser.add_argument("--out", type=Path, help="keep tvae's run folder here; the results go "
@@ -337,6 +348,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     paper = None if args.skip_paper else load_paper_code(args.paper_code)  # refused first
     meter = parse_meter(args.meter)
+    if args.config is not None:
+        from tvae.cli.train import _config_file
+
+        try:
+            _config_file(args.config)  # a bad recipe is refused before any training
+        except TvaeError as exc:
+            fail(str(exc))
     if args.out is not None and args.out.exists():
         fail(f"--out {args.out} exists already")
     torch.set_num_threads(args.threads)
@@ -358,14 +376,15 @@ def main(argv: list[str] | None = None) -> None:
                                 **evaluate_paper(model, test_windows)}
         run = args.out or Path(tmp) / "tvae-run"
         results["tvae"] = run_tvae(folder, run, args.minutes, args.threads, args.seed,
-                                   args.epochs)
+                                   args.epochs, args.config)
     print(f"machine: {describe_machine()}")
     print(f"{args.meter} songs: {counts['train']} train, {counts['test']} test; scored on "
           f"{len(test_windows)} non-overlapping 8-bar test windows, z = mu")
     print_table(results)
     if args.out is not None:
         summary = {"machine": describe_machine(), "meter": args.meter, "seed": args.seed,
-                   "minutes": args.minutes, "threads": args.threads, "songs": counts, **results}
+                   "minutes": args.minutes, "threads": args.threads, "config": args.config,
+                   "songs": counts, **results}
         args.out.with_name(args.out.name + ".json").write_text(json.dumps(summary, indent=2))
 
 

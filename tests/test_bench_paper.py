@@ -135,3 +135,36 @@ def test_a_control_run_trains_tvae_alone_without_the_papers_code(
     assert set(saved) >= {"tvae", "songs"} and "paper" not in saved
     assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 1
     assert 0.0 <= saved["tvae"]["free_accuracy"] <= 1.0
+
+
+def test_a_recipe_sets_tvaes_configs_and_the_bench_its_limits(
+        folk_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--config: tvae trains with the recipe's model, data and training settings, while the
+    bench's --minutes, --epochs and seed replace the recipe's own limits."""
+    from tests.tiny import TINY_FIELDS
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"model": TINY_FIELDS, "data": {"bars": 9},
+                                  "train": {"batch_size": 8, "beta": 0.15, "repeat_beta": 2.0,
+                                            "max_minutes": 12.0, "max_steps": 7, "seed": 5}}))
+    out = tmp_path / "run"
+    main([str(folk_corpus), "--skip-paper", "--epochs", "1", "--minutes", "5", "--config",
+          str(recipe), "--out", str(out)])
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["d_model"] == TINY_FIELDS["d_model"] and config["data"]["bars"] == 9
+    train = config["train"]
+    assert (train["batch_size"], train["beta"], train["repeat_beta"]) == (8, 0.15, 2.0)
+    assert (train["max_minutes"], train["max_steps"], train["epochs"], train["seed"]) == \
+        (5.0, 0, 1, 0)
+    assert json.loads(out.with_name("run.json").read_text())["config"] == str(recipe)
+
+
+def test_a_bad_recipe_is_one_line_exit_2_before_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"train": {"batch_size": -1}}))
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path), "--skip-paper", "--config", str(recipe)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "recipe.json" in err
+    assert "batch_size" in err

@@ -67,6 +67,28 @@ def test_max_minutes_fits_the_schedules_to_the_time(folk_corpus: Path, tmp_path:
         assert float(last["lr_rel"]) == pytest.approx(st.step / 300, abs=0.02)
 
 
+@pytest.mark.parametrize("fit", [True, False])
+def test_the_progress_bar_has_no_total_until_the_time_plan(folk_corpus: Path, tmp_path: Path,
+                                                           fit: bool) -> None:
+    """Before its plan, a fitted time-limited run has no step limit to show (its epochs set
+    none): the bar counts steps without a total, then shows the planned steps."""
+    from tvae.data.dataset import load_folder
+    from tvae.training.trainer import Trainer
+
+    songs, _ = load_folder(folk_corpus, progress=False)
+    cfg = TrainConfig(batch_size=8, max_minutes=2.0, fit_schedules=fit, num_threads=1)
+    fresh = Trainer(songs, tmp_path / "fresh", Configs(GridConfig(), TINY_MODEL,
+                                                       DataConfig(bars=4), cfg), progress=False)
+    if fit:
+        assert fresh.bar_total() is None
+    else:  # --no-fit-schedules: planned over the 20 epochs from the start
+        assert fresh.bar_total() == fresh.total_steps == 20 * fresh.batches
+    trainer = _timed_run(folk_corpus, tmp_path / "run", fit)
+    assert trainer.bar_total() == trainer.total_steps
+    if fit:
+        assert trainer.total_steps == trainer.state.planned_steps
+
+
 def test_a_resumed_run_keeps_its_plan(folk_corpus: Path, tmp_path: Path) -> None:
     from tvae.data.dataset import load_folder
     from tvae.training.trainer import Trainer

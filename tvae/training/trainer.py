@@ -341,6 +341,12 @@ class Trainer:
         if first and self.main and plan < self.planner.configured_steps:
             self._say(self._bar, self.planner.line(plan, self.cfg))
 
+    def bar_total(self) -> int | None:
+        """The progress bar's total: the run's steps, or None (a count without a bar) while a
+        time-limited run has not yet planned them (its epochs set no limit until then)."""
+        return None if self.planner.active and not self.state.planned_steps else \
+            self.total_steps
+
     def _apply_plan(self, plan: int) -> None:
         self.state.planned_steps = plan
         self.total_steps, self.cfg = self.planner.fitted(plan)
@@ -378,7 +384,7 @@ class Trainer:
         st = self.state
         self._wall_base, self._wall_start = st.seconds, self.clock()
         self.safeguard.keep_good(self.state.step, self.model, self.optimizer)
-        bar = tqdm(total=self.total_steps, initial=st.step, desc="train", unit="step",
+        bar = tqdm(total=self.bar_total(), initial=st.step, desc="train", unit="step",
                    disable=not (self.progress and self.main), dynamic_ncols=True)
         self._bar = bar
         try:
