@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,10 @@ def test_the_progress_bar_has_no_total_until_the_time_plan(folk_corpus: Path, tm
                                                        DataConfig(bars=4), cfg), progress=False)
     if fit:
         assert fresh.bar_total() is None
+        capped = Trainer(songs, tmp_path / "capped", Configs(
+            GridConfig(), TINY_MODEL, DataConfig(bars=4), replace(cfg, max_steps=7)),
+            progress=False)
+        assert capped.bar_total() == capped.total_steps == 7  # a step limit is known at once
     else:  # --no-fit-schedules: planned over the 20 epochs from the start
         assert fresh.bar_total() == fresh.total_steps == 20 * fresh.batches
     trainer = _timed_run(folk_corpus, tmp_path / "run", fit)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import tvae.training.distributed as ddp
-from tvae.config import Configs
+from tvae.config import NO_EPOCH_LIMIT, Configs
 from tvae.data.dataset import SongArrays
 from tvae.data.windows import Windows
 from tvae.devices import pick_device
@@ -343,9 +343,9 @@ class Trainer:
 
     def bar_total(self) -> int | None:
         """The progress bar's total: the run's steps, or None (a count without a bar) while a
-        time-limited run has not yet planned them (its epochs set no limit until then)."""
-        return None if self.planner.active and not self.state.planned_steps else \
-            self.total_steps
+        time-limited run given no other limit has not yet planned them."""
+        unplanned = self.planner.active and not self.state.planned_steps
+        return None if unplanned and self.total_steps >= NO_EPOCH_LIMIT else self.total_steps
 
     def _apply_plan(self, plan: int) -> None:
         self.state.planned_steps = plan
