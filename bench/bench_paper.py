@@ -290,18 +290,17 @@ def evaluate_paper(model: torch.nn.Module, windows: Windows, batch_size: int = 6
 
 # -- tvae ---------------------------------------------------------------------------------------
 def run_tvae(folder: Path, run: Path, minutes: float, threads: int, seed: int,
-             epochs: int = 0, config_file: str | None = None) -> dict[str, Any]:
-    """tvae trained with its defaults, or a recipe's configs (`config_file`, as `tvae train
-    --config` reads it), on the CPU for `minutes` (and `epochs`, 0: its default), then
+             epochs: int = 0, bases: dict[type, Any] | None = None) -> dict[str, Any]:
+    """tvae trained with its defaults, or a recipe's configs (`bases`, by class, as `tvae
+    train --config` reads them), on the CPU for `minutes` (and `epochs`, 0: its default), then
     `evaluate_folder` on the test songs' 8-bar windows."""
     from dataclasses import replace
 
-    from tvae.cli.train import _config_file
     from tvae.config import ModelConfig
     from tvae.eval.folder import evaluate_folder
     from tvae.training.run import train
 
-    bases, _ = _config_file(config_file)
+    bases = bases or {}
     config = replace(bases.get(TrainConfig, TrainConfig()), max_minutes=minutes, max_steps=0,
                      num_threads=threads, seed=seed, device="cpu", epochs=epochs)
     trainer = train(folder, run, grid_config=bases.get(GridConfig, GridConfig()),
@@ -348,13 +347,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     paper = None if args.skip_paper else load_paper_code(args.paper_code)  # refused first
     meter = parse_meter(args.meter)
-    if args.config is not None:
-        from tvae.cli.train import _config_file
+    from tvae.cli.train import _config_file
 
-        try:
-            _config_file(args.config)  # a bad recipe is refused before any training
-        except TvaeError as exc:
-            fail(str(exc))
+    try:
+        bases, _ = _config_file(args.config)  # a bad recipe is refused before any training
+    except TvaeError as exc:
+        fail(str(exc))
     if args.out is not None and args.out.exists():
         fail(f"--out {args.out} exists already")
     torch.set_num_threads(args.threads)
@@ -376,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
                                 **evaluate_paper(model, test_windows)}
         run = args.out or Path(tmp) / "tvae-run"
         results["tvae"] = run_tvae(folder, run, args.minutes, args.threads, args.seed,
-                                   args.epochs, args.config)
+                                   args.epochs, bases)
     print(f"machine: {describe_machine()}")
     print(f"{args.meter} songs: {counts['train']} train, {counts['test']} test; scored on "
           f"{len(test_windows)} non-overlapping 8-bar test windows, z = mu")
