@@ -296,3 +296,42 @@ def test_copy_fidelity_a_kept_copy_is_exact_exactly_when_its_source_was() -> Non
     edited = copy_fidelity(model, tokens, meters)["1-4"]
     assert not bool((decoded[0, 5] == decoded[0, 4]).all())  # (a random generator's bar)
     assert edited["copied_right"] == 1 and edited["keeps_decoded_source"] == 0
+
+
+@pytest.mark.parametrize("copy", ["bar", "none"])
+def test_free_gap_rows_are_the_teacher_forced_and_free_running_accuracies(copy: str) -> None:
+    """free_gap's "tf" row is teacher-forced accuracy and its "free" row free-running accuracy,
+    as the model decodes them; without a copy path, decoded copies change nothing; the wrong
+    steps of copied and generated bars add up to the free-running errors; with the steps
+    outside the melody known, they are decoded as PAD."""
+    from experiments.free_gap import gap_counts
+    from tests.model.test_model import random_bars, tiny
+    from tvae.config import PAD
+
+    torch.manual_seed(4)
+    model = tiny(copy=copy).eval()
+    tokens, meters = random_bars(3, 6, seed=5)
+    tokens[:, 4] = tokens[:, 1]  # a repeat 3 back
+    tokens[:, 2, :5] = PAD  # a pickup: its first 5 steps lie outside the melody
+    counts = gap_counts(model, tokens, meters)
+    target = tokens != PAD
+    with torch.no_grad():
+        mu = model.encode(tokens, meters)[0]
+        tf = model.decode_teacher_forced(mu, tokens, meters)[0].argmax(-1)
+        free = model.free_run(mu, meters)
+    assert counts["steps"] == int(target.sum())
+    assert counts["tf"] == int(((tf == tokens) & target).sum())
+    assert counts["free"] == int(((free == tokens) & target).sum())
+    with torch.no_grad():
+        known = model.free_run(mu, meters, outside=~target)
+        windowed = model.free_run(mu, meters, window=3, outside=~target)
+    assert bool((windowed[~target] == PAD).all())  # bar 2 (in the first window) and later ones
+    assert bool((known[~target] == PAD).all()) and not bool((free[~target] == PAD).all())
+    assert counts["free, pickups known"] == int(((known == tokens) & target).sum())
+    wrong = counts["wrong_copied"] + counts["wrong_generated"]
+    assert wrong == counts["steps"] - counts["free"]
+    assert counts["steps_copied"] + counts["steps_generated"] == counts["steps"]
+    if copy == "none":
+        assert counts["copies decoded"] == counts["tf"]
+        assert counts["input decoded"] == counts["free"]
+        assert counts["steps_copied"] == 0

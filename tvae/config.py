@@ -278,6 +278,11 @@ class TrainConfig:
                                  "KL bits per bar (17.6 without), repeats at 0.26 of their first "
                                  "occurrence (0.33) and free-running accuracy 0.935 (0.939); no "
                                  "gain in short runs from scratch (docs/experiments.md)", 0.0)
+    source_weight: float = setting(0.0, "a phrase's first occurrence: its reconstruction loss "
+                                   "weighs 1 + this x the later bars in the copy path's reach "
+                                   "that repeat it (exactly, or with up to --pointer-edits steps "
+                                   "changed), since decoded without teacher forcing its errors "
+                                   "recur in every copy (0: every bar weighted alike)", 0.0)
     edit_weight: float = setting(0.0, "weight of the edit loss: a copied bar's per-step edit "
                                  "chances are taught the steps where it differs from its source "
                                  "(0: off)", 0.0)

@@ -12,7 +12,13 @@ from torch import Tensor
 from tests.model.test_model import DECODERS, random_bars, tiny
 from tvae.config import PAD
 from tvae.model.forward import kl_per_bar
-from tvae.training.objective import edit_nll, pointer_nll, repeat_weights, vae_objective
+from tvae.training.objective import (
+    edit_nll,
+    pointer_nll,
+    repeat_weights,
+    source_weights,
+    vae_objective,
+)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -205,3 +211,29 @@ def test_repeat_beta_weighs_the_kl_of_repeated_and_near_repeated_bars() -> None:
     log_pi[0, 4, 1 + 1] = float("-inf")  # bar 4 cannot reach bar 1
     weights = repeat_weights(tokens, log_pi, 2, 3.0)
     assert weights[0].tolist() == [1.0, 1.0, 3.0, 1.0, 1.0, 1.0]
+
+
+def test_source_weight_weighs_a_first_occurrence_by_its_copies() -> None:
+    """With `source_weight` g, a bar that repeats nothing earlier weighs 1 + g x the later bars
+    that repeat it: in A B A C A B', bar 0 is repeated by bars 2 and 4 (bar 4 also repeats bar
+    2, which is itself a repeat and gains nothing), bar 1 by bar 5 (a near-repeat, with
+    pointer_edits 2 only). The loss is the plain loss plus g x those bars' negative
+    log-likelihoods per real bar; the reported reconstruction is unweighted; a copy beyond the
+    pointer's reach does not count."""
+    model = tiny()
+    tokens, meters = random_bars(1, 6, seed=22, meters=torch.zeros(1, 6, dtype=torch.long))
+    tokens[0, 2] = tokens[0, 4] = tokens[0, 0]
+    tokens[0, 5] = tokens[0, 1]
+    tokens[0, 5, 6] = tokens[0, 1, 6] % 20 + 3  # bar 5: bar 1 with one step changed
+    assert source_weights(tokens, None, 2, 0.5)[0].tolist() == [2.0, 1.5, 1, 1, 1, 1]
+    assert source_weights(tokens, None, 0, 0.5)[0].tolist() == [2.0, 1, 1, 1, 1, 1]
+    out = model(tokens, meters, sample=False)
+    plain = vae_objective(out, tokens, beta=0.5, pointer_edits=2)
+    weighted = vae_objective(out, tokens, beta=0.5, pointer_edits=2, source_weight=0.5)
+    nll = -out.log_lik[0]
+    extra = 0.5 * (2 * nll[0] + nll[1]) / 6
+    torch.testing.assert_close(weighted.loss, plain.loss + extra)
+    torch.testing.assert_close(weighted.recon, plain.recon)
+    log_pi = out.log_pi.clone()
+    log_pi[0, 4, 1 + 0] = float("-inf")  # bar 4 cannot reach bar 0
+    assert source_weights(tokens, log_pi, 2, 0.5)[0].tolist() == [1.5, 1.5, 1, 1, 1, 1]

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from tvae.config import PAD, GridConfig
 from tvae.melody import BEAT_STEPS, METER_STEPS, METERS
+from tvae.model.dropout import Dropout, dropout
 
 N_STEP_FEATURES = 4  # valid step, downbeat, beat, eighth-note position
 
@@ -242,15 +243,33 @@ class Attention(nn.Module):
         """x (B, T, D) against k, v (B, H, T', Hd); mask (B|1, 1, T, T') bool, True = see."""
         q = self.split(self.q(x))  # (B, H, T, Hd)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
-                                           is_causal=causal and mask is None)
+        if p > 0 and q.device.type == "cpu":  # torch's CPU kernel draws its dropout slowly
+            y = attend_with_dropout(q, k, v, mask, causal and mask is None, p)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                               is_causal=causal and mask is None)
         B, _, T, _ = y.shape
         return self.o(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, D)
 
 
+def attend_with_dropout(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool,
+                        p: float) -> Tensor:
+    """scaled_dot_product_attention with dropout p on the attention weights, computed step by
+    step so that the dropout is `tvae.model.dropout`'s (about 1.6x faster at training sizes on
+    the CPU). q (B, H, T, Hd), k and v (B, H, T', Hd); mask (B|1, 1, T, T') bool, True = see
+    (or None, with `causal`: query t sees keys <= t, as torch's) -> (B, H, T, Hd)."""
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, T, T')
+    if mask is None and causal:
+        T, T2 = scores.shape[-2:]
+        mask = torch.ones(T, T2, dtype=torch.bool, device=q.device).tril()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return dropout(scores.softmax(-1), p, True) @ v
+
+
 class FeedForward(nn.Sequential):
     def __init__(self, d: int, d_ff: int, dropout: float) -> None:
-        super().__init__(nn.Linear(d, d_ff), nn.GELU(), nn.Linear(d_ff, d), nn.Dropout(dropout))
+        super().__init__(nn.Linear(d, d_ff), nn.GELU(), nn.Linear(d_ff, d), Dropout(dropout))
 
 
 class Block(nn.Module):
@@ -262,7 +281,7 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(d) if cross else None
         self.cross_attn = Attention(d, heads, dropout) if cross else None
         self.ln3, self.ff = nn.LayerNorm(d), FeedForward(d, d_ff, dropout)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, self_mask: Tensor | None, causal: bool,
                 memory: Tensor | None = None, cross_mask: Tensor | None = None,

@@ -260,20 +260,23 @@ class TransformerVAE(WindowedReading, nn.Module):
     @torch.no_grad()
     def free_run(self, z: Tensor, meters: Tensor, sampler: Sampler = argmax_sampler,
                  use_cache: bool = True, window: int = 0, choices: Tensor | None = None,
-                 prefix: Tensor | None = None) -> Tensor:
+                 prefix: Tensor | None = None, outside: Tensor | None = None) -> Tensor:
         """Decode z (B, N, Z) without teacher forcing: the input for bar i is the encoding of the
         bar decoded for i-1, and the copy path copies decoded bars. Cached (linear in N) when
         decoder self-attention is causal. With `window` > 0, bars after the first `window` are
         decoded from the `window` bars ending at them (positions 0..window-1), which is also
         linear in N. `choices` (B, N) gives bars' copy choices (0 generate, o copy the bar o
         back, -1 the pointer's: a learned prior's draws); `prefix` (B, P, S) bars taken as
-        they are, not decoded (a melody continued). Returns tokens (B, N, S)."""
+        they are, not decoded (a melody continued); `outside` (B, N, S) bool, steps known to
+        lie outside the melody (before a pickup), decoded as PAD, as the data has them, so that
+        later bars read and copy them as in training. Returns tokens (B, N, S)."""
         N = z.shape[1]
         if window <= 0 or window >= N:
-            return self._free_run(z, meters, sampler, use_cache, choices, prefix)
+            return self._free_run(z, meters, sampler, use_cache, choices, prefix, outside)
         first = self._free_run(z[:, :window], meters[:, :window], sampler, use_cache,
                                None if choices is None else choices[:, :window],
-                               None if prefix is None else prefix[:, :window])
+                               None if prefix is None else prefix[:, :window],
+                               None if outside is None else outside[:, :window])
         bars = list(first.split(1, dim=1))  # W x (B, 1, S)
         P = 0 if prefix is None else prefix.shape[1]
         B, D = z.shape[0], self.config.d_model
@@ -290,11 +293,13 @@ class TransformerVAE(WindowedReading, nn.Module):
             mix = self._mixer(self._all_pointers(zw), window - 1, bars[lo:i],
                               meters[:, i : i + 1], sampler,
                               None if choices is None else choices[:, i])
-            bars.append(self.bar_decoder.generate(h, meters[:, i : i + 1], sampler, mix))
+            bar = self.bar_decoder.generate(h, meters[:, i : i + 1], sampler, mix)
+            bars.append(bar if outside is None else bar.masked_fill(outside[:, i : i + 1], PAD))
         return torch.cat(bars, dim=1)
 
     def _free_run(self, z: Tensor, meters: Tensor, sampler: Sampler, use_cache: bool,
-                  choices: Tensor | None = None, prefix: Tensor | None = None) -> Tensor:
+                  choices: Tensor | None = None, prefix: Tensor | None = None,
+                  outside: Tensor | None = None) -> Tensor:
         B, N, _ = z.shape
         P = 0 if prefix is None else prefix.shape[1]
         D = self.config.d_model
@@ -329,6 +334,8 @@ class TransformerVAE(WindowedReading, nn.Module):
                 mix = self._mixer(pointers, i, bars, meters[:, i : i + 1], sampler,
                                   None if choices is None else choices[:, i])
                 bar = self.bar_decoder.generate(h, meters[:, i : i + 1], sampler, mix)
+                if outside is not None:
+                    bar = bar.masked_fill(outside[:, i : i + 1], PAD)
             bars.append(bar)
             inputs.append(self.bar_encoder(bar, meters[:, i : i + 1]))
         return torch.cat(bars, dim=1)

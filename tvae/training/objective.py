@@ -97,13 +97,31 @@ def repeat_weights(tokens: Tensor, log_pi: Tensor | None, max_edits: int, weight
     return torch.where(target.any(-1), ones * weight, ones)
 
 
+def source_weights(tokens: Tensor, log_pi: Tensor | None, max_edits: int, weight: float
+                   ) -> Tensor:
+    """(B, N) 1 + `weight` x the number of later bars that repeat bar j (exactly, or with at most
+    `max_edits` steps changed: `copy_target`) within the pointer's reach, for the bars j that
+    repeat no earlier bar (a phrase's first occurrence); 1 for the others. Decoded without
+    teacher forcing, a first occurrence's errors recur in every copy of it: this weighs its
+    reconstruction as often as it is heard."""
+    target = copy_target(tokens, tokens.shape[1], max_edits)  # (B, N, N): k repeats j
+    if log_pi is not None:
+        target = target & torch.isfinite(log_pi[..., 1:])
+    first = ~target.any(-1)  # (B, N) bars that repeat nothing earlier
+    copies = (target & first[:, None, :]).sum(1)  # (B, N) later bars that repeat bar j
+    return 1.0 + weight * copies.to(torch.float32)
+
+
 def vae_objective(out: VAEOutput, tokens: Tensor, *, beta: float, free_bits: float = 0.0,
                   recon_weight: float = 1.0, labels: Tensor | None = None,
                   class_weight: float = 1.0, pointer_weight: float = 0.0,
                   pointer_edits: int = 0, pointer_cap: float = 1.0,
-                  edit_weight: float = 0.0, repeat_beta: float = 1.0) -> Loss:
+                  edit_weight: float = 0.0, repeat_beta: float = 1.0,
+                  source_weight: float = 0.0) -> Loss:
     """The loss of one batch. tokens (B, N, S); labels (B,) with -1 for unlabelled windows.
-    `repeat_beta` multiplies beta on the KL of repeated bars (`repeat_weights`).
+    `repeat_beta` multiplies beta on the KL of repeated bars (`repeat_weights`); with
+    `source_weight` > 0, a first occurrence's reconstruction term weighs 1 + source_weight x
+    its later repeats (`source_weights`; `recon`, as reported, stays unweighted).
     Means are per real bar (per labelled window, per repeated bar) with no host sync."""
     bar_mask = (tokens != PAD).any(-1)  # (B, N)
     n_bars = bar_mask.sum().clamp(min=1)
@@ -113,7 +131,11 @@ def vae_objective(out: VAEOutput, tokens: Tensor, *, beta: float, free_bits: flo
     penalty = kl_bars.clamp(min=free_bits * LN2) * bar_mask if free_bits > 0 else kl_bars
     if repeat_beta != 1.0:  # a repeat's KL weighs repeat_beta times more
         penalty = penalty * repeat_weights(tokens, out.log_pi, pointer_edits, repeat_beta)
-    loss = recon_weight * recon + beta * penalty.sum() / n_bars
+    fit = recon
+    if source_weight > 0:  # a phrase's first occurrence weighs as often as it is copied
+        weights = source_weights(tokens, out.log_pi, pointer_edits, source_weight)
+        fit = -(out.log_lik * bar_mask * weights).sum() / n_bars
+    loss = recon_weight * fit + beta * penalty.sum() / n_bars
     target = tokens != PAD
     correct = ((out.log_probs.detach().argmax(-1) == tokens) & target).sum()
     result = Loss(loss, recon, kl, correct, target.sum(), class_logits=out.class_logits,

@@ -70,7 +70,8 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, undo: Upd
                               class_weight=cfg.class_weight, pointer_weight=at.pointer_weight,
                               pointer_edits=cfg.pointer_edits, pointer_cap=cfg.pointer_cap,
                               edit_weight=cfg.edit_weight,
-                              repeat_beta=cfg.repeat_beta)
+                              repeat_beta=cfg.repeat_beta,
+                              source_weight=cfg.source_weight)
     per_bar = parts.loss.detach().float()  # this process's loss per real bar
     spike = spikes.is_spike(per_bar) if spikes is not None else torch.zeros(
         (), dtype=torch.bool, device=device)

@@ -53,7 +53,8 @@ def validation_loss(model: torch.nn.Module, windows: Windows, cfg: TrainConfig,
                               class_weight=cfg.class_weight, pointer_weight=pointer_weight,
                               pointer_edits=cfg.pointer_edits, pointer_cap=cfg.pointer_cap,
                               edit_weight=cfg.edit_weight,
-                              repeat_beta=cfg.repeat_beta)
+                              repeat_beta=cfg.repeat_beta,
+                              source_weight=cfg.source_weight)
         count = int((tokens != 0).any(-1).sum())
         bars += count
         for key, value in (("loss", parts.loss), ("recon", parts.recon), ("kl", parts.kl)):
