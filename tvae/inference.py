@@ -189,10 +189,15 @@ class TrainedModel:
     def decode(self, z: np.ndarray, meter: Meter = (4, 4), qpm: float = 120.0, title: str = "",
                pickup: int = 0, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                seed: int | None = None, choices: Sequence[int] | None = None,
-               prefix: np.ndarray | None = None) -> Melody:
+               prefix: np.ndarray | None = None, known_pickup: bool = False) -> Melody:
         """Latents (N, Z) -> a melody, free-running; greedy unless temperature > 0. `choices`
         (N,) fixes bars' copy choices (0 generate, o copy the bar o back, -1 the pointer's);
-        `prefix` (P, S) tokens of the first P bars, kept as they are (a melody continued)."""
+        `prefix` (P, S) tokens of the first P bars, kept as they are (a melody continued).
+        `known_pickup`: the song's own layout is decoded (a reconstruction): the steps before
+        a pickup are outside the melody, decoded as PAD as training saw them, and later bars
+        read and copy them so (without it the decoder fills them in; measured on the folk test
+        split, the bundled model's free-running accuracy is 0.945 with them given, 0.935
+        without: `python -m experiments.free_gap`)."""
         z = np.asarray(z, dtype=np.float32)
         if z.ndim != 2 or z.shape[1] != self.model.config.d_latent or len(z) == 0:
             raise TvaeError(f"latents must have shape (bars, {self.model.config.d_latent}), "
@@ -214,14 +219,20 @@ class TrainedModel:
             np.asarray(choices, dtype=np.int64), device=self.device)[None]  # (1, N)
         given = None if prefix is None else torch.as_tensor(
             np.asarray(prefix, dtype=np.int64), device=self.device)[None]  # (1, P, S)
+        outside = None
+        lead = (meter_steps(meter) - pickup) % meter_steps(meter)  # steps before the pickup
+        if known_pickup and pickup and lead:
+            outside = torch.zeros((*zt.shape[:2], self.grid.steps_per_bar), dtype=torch.bool,
+                                  device=self.device)  # (1, N, S)
+            outside[0, 0, :lead] = True
         tokens = self.model.free_run(zt, meters, sampler, window=window, choices=forced,
-                                     prefix=given)[0]  # (N, S)
+                                     prefix=given, outside=outside)[0]  # (N, S)
         return self._melody(tokens, meter, qpm, title, pickup)
 
     def reconstruct(self, melody: Melody) -> Melody:
         """Encode, then decode without teacher forcing."""
         return self.decode(self.encode(melody), melody.meter, melody.qpm,
-                           f"{melody.title} (reconstruction)", melody.pickup)
+                           f"{melody.title} (reconstruction)", melody.pickup, known_pickup=True)
 
     def transfer(self, a: Melody, b: Melody, bars: Sequence[int] = (0,)) -> Melody:
         """B's latents with the listed bars (0-based) taken from A: A's opening developed in

@@ -134,7 +134,8 @@ def transfer_items(model: TrainedModel, a: Melody, b: Melody, a_stem: str, b_ste
 
     def reconstruction(melody: Melody, post: tuple[np.ndarray, np.ndarray]) -> Melody:
         return model.decode(post[0], melody.meter, melody.qpm,
-                            f"{melody.title} (reconstruction)", melody.pickup)
+                            f"{melody.title} (reconstruction)", melody.pickup,
+                            known_pickup=True)
 
     which = ", ".join(str(i + 1) for i in bars)
     edits = edited_repeats_note(model.bars(b).tokens, model.bars(out).tokens, bars)

@@ -59,6 +59,25 @@ def test_reconstruct_keeps_meter_tempo(tiny: TrainedModel) -> None:
     assert out.meter == (3, 4) and out.qpm == melody.qpm
 
 
+def test_reconstruct_decodes_the_steps_before_a_pickup_as_outside_the_melody(
+        tiny: TrainedModel) -> None:
+    """A reconstruction knows its song's layout: the 8 steps before a 4-step pickup in 3/4 are
+    decoded as PAD (so the pickup is kept), and the later bars are decoded from that, as the
+    model's free run given `outside` does; a plain decode of the same latents fills them in
+    (when the model decodes them as anything but rests, it drops the pickup)."""
+    melody = _melody(6, (3, 4), pickup=4)
+    z = tiny.encode(melody)
+    out = tiny.reconstruct(melody)
+    assert out.pickup == 4
+    tokens = torch.as_tensor(tiny.bars(melody).tokens)[None]  # (1, N, S)
+    meters = tiny._tensors(melody)[1]  # (1, N)
+    outside = torch.zeros_like(tokens, dtype=torch.bool)
+    outside[0, 0, :8] = True
+    with torch.no_grad():
+        expect = tiny.model.free_run(torch.as_tensor(z)[None], meters, outside=outside)[0]
+    assert np.array_equal(tiny.bars(out).tokens, expect.numpy())
+
+
 def test_transfer_replaces_exactly_the_listed_bars(tiny: TrainedModel,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     a, b = _melody(8), _melody(9)
