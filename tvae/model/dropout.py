@@ -1,14 +1,13 @@
 """Dropout that costs less on the CPU.
 
-torch's CPU dropout draws one random number per element (`bernoulli_`): at the bundled model's
-size, torch's profiler gave it 12% of a training step's CPU time on a 2-core Xeon, and a dropout
-layer on a batch's bar vectors (64 x 33 x 256) took 5.7 ms forward and backward against 2.6 ms
-with this one (`python -m bench.bench_dropout`). Here each 64-bit draw gives four 16-bit lanes, each
-uniform over 65,536 values, and a lane below `round(p * 65536)` drops its element: the drop
-rate is p to within 1/131,072 and the kept elements are scaled by the exact inverse of the keep
-rate, so the layer's expectation is the identity, as torch's. The draws come from torch's global
-generator, like `nn.Dropout`'s (training seeds it from the run's seed and the step, so a resumed
-run draws the same masks). On other devices torch's own dropout runs (fused there).
+torch's CPU dropout draws one random number per element (`bernoulli_`): on a 2-core Xeon, a dropout
+layer on a batch's bar vectors (64 x 33 x 256) took 5.7 ms forward and backward against 2.6 ms with
+this one (`python -m bench.bench_dropout`). Here each 64-bit draw gives four 16-bit lanes, each
+uniform over 65,536 values, and a lane below `round(p * 65536)` drops its element: the drop rate is
+p to within 1/131,072 and the kept elements are scaled by the exact inverse of the keep rate, so
+the layer's expectation is the identity, as torch's. The draws come from torch's global generator,
+like `nn.Dropout`'s (training seeds it from the run's seed and the step, so a resumed run draws the
+same masks). On other devices torch's own dropout runs (fused there).
 """
 
 from __future__ import annotations

@@ -90,11 +90,17 @@ def repeat_weights(tokens: Tensor, log_pi: Tensor | None, max_edits: int, weight
     """(B, N) `weight` for the bars that repeat an earlier bar (exactly, or where none does with
     at most `max_edits` steps changed: `copy_target`) within the pointer's reach (log_pi (B, N,
     1 + N); any earlier bar of the window without a copy path), 1 for the others."""
-    target = copy_target(tokens, tokens.shape[1], max_edits)  # (B, N, N)
-    if log_pi is not None:
-        target = target & torch.isfinite(log_pi[..., 1:])
+    target = repeats_in_reach(tokens, log_pi, max_edits)  # (B, N, N)
     ones = torch.ones(tokens.shape[:2], device=tokens.device)
     return torch.where(target.any(-1), ones * weight, ones)
+
+
+def repeats_in_reach(tokens: Tensor, log_pi: Tensor | None, max_edits: int) -> Tensor:
+    """(B, N, N) bool: bar k repeats bar j (`copy_target`, with at most `max_edits` steps
+    changed where k repeats no bar exactly) and the pointer can reach j from k (log_pi (B, N,
+    1 + N); any earlier bar of the window without a copy path)."""
+    target = copy_target(tokens, tokens.shape[1], max_edits)
+    return target if log_pi is None else target & torch.isfinite(log_pi[..., 1:])
 
 
 def source_weights(tokens: Tensor, log_pi: Tensor | None, max_edits: int, weight: float
@@ -104,9 +110,7 @@ def source_weights(tokens: Tensor, log_pi: Tensor | None, max_edits: int, weight
     repeat no earlier bar (a phrase's first occurrence); 1 for the others. Decoded without
     teacher forcing, a first occurrence's errors recur in every copy of it: this weighs its
     reconstruction as often as it is heard."""
-    target = copy_target(tokens, tokens.shape[1], max_edits)  # (B, N, N): k repeats j
-    if log_pi is not None:
-        target = target & torch.isfinite(log_pi[..., 1:])
+    target = repeats_in_reach(tokens, log_pi, max_edits)  # (B, N, N): k repeats j
     first = ~target.any(-1)  # (B, N) bars that repeat nothing earlier
     copies = (target & first[:, None, :]).sum(1)  # (B, N) later bars that repeat bar j
     return 1.0 + weight * copies.to(torch.float32)
