@@ -101,8 +101,14 @@ class TrainedModel:
     def _melody(self, tokens: torch.Tensor, meter: Meter, qpm: float, title: str,
                 pickup: int = 0) -> Melody:
         """Decoded tokens (N, S) -> Melody; a pickup is kept when its lead-in decoded as rest (or
-        is a prompt's own pickup bar, kept as it was)."""
+        is a prompt's own pickup bar, kept as it was). Without one, a lead-in the model decoded
+        itself (bar 0 opening with PAD: the lead-in head) makes the melody open with that
+        pickup."""
         arr = tokens.cpu().numpy().astype(np.int64)
+        if not pickup and len(arr):
+            pads = int(np.cumprod(arr[0] == PAD).sum())  # leading PAD steps of bar 0
+            if 0 < pads < meter_steps(meter):
+                pickup = meter_steps(meter) - pads
         offset = (meter_steps(meter) - pickup) % meter_steps(meter)
         lead = arr[0, :offset] if len(arr) else arr
         if pickup and len(arr) and ((lead == REST) | (lead == PAD)).all():  # PAD: a prompt's
@@ -189,7 +195,8 @@ class TrainedModel:
     def decode(self, z: np.ndarray, meter: Meter = (4, 4), qpm: float = 120.0, title: str = "",
                pickup: int = 0, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                seed: int | None = None, choices: Sequence[int] | None = None,
-               prefix: np.ndarray | None = None, known_pickup: bool = False) -> Melody:
+               prefix: np.ndarray | None = None, known_pickup: bool = False,
+               lead_in: bool = True) -> Melody:
         """Latents (N, Z) -> a melody, free-running; greedy unless temperature > 0. `choices`
         (N,) fixes bars' copy choices (0 generate, o copy the bar o back, -1 the pointer's);
         `prefix` (P, S) tokens of the first P bars, kept as they are (a melody continued).
@@ -197,7 +204,9 @@ class TrainedModel:
         a pickup are outside the melody, decoded as PAD as training saw them, and later bars
         read and copy them so (without it the decoder fills them in; measured on the folk test
         split, the bundled model's free-running accuracy is 0.945 with them given, 0.935
-        without: `python -m experiments.free_gap`)."""
+        without: `python -m experiments.free_gap`). Otherwise a model with a lead-in head
+        (`ModelConfig.lead_in`) reads bar 0's lead-in from z_0 and the melody takes that pickup,
+        unless `lead_in` is False (a transfer: B's bar layout is decoded freely)."""
         z = np.asarray(z, dtype=np.float32)
         if z.ndim != 2 or z.shape[1] != self.model.config.d_latent or len(z) == 0:
             raise TvaeError(f"latents must have shape (bars, {self.model.config.d_latent}), "
@@ -221,10 +230,11 @@ class TrainedModel:
             np.asarray(prefix, dtype=np.int64), device=self.device)[None]  # (1, P, S)
         outside = None
         lead = (meter_steps(meter) - pickup) % meter_steps(meter)  # steps before the pickup
-        if known_pickup and pickup and lead:
+        if known_pickup or not lead_in:  # the layout is given: the lead-in head is not read
             outside = torch.zeros((*zt.shape[:2], self.grid.steps_per_bar), dtype=torch.bool,
                                   device=self.device)  # (1, N, S)
-            outside[0, 0, :lead] = True
+            if known_pickup and pickup and lead:
+                outside[0, 0, :lead] = True
         tokens = self.model.free_run(zt, meters, sampler, window=window, choices=forced,
                                      prefix=given, outside=outside)[0]  # (N, S)
         return self._melody(tokens, meter, qpm, title, pickup)
@@ -238,7 +248,8 @@ class TrainedModel:
         """B's latents with the listed bars (0-based) taken from A: A's opening developed in
         B's flow (the paper swaps the first bar). Both songs must share a meter."""
         z, _ = self.transfer_posterior(a, b, bars)
-        return self.decode(z, b.meter, b.qpm, f"{a.title} -> {b.title}", b.pickup)
+        return self.decode(z, b.meter, b.qpm, f"{a.title} -> {b.title}", b.pickup,
+                           lead_in=False)
 
     def transfer_posterior(self, a: Melody, b: Melody, bars: Sequence[int] = (0,),
                            posteriors: tuple[tuple[np.ndarray, np.ndarray],

@@ -80,14 +80,15 @@ class Oracle(SimpleNamespace):
         mu = torch.cat([tokens.float(), source[..., None].float()], dim=-1)
         return mu, torch.zeros_like(mu)
 
-    def free_run(self, z: torch.Tensor, meters: torch.Tensor, window: int = 0) -> torch.Tensor:
+    def free_run(self, z: torch.Tensor, meters: torch.Tensor, window: int = 0,
+                 outside: torch.Tensor | None = None) -> torch.Tensor:
         out = z[..., :S].long().clone()
         for k in range(z.shape[1]):
             source = z[:, k, S].long()
             for b in range(z.shape[0]):
                 if self.copies and source[b] >= 0:
                     out[b, k] = out[b, source[b]]
-        return out
+        return out if outside is None else out.masked_fill(outside, PAD)
 
 
 def test_transfer_counts_follow_spurious_and_kept() -> None:

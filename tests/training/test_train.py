@@ -335,7 +335,8 @@ def test_resume_refuses_the_options_it_would_ignore(tiny_run: Path, folk_corpus:
 
 @pytest.mark.parametrize("field, module", [("encoder_repeats", "repeats_in"),
                                            ("latent_repeats", "repeats_mu"),
-                                           ("edit_source", "edit_table")])
+                                           ("edit_source", "edit_table"),
+                                           ("lead_in", "lead")])
 def test_init_from_an_older_model_adds_the_repeat_features(folk_corpus: Path, tmp_path: Path,
                                                            field: str, module: str) -> None:
     """A checkpoint without repeat features fine-tunes into today's default model: its weights
@@ -349,7 +350,7 @@ def test_init_from_an_older_model_adds_the_repeat_features(folk_corpus: Path, tm
     from tvae.training.trainer import Trainer
 
     torch.manual_seed(0)
-    none = {"encoder_repeats": False, "latent_repeats": False}
+    none = {"encoder_repeats": False, "latent_repeats": False, "lead_in": False}
     old = TransformerVAE(replace(TINY, **none))
     path = save_checkpoint(tmp_path / "old", old)
     seen = {}

@@ -121,14 +121,16 @@ def transfer_pairs(tokens: np.ndarray, meters: np.ndarray, song: np.ndarray,
 @torch.no_grad()
 def transfer_counts(model, tokens_a: Tensor, tokens_b: Tensor, meters: Tensor  # noqa: ANN001
                     ) -> dict[str, float]:
-    """Counts for one batch of transfers: B's latents with bar 1 taken from A, decoded freely.
+    """Counts for one batch of transfers: B's latents with bar 1 taken from A, decoded freely
+    (as `TrainedModel.transfer`: no lead-in read from A's latent, B's bar layout decoded).
     tokens_a, tokens_b (B, N, S) of one meter each row; meters (B, N) of B."""
     window = model.config.trained_bars  # longer windows are read as the model was trained
     mu_a, _ = model.encode_windowed(tokens_a, meters, window)
     mu_b, _ = model.encode_windowed(tokens_b, meters, window)
     z = mu_b.clone()
     z[:, 0] = mu_a[:, 0]
-    out = model.free_run(z, meters, window=window)  # (B, N, S)
+    none_outside = torch.zeros_like(tokens_b, dtype=torch.bool)  # B's layout, decoded freely
+    out = model.free_run(z, meters, window=window, outside=none_outside)  # (B, N, S)
     real = (tokens_b != PAD).any(-1)[:, 1:]  # (B, N-1)
     rep = (tokens_b[:, 1:] == tokens_b[:, :1]).all(-1) & real  # B's repeats of its bar 1
     other = ~rep & real

@@ -27,6 +27,7 @@ from tvae.eval.structure import (
     transfer_pairs,
 )
 from tvae.model.forward import LN2, kl_per_bar
+from tvae.model.lead_in import lead_accuracy_counts
 from tvae.model.pointer import choose, copy_share, same_bars
 from tvae.model.prior import kl_bits_against
 from tvae.model.vae import TransformerVAE
@@ -81,6 +82,9 @@ def evaluate_batch(model: TransformerVAE, tokens: Tensor, meters: Tensor, free: 
         source = same_bars(tokens).gather(2, (choice - 1).clamp(min=0)[..., None])[..., 0]
         correct_copy = (choice > 0) & source  # (B, N) copies an identical bar
         counts.update(near_copied=((choice > 0) & near).sum())
+    if getattr(model, "lead", None) is not None:  # the lead-in head: bar 0's lead-in read right
+        right, seqs = lead_accuracy_counts(model.lead(mu[:, 0]), tokens, meters)
+        counts.update(lead_right=right, lead_n=seqs)
     exact = torch.zeros_like(real)
     if free:
         decoded = model.free_run(mu, meters, window=window)
@@ -179,6 +183,8 @@ def evaluate_windows(model: TransformerVAE, windows: Windows, batch_size: int = 
         "tf_accuracy": totals.ratio("tf_correct", "steps"),
         "free_accuracy": totals.ratio("free_correct", "steps") if free else None,
         "free_accuracy_pickups_known": totals.ratio("free_known_correct", "steps") if free
+        else None,
+        "lead_in_accuracy": totals.ratio("lead_right", "lead_n") if "lead_n" in totals.v
         else None,
         "kl_bits_per_bar": kl,
         "kl_bits_repeated": totals.ratio("kl_rep", "n_rep"),

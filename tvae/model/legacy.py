@@ -13,7 +13,8 @@ def legacy_model_fields(model: Any, data: DataConfig | None = None) -> Any:
     """Fill in model fields that older checkpoints lack: written before the copy path existed,
     a model is a stock one (`copy` "none"); written before per-step edits, its copies have one
     edit chance (`copy_edit_steps` false); written before repeat features, its encoder finds
-    repeats alone (`encoder_repeats` and `latent_repeats` false); without `trained_bars` (or
+    repeats alone (`encoder_repeats` and `latent_repeats` false); written before the lead-in
+    head, it decodes a pickup's lead-in steps as notes (`lead_in` false); without `trained_bars` (or
     with 0, not recorded), the window length is its data config's `bars`."""
     if not isinstance(model, dict):
         return model
@@ -29,6 +30,8 @@ def legacy_model_fields(model: Any, data: DataConfig | None = None) -> Any:
         model = {**model, "encoder_edits": False}
     if "edit_source" not in model:  # before edits read the source's token
         model = {**model, "edit_source": False}
+    if "lead_in" not in model:  # before the first bar's latent said where a pickup starts
+        model = {**model, "lead_in": False}
     if data is not None and model.get("trained_bars", 0) == 0:
         model = {**model, "trained_bars": data.bars}
     return model

@@ -16,14 +16,15 @@ C classes of the optional supervised head.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tvae.config import PAD, GridConfig, ModelConfig, PriorConfig
+from tvae.model.decoding import FreeRunning
 from tvae.model.forward import Noise, VAEOutput, kl_per_bar
+from tvae.model.lead_in import lead_log_lik
 from tvae.model.modules import (
     BarDecoderGRU,
     BarDecoderMLP,
@@ -47,13 +48,12 @@ from tvae.model.pointer import (
     same_as_source,
 )
 from tvae.model.prior import LatentPrior, log_normal
-from tvae.model.sampling import Sampler, argmax_sampler
 from tvae.model.windowed import WindowedReading
 
 EDIT_TABLE_GAIN = 20.0  # the edit table's parameter is scaled by this where it is used
 
 
-class TransformerVAE(WindowedReading, nn.Module):
+class TransformerVAE(FreeRunning, WindowedReading, nn.Module):
     """The model. Build it from configs: `TransformerVAE(ModelConfig(...), GridConfig(...))`;
     with `prior`, it also holds a learned prior over its latents (tvae.model.prior), which
     training the VAE leaves alone (`tvae prior` fits it afterwards)."""
@@ -108,6 +108,11 @@ class TransformerVAE(WindowedReading, nn.Module):
             nn.init.normal_(self.edit.weight, std=0.02)
             start = config.copy_edit or 0.02  # edits start rare
             nn.init.constant_(self.edit.bias, math.log(start / (1 - start)))
+        self.lead = None  # bar 0's lead-in length from its latent: (Z) -> (S) logits
+        if config.lead_in:
+            self.lead = nn.Linear(Z, grid.steps_per_bar)
+            nn.init.zeros_(self.lead.weight)  # starts uniform: greedy decoding reads no lead-in,
+            nn.init.zeros_(self.lead.bias)  # as before the head (fine-tuning too)
         self.edit_table = None  # (V, V) bias of a copy's edit by the source's token, from 0,
         # used times EDIT_TABLE_GAIN (`edit_bias_table`): a bias of a few nats is learned in a
         # few hundred steps at the learning rates of fine-tuning
@@ -222,123 +227,16 @@ class TransformerVAE(WindowedReading, nn.Module):
         prev = on_real_bars(self.bar_encoder, bar_mask, tokens, meters)  # (B, N, D)
         h = self._decode_hidden(prev, self._memory(z), bar_mask)
         logits = on_real_bars(self.bar_decoder, bar_mask, h, meters, tokens)  # (B, N, S, V)
-        return self._outputs(logits, meters, tokens, tokens, *self.pointer_weights(z, bar_mask))
+        log_probs, log_lik = self._outputs(logits, meters, tokens, tokens,
+                                           *self.pointer_weights(z, bar_mask))
+        return log_probs, log_lik + self._lead_log_lik(z, tokens, meters)
 
-    def _all_pointers(self, z: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        """`pointer_weights` of z (B, N, Z) for decoding, where every bar is real."""
-        return self.pointer_weights(z, torch.ones(z.shape[:2], dtype=torch.bool,
-                                                  device=z.device))
-
-    def _mixer(self, pointers: tuple[Tensor | None, Tensor | None], i: int,
-               sources: list[Tensor], meters: Tensor, sampler: Sampler,
-               forced: Tensor | None = None) -> Callable[[Tensor], Tensor] | None:
-        """For decoding bar i alone, given `_all_pointers` of its latents: masked logits
-        (B, 1, S, V) -> the step log-probabilities of the copy path, given the decoded
-        `sources` (each (B, 1, S)). `forced` (B,): the bar's choice where it is given (0
-        generate, o copy the bar o back; -1, or o past the sources: the pointer's)."""
-        log_pi, log_eps = pointers
-        if log_pi is None or not sources:
-            return None
-        row = log_pi[:, i : i + 1, : 1 + len(sources)]  # (B, 1, 1 + i)
-        src = torch.cat(sources, dim=1)  # (B, i, S)
-        if log_eps is None:
-            return lambda logits: mixture_log_probs(logits, meters, row, src)
-        choice = choose(row, getattr(sampler, "generator", None),
-                        sample=sampler is not argmax_sampler)  # (B, 1): one choice per bar
-        if forced is not None:
-            o, n = forced[:, None], len(sources)  # (B, 1)
-            choice = torch.where((o >= 0) & (o <= n), torch.where(o > 0, 1 + n - o, 0), choice)
-        eps = log_eps[:, i : i + 1]
-
-        def mix(logits: Tensor) -> Tensor:
-            gen = logits.float().log_softmax(-1)
-            return mask_logits(chosen_log_probs(gen, src, eps, choice, self.edit_bias_table),
-                               meters)
-
-        return mix
-
-    @torch.no_grad()
-    def free_run(self, z: Tensor, meters: Tensor, sampler: Sampler = argmax_sampler,
-                 use_cache: bool = True, window: int = 0, choices: Tensor | None = None,
-                 prefix: Tensor | None = None, outside: Tensor | None = None) -> Tensor:
-        """Decode z (B, N, Z) without teacher forcing: the input for bar i is the encoding of the
-        bar decoded for i-1, and the copy path copies decoded bars. Cached (linear in N) when
-        decoder self-attention is causal. With `window` > 0, bars after the first `window` are
-        decoded from the `window` bars ending at them (positions 0..window-1), which is also
-        linear in N. `choices` (B, N) gives bars' copy choices (0 generate, o copy the bar o
-        back, -1 the pointer's: a learned prior's draws); `prefix` (B, P, S) bars taken as
-        they are, not decoded (a melody continued); `outside` (B, N, S) bool, steps known to
-        lie outside the melody (before a pickup), decoded as PAD, as the data has them, so that
-        later bars read and copy them as in training. Returns tokens (B, N, S)."""
-        N = z.shape[1]
-        if window <= 0 or window >= N:
-            return self._free_run(z, meters, sampler, use_cache, choices, prefix, outside)
-        first = self._free_run(z[:, :window], meters[:, :window], sampler, use_cache,
-                               None if choices is None else choices[:, :window],
-                               None if prefix is None else prefix[:, :window],
-                               None if outside is None else outside[:, :window])
-        bars = list(first.split(1, dim=1))  # W x (B, 1, S)
-        P = 0 if prefix is None else prefix.shape[1]
-        B, D = z.shape[0], self.config.d_model
-        real = torch.ones(B, window, dtype=torch.bool, device=z.device)
-        for i in range(window, N):
-            if i < P:
-                bars.append(prefix[:, i : i + 1])
-                continue
-            lo = i - window + 1
-            prev = self.bar_encoder(torch.cat(bars[lo:i], dim=1), meters[:, lo:i])  # (B, W-1, D)
-            prev = torch.cat([prev, prev.new_zeros(B, 1, D)], dim=1)  # last slot is unused
-            zw = z[:, lo : i + 1]  # (B, W, Z)
-            h = self._decode_hidden(prev, self._memory(zw), real)[:, -1:]
-            mix = self._mixer(self._all_pointers(zw), window - 1, bars[lo:i],
-                              meters[:, i : i + 1], sampler,
-                              None if choices is None else choices[:, i])
-            bar = self.bar_decoder.generate(h, meters[:, i : i + 1], sampler, mix)
-            bars.append(bar if outside is None else bar.masked_fill(outside[:, i : i + 1], PAD))
-        return torch.cat(bars, dim=1)
-
-    def _free_run(self, z: Tensor, meters: Tensor, sampler: Sampler, use_cache: bool,
-                  choices: Tensor | None = None, prefix: Tensor | None = None,
-                  outside: Tensor | None = None) -> Tensor:
-        B, N, _ = z.shape
-        P = 0 if prefix is None else prefix.shape[1]
-        D = self.config.d_model
-        memory = self._memory(z)  # (B, N, D)
-        pointers = self._all_pointers(z)  # computed once for every bar
-        pos = positions(N, D, z.device)  # (N, D)
-        inputs = [self.start.expand(B, 1, D)]  # decoder inputs so far, each (B, 1, D)
-        caches: list[dict] | None = [{} for _ in self.decoder] if use_cache else None
-        if not self.config.mask_decoder:
-            caches = None  # a non-causal decoder must recompute its whole prefix
-        keys = torch.arange(N, device=z.device)
-        bars: list[Tensor] = []
-        for i in range(N):
-            see = keys <= i if self.config.mask_cross else torch.ones_like(keys, dtype=torch.bool)
-            if caches is not None:
-                x = inputs[-1] + pos[i]
-                for block, cache in zip(self.decoder, caches, strict=True):
-                    x = block(x, None, False, memory, see.view(1, 1, 1, N), cache)
-            else:
-                x = torch.cat(inputs, dim=1) + pos[: i + 1]  # (B, i+1, D)
-                cross = see[None, None, None, :].expand(1, 1, i + 1, N)
-                if self.config.mask_cross:
-                    cross = keys[: i + 1, None] >= keys[None, :]
-                    cross = cross[None, None]
-                for block in self.decoder:
-                    x = block(x, None, self.config.mask_decoder, memory, cross)
-                x = x[:, -1:]
-            h = self.dec_norm(x)  # (B, 1, D)
-            if i < P:
-                bar = prefix[:, i : i + 1]  # (B, 1, S) given
-            else:
-                mix = self._mixer(pointers, i, bars, meters[:, i : i + 1], sampler,
-                                  None if choices is None else choices[:, i])
-                bar = self.bar_decoder.generate(h, meters[:, i : i + 1], sampler, mix)
-                if outside is not None:
-                    bar = bar.masked_fill(outside[:, i : i + 1], PAD)
-            bars.append(bar)
-            inputs.append(self.bar_encoder(bar, meters[:, i : i + 1]))
-        return torch.cat(bars, dim=1)
+    def _lead_log_lik(self, z: Tensor, tokens: Tensor, meters: Tensor) -> Tensor | float:
+        """(B, N) what the lead-in head adds to each bar's log-likelihood (bar 0 only); 0
+        without the head."""
+        if self.lead is None:
+            return 0.0
+        return lead_log_lik(self.lead(z[:, 0]), tokens, meters)
 
     # -- training --------------------------------------------------------------------------
     def forward(self, tokens: Tensor, meters: Tensor, *, p_tf: float = 1.0,
@@ -385,6 +283,7 @@ class TransformerVAE(WindowedReading, nn.Module):
                               meters, tokens, draws)  # (B, N, S, V)
         log_probs, log_lik = self._outputs(logits, meters, tokens, sources, log_pi, log_eps,
                                            choices)
+        log_lik = log_lik + self._lead_log_lik(z, tokens, meters)
         kl = kl_per_bar(mu, logvar)  # (B, N) nats, against N(0, I)
         if self.prior is not None and sample:  # trained jointly: against the learned prior,
             # estimated from this sample of z: log q(z | x) - log p(z_k | z_<k)

@@ -41,7 +41,8 @@ RESUME_LIMITS = ("epochs", "max_steps", "max_minutes", "patience", "num_threads"
 
 # model options that --init-from may add to a checkpoint's model, and the weights they add
 ADDABLE = {"encoder_repeats": ("repeats_in.",), "latent_repeats": ("repeats_mu.",),
-           "encoder_edits": ("bar_encoder.same_step",), "edit_source": ("edit_table",)}
+           "encoder_edits": ("bar_encoder.same_step",), "edit_source": ("edit_table",),
+           "lead_in": ("lead.",)}
 
 
 def init_weights(trainer: Trainer, path: str | Path) -> None:
