@@ -24,21 +24,23 @@ setting is sized for a 2-core CPU (at most about 25 minutes each, one torch thre
 experiments can share the machine); `--quick` checks the pipeline in seconds and is what the
 tests run. This page is rebuilt by `python -m experiments report`.
 
-Seven studies run by their own commands, written beside their numbers, follow the experiments:
+Eight studies run by their own commands, written beside their numbers, follow the experiments:
 far repeats (`experiments/far_objective.py`, files in `experiments/far_objective/`), the learned
 prior (`tvae prior`, `bench/bench_samples.py`, `experiments/joint_prior.py`, files in
 `experiments/prior/`), near-repeats read as edits (`tvae train --init-from ... --encoder-edits`,
 files in `experiments/edits/`), short runs (`tvae train --max-minutes 12`, files in
 `experiments/short_runs/`), scheduled sampling on the bundled model (`tvae train --init-from
 ... --tf-p 0.8`, files in `experiments/free_running/`), a repeat's KL weighed more (`tvae
-train --init-from ... --repeat-beta 2`, files in `experiments/repeat_beta/`) and the defaults
-in one stage (`tvae train corpus`, files in `experiments/one_stage/`).
+train --init-from ... --repeat-beta 2`, files in `experiments/repeat_beta/`), the defaults
+in one stage (`tvae train corpus`, files in `experiments/one_stage/`) and a pickup's lead-in
+(`scripts/fit_lead_in.py`, `tvae train --init-from ... --lead-in`, files in
+`experiments/lead_in/`).
 """
 
 
 # folders with a hand-written README.md, appended
 STUDIES = ("far_objective", "prior", "edits", "short_runs", "free_running", "repeat_beta",
-           "one_stage")
+           "one_stage", "lead_in")
 
 
 def study_section(folder: Path) -> list[str]:

@@ -335,3 +335,35 @@ def test_free_gap_rows_are_the_teacher_forced_and_free_running_accuracies(copy: 
         assert counts["copies decoded"] == counts["tf"]
         assert counts["input decoded"] == counts["free"]
         assert counts["steps_copied"] == 0
+
+
+def test_marginal_decoding_is_the_choice_where_the_pointer_is_sure() -> None:
+    """The per-step marginal equals the generator where the pointer generates, and the source
+    where it copies with no edit chance; the patch is undone on leaving, and a model without a
+    copy path decodes as before inside it."""
+    from experiments.marginal_decode import marginal_decoding, marginal_mix
+    from tests.model.test_model import random_bars, tiny
+    from tvae.config import GridConfig
+    from tvae.model.decoding import FreeRunning
+    from tvae.model.modules import mask_logits
+
+    tokens, meters = random_bars(2, 3, seed=1, meters=torch.zeros(2, 3, dtype=torch.long))
+    logits = torch.randn(2, 1, 16, GridConfig().vocab_size)
+    gen_only = torch.log(torch.tensor([[[1.0, 1e-30, 1e-30]]])).expand(2, 1, 3)
+    copy_1 = torch.log(torch.tensor([[[1e-30, 1e-30, 1.0]]])).expand(2, 1, 3)
+    no_edit = torch.full((2, 1, 16), -60.0)
+    m = meters[:, :1]
+    expect = mask_logits(logits, m).log_softmax(-1)
+    got = marginal_mix(gen_only, tokens[:, :2], no_edit, m)(logits)
+    assert torch.allclose(got.exp(), expect.exp(), atol=1e-5)
+    copied = marginal_mix(copy_1, tokens[:, :2], no_edit, m)(logits).argmax(-1)
+    assert torch.equal(copied[:, 0], tokens[:, 1])
+    original = FreeRunning._mixer
+    model = tiny(copy="none").eval()
+    with torch.no_grad():
+        mu = model.encode(tokens, meters)[0]
+        before = model.free_run(mu, meters)
+        with marginal_decoding():
+            assert FreeRunning._mixer is not original
+            inside = model.free_run(mu, meters)
+    assert FreeRunning._mixer is original and torch.equal(before, inside)

@@ -192,10 +192,12 @@ class ModelConfig:
                                 "step (a learned table over (source token, new token), starting "
                                 "at zero); no gain measured in fine-tunes of the bundled model "
                                 "(docs/experiments.md)")
-    lead_in: bool = setting(True, "the first bar's latent says how many of its steps lie before "
-                            "a pickup (a lead-in), and free-running decoding leaves them out of "
-                            "the melody, as the data has them, rather than filling them with notes "
-                            "that later bars read and copy")
+    lead_in: bool = setting(False, "train a head that reads from the first bar's latent how "
+                            "many of its steps lie before a pickup (a lead-in), so that "
+                            "free-running decoding leaves them out of the melody; trained with "
+                            "the VAE it made repeats cost more in 12-minute runs, so it is off: "
+                            "fit it afterwards instead (scripts/fit_lead_in.py), as the bundled "
+                            "model's was")
     trained_bars: int = setting(0, "bars per window the model was trained on, set by training "
                                 "from the data config (0: not recorded); longer songs are read "
                                 "and decoded window by window", 0, MAX_BARS, cli=False)
