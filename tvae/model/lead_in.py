@@ -8,13 +8,14 @@ reads the lead-in's length from the first bar's latent, as part of that bar's li
 
     log p(bar 0 | z_0, ...) = log p(L = lead steps | z_0) + sum over its steps of log p(x_s | ...)
 
-and free-running decoding puts PAD on the L steps it reads, as the data has them. The first bar's
-tokens show its lead-in, so its latent carries it without being trained to: a head fitted
-afterwards on a trained model's frozen posterior means (`tvae.training.lead_fit`) reads 96-99%
-right, while one trained with the VAE (`--lead-in`, off by default) made repeats cost more in
-12-minute runs (docs/experiments/lead_in/README.md). 71% of the
+and free-running decoding puts PAD on the L steps it reads, as the data has them. 71% of the
 folk corpus's songs open with a pickup; no other bar of any of its songs has a lead-in, so only
 the first bar of a sequence has one (a window that starts mid-song has L = 0).
+
+The first bar's tokens show its lead-in, so its latent carries it without being trained to: a
+head fitted afterwards on a trained model's frozen posterior means (`tvae.training.lead_fit`)
+reads 96-99% right, while one trained with the VAE (`--lead-in`, off by default) made repeats
+cost more in 12-minute runs (docs/experiments/lead_in/README.md).
 
 Shape legend: B batch, N bars, S steps per bar.
 """
@@ -70,4 +71,3 @@ def lead_accuracy_counts(logits: Tensor, tokens: Tensor, meters: Tensor) -> tupl
     real = (tokens[:, 0] != PAD).any(-1)  # (B,)
     right = mask_lead_logits(logits, meters).argmax(-1) == lead_steps(tokens)
     return (right & real).sum(), real.sum()
-

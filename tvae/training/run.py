@@ -43,6 +43,9 @@ RESUME_LIMITS = ("epochs", "max_steps", "max_minutes", "patience", "num_threads"
 ADDABLE = {"encoder_repeats": ("repeats_in.",), "latent_repeats": ("repeats_mu.",),
            "encoder_edits": ("bar_encoder.same_step",), "edit_source": ("edit_table",),
            "lead_in": ("lead.",)}
+# ...and the ones it may leave out: the lead-in head reads the latents without shaping them, so
+# a fine-tune without it starts from everything else (fit the head again afterwards)
+DROPPABLE = ("lead_in",)
 
 
 def init_weights(trainer: Trainer, path: str | Path) -> None:
@@ -51,8 +54,10 @@ def init_weights(trainer: Trainer, path: str | Path) -> None:
     target = trainer.model.config
     added = [name for name in ADDABLE
              if getattr(target, name) and not getattr(source.config, name)]
-    dropped = [name for name in ADDABLE
-               if getattr(source.config, name) and not getattr(target, name)]
+    left_out = [name for name in DROPPABLE
+                if getattr(source.config, name) and not getattr(target, name)]
+    dropped = [name for name in ADDABLE if getattr(source.config, name)
+               and not getattr(target, name) and name not in left_out]
     same_parts = {name: getattr(target, name) for name in ADDABLE}
     if (replace(source.config, trained_bars=0, **same_parts) != replace(target, trained_bars=0)
             or source.grid != trainer.grid or dropped):
@@ -62,7 +67,8 @@ def init_weights(trainer: Trainer, path: str | Path) -> None:
     # so the fine-tune begins exactly where the checkpoint was (reading repeats as edits,
     # --encoder-edits, changes what the encoder sees from the first step).
     # A learned prior fitted to the source's latents would not fit the fine-tuned model's.
-    weights = {k: v for k, v in source.state_dict().items() if not k.startswith("prior.")}
+    skip = ("prior.", *(p for name in left_out for p in ADDABLE[name]))
+    weights = {k: v for k, v in source.state_dict().items() if not k.startswith(skip)}
     missing, _ = trainer.model.load_state_dict(weights, strict=not added)
     assert all(key.startswith(tuple(p for name in added for p in ADDABLE[name]))
                for key in missing), missing
