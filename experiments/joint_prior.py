@@ -20,10 +20,9 @@ import time
 import numpy as np
 import torch
 
-from tvae.config import DataConfig, config_from_dict
 from tvae.data.dataset import load_songs
 from tvae.data.windows import Windows
-from tvae.model.checkpoint import legacy_fields, load_checkpoint, write_inference_pair
+from tvae.model.checkpoint import data_config_of, load_checkpoint, write_inference_pair
 from tvae.training.objective import vae_objective
 
 
@@ -48,7 +47,7 @@ def main() -> None:
         model.prior, model.prior_config = None, None
     elif model.prior is None:
         parser.error("the checkpoint has no learned prior: fit one with `tvae prior`")
-    data = config_from_dict(DataConfig, legacy_fields("data", meta["data"]))
+    data = data_config_of(meta)
     songs, _ = load_songs(args.corpus, model.grid, data, progress=False)
     windows = Windows(songs, "train", data, model.grid)
     rng = np.random.default_rng(args.seed)

@@ -15,11 +15,15 @@ from dataclasses import asdict
 
 import torch
 
-from tvae.config import DataConfig, config_from_dict, config_to_dict
+from tvae.config import config_to_dict
 from tvae.data.dataset import load_songs
-from tvae.model.checkpoint import check_new_pair, load_checkpoint, write_inference_pair
-from tvae.model.legacy import legacy_fields
-from tvae.training.lead_fit import fit_lead_in
+from tvae.model.checkpoint import (
+    check_new_pair,
+    data_config_of,
+    load_checkpoint,
+    write_inference_pair,
+)
+from tvae.training.lead_fit import fit_lead_in, lead_in_counts
 
 
 def main() -> None:
@@ -34,9 +38,10 @@ def main() -> None:
     torch.set_num_threads(args.num_threads)
     check_new_pair(args.model, args.out)
     model, meta, _ = load_checkpoint(args.model)
-    data = config_from_dict(DataConfig, legacy_fields("data", meta["data"])) if meta.get(
-        "data") else DataConfig()  # the model's own split of the folder
-    songs, _ = load_songs(args.data, model.grid, data, progress=False)
+    songs, _ = load_songs(args.data, model.grid, data_config_of(meta), progress=False)
+    counts = lead_in_counts(songs)
+    print(f"{args.data}: {counts.songs_with_lead_in} of {counts.songs} songs open with a lead-in; "
+          f"{counts.later_bars_with_lead_in} of {counts.later_bars} later bars have one")
     model, fit = fit_lead_in(model, songs, args.steps, seed=args.seed)
     print(f"lead-in head: {fit.first_bars} first bars and {fit.inside_bars} bars inside songs, "
           f"NLL {fit.nll:.3f} nats, {fit.accuracy:.3f} read right")

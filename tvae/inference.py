@@ -34,6 +34,7 @@ from tvae.melody import (
 )
 from tvae.model.checkpoint import load_checkpoint
 from tvae.model.forward import LN2, kl_per_bar
+from tvae.model.lead_in import lead_steps
 from tvae.model.sampling import make_sampler
 
 UNKNOWN_WINDOW = DataConfig().bars  # assumed training window of checkpoints that name none
@@ -104,11 +105,11 @@ class TrainedModel:
         is a prompt's own pickup bar, kept as it was). Without one, a lead-in the model decoded
         itself (bar 0 opening with PAD: the lead-in head) makes the melody open with that
         pickup."""
-        arr = tokens.cpu().numpy().astype(np.int64)
-        if not pickup and len(arr):
-            pads = int(np.cumprod(arr[0] == PAD).sum())  # leading PAD steps of bar 0
+        if not pickup and len(tokens):
+            pads = int(lead_steps(tokens[None])[0])  # bar 0's leading PAD steps
             if 0 < pads < meter_steps(meter):
                 pickup = meter_steps(meter) - pads
+        arr = tokens.cpu().numpy().astype(np.int64)
         offset = (meter_steps(meter) - pickup) % meter_steps(meter)
         lead = arr[0, :offset] if len(arr) else arr
         if pickup and len(arr) and ((lead == REST) | (lead == PAD)).all():  # PAD: a prompt's

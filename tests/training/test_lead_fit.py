@@ -11,7 +11,7 @@ from tests.model.test_model import tiny
 from tvae.config import PAD, GridConfig
 from tvae.data.arrays import SongArrays
 from tvae.melody import METERS
-from tvae.training.lead_fit import fit_lead_in, lead_rows
+from tvae.training.lead_fit import fit_lead_in, lead_in_counts, lead_rows
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 S = GridConfig().steps_per_bar
@@ -56,3 +56,12 @@ def test_fit_learns_the_lead_ins_and_moves_nothing_else() -> None:
     with torch.no_grad():
         decoded = fitted.free_run(fitted.encode(tokens, meters)[0], meters)
     assert torch.equal(decoded[:, 0] == PAD, tokens[:, 0] == PAD)
+
+
+def test_lead_in_counts_count_first_bars_and_later_ones() -> None:
+    songs = songs_with_pickups()  # 48 songs of 6 bars; 3 of every 4 open with a lead-in
+    counts = lead_in_counts(songs)
+    assert (counts.songs, counts.songs_with_lead_in) == (48, 36)
+    assert (counts.later_bars, counts.later_bars_with_lead_in) == (240, 0)
+    songs.tokens[7, :2] = PAD  # song 1's bar 2 gets a lead-in too
+    assert lead_in_counts(songs).later_bars_with_lead_in == 1

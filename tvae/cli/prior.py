@@ -36,11 +36,9 @@ def prior(midi_dir: str, out: str, model_path: str | None, num_threads: int | No
     """
     import torch
 
-    from tvae.config import DataConfig, config_from_dict
     from tvae.data.dataset import load_songs
     from tvae.files import is_folder
-    from tvae.model.checkpoint import check_new_pair, write_inference_pair
-    from tvae.model.legacy import legacy_fields
+    from tvae.model.checkpoint import check_new_pair, data_config_of, write_inference_pair
     from tvae.training.prior_fit import fit_prior
 
     prior_config = build_config(PriorConfig, options)
@@ -55,9 +53,7 @@ def prior(midi_dir: str, out: str, model_path: str | None, num_threads: int | No
         # a training checkpoint would lose its optimizer state; an inference-only one (an
         # export, the bundled model) loses nothing and takes its new prior in place
         check_new_pair(model_path, out)
-    saved = trained.meta.get("data")
-    data = DataConfig() if saved is None else config_from_dict(DataConfig,
-                                                               legacy_fields("data", saved))
+    data = data_config_of(trained.meta)
     songs, _ = load_songs(midi_dir, trained.grid, data, progress=not quiet)
     say = (lambda _: None) if quiet else click.echo
     record = fit_prior(trained.model, songs, data, prior_config, fit, say=say)

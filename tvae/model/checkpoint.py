@@ -79,6 +79,15 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     return path.with_suffix(".json"), path.with_suffix(".safetensors")
 
 
+def data_config_of(meta: dict[str, Any]) -> DataConfig:
+    """The data config a loaded checkpoint's JSON (`meta`) records, fields it lacks at their old
+    meaning (`legacy_fields`); the default DataConfig where it records none (an export of a
+    model trained elsewhere). Its split fractions say which songs the model trained on."""
+    saved = meta.get("data")
+    return DataConfig() if saved is None else config_from_dict(DataConfig,
+                                                               legacy_fields("data", saved))
+
+
 def save_checkpoint(path: str | Path, model: TransformerVAE, *, data: DataConfig | None = None,
                     train: TrainConfig | None = None, state: dict[str, Any] | None = None,
                     optimizer: torch.optim.Optimizer | None = None,

@@ -33,6 +33,29 @@ class LeadFit:
     accuracy: float
 
 
+@dataclass(frozen=True)
+class LeadInCounts:
+    """How many songs of a data set open with a lead-in, and how many of their later bars have
+    leading PAD steps (a lead-in anywhere else)."""
+
+    songs: int
+    songs_with_lead_in: int
+    later_bars: int
+    later_bars_with_lead_in: int
+
+
+def lead_in_counts(songs: SongArrays) -> LeadInCounts:
+    """`LeadInCounts` of every song of `songs` (all splits)."""
+    tokens = np.asarray(songs.tokens)  # (T, S)
+    rows = np.concatenate([s + np.arange(n) for s, n in zip(songs.starts, songs.lengths,
+                                                              strict=True)]).astype(np.int64)
+    leads = lead_steps(torch.as_tensor(tokens[rows].astype(np.int64))[:, None]).numpy()  # (R,)
+    first = np.zeros(len(rows), dtype=bool)
+    first[np.cumsum(np.concatenate([[0], songs.lengths[:-1]])).astype(np.int64)] = True
+    return LeadInCounts(int(songs.n_songs), int((leads[first] > 0).sum()),
+                        int((~first).sum()), int((leads[~first] > 0).sum()))
+
+
 def lead_rows(songs: SongArrays, split: str = "train", seed: int = 0
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Single-bar rows: tokens (R, 1, S) and meters (R, 1), the `split`'s first bars and as many
