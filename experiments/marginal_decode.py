@@ -59,10 +59,11 @@ def marginal_decoding() -> Any:
     original = FreeRunning._mixer
 
     def mixer(self: Any, pointers: Any, i: int, sources: list[Tensor], meters: Tensor,
-              sampler: Any, forced: Tensor | None = None) -> Any:
+              sampler: Any, forced: Tensor | None = None, edits: Tensor | None = None) -> Any:
         log_pi, log_eps = pointers
-        if log_pi is None or not sources or log_eps is None or forced is not None:
-            return original(self, pointers, i, sources, meters, sampler, forced)
+        if (log_pi is None or not sources or log_eps is None or forced is not None
+                or edits is not None):
+            return original(self, pointers, i, sources, meters, sampler, forced, edits)
         return marginal_mix(log_pi[:, i : i + 1, : 1 + len(sources)],
                             torch.cat(sources, dim=1), log_eps[:, i : i + 1], meters)
 

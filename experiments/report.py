@@ -40,7 +40,7 @@ in one stage (`tvae train corpus`, files in `experiments/one_stage/`) and a pick
 
 # folders with a hand-written README.md, appended
 STUDIES = ("far_objective", "prior", "edits", "short_runs", "free_running", "repeat_beta",
-           "one_stage", "lead_in")
+           "one_stage", "lead_in", "transfer_edits")
 
 
 def study_section(folder: Path) -> list[str]:

@@ -367,3 +367,24 @@ def test_marginal_decoding_is_the_choice_where_the_pointer_is_sure() -> None:
             assert FreeRunning._mixer is not original
             inside = model.free_run(mu, meters)
     assert FreeRunning._mixer is original and torch.equal(before, inside)
+
+
+def test_edit_follow_says_what_became_of_each_edited_repeat() -> None:
+    """B = X Y X' X'' X''' (X' X'' X''' each bar 1 with one step changed): the transfer makes bar
+    1 A; bar 3 becomes A with B's change (follows), bar 4 copies bar 1 but keeps B's old notes
+    (regenerated) and bar 5 is generated."""
+    from experiments.edit_follow import why
+
+    S = 16
+    x, y, a = torch.full((S,), 5), torch.full((S,), 9), torch.full((S,), 7)
+    x1, x2, x3 = x.clone(), x.clone(), x.clone()
+    x1[3], x2[5], x3[8] = 6, 6, 6
+    tokens_b = torch.stack([x, y, x1, x2, x3])[None]  # (1, 5, S)
+    a1 = a.clone()
+    a1[3] = 6
+    out = torch.stack([a, y, a1, x2, x3])[None]
+    choice = torch.tensor([[0, 0, 1, 1, 0]])  # 1 + j: bars 3 and 4 copy bar 1 (index 0)
+    assert why(tokens_b, out, choice) == ["follows", "copies bar 1, regenerated", "generated"]
+    same_bar_1 = out.clone()
+    same_bar_1[0, 0] = x  # a transfer that left bar 1 as it was has nothing to follow
+    assert why(tokens_b, same_bar_1, choice) == []

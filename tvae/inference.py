@@ -33,6 +33,7 @@ from tvae.melody import (
     normalize_meter,
 )
 from tvae.model.checkpoint import load_checkpoint
+from tvae.model.decoding import located_edits
 from tvae.model.forward import LN2, kl_per_bar
 from tvae.model.lead_in import lead_steps
 from tvae.model.sampling import make_sampler
@@ -197,7 +198,7 @@ class TrainedModel:
                pickup: int = 0, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                seed: int | None = None, choices: Sequence[int] | None = None,
                prefix: np.ndarray | None = None, known_pickup: bool = False,
-               lead_in: bool = True) -> Melody:
+               lead_in: bool = True, edits_from: np.ndarray | None = None) -> Melody:
         """Latents (N, Z) -> a melody, free-running; greedy unless temperature > 0. `choices`
         (N,) fixes bars' copy choices (0 generate, o copy the bar o back, -1 the pointer's);
         `prefix` (P, S) tokens of the first P bars, kept as they are (a melody continued).
@@ -207,7 +208,10 @@ class TrainedModel:
         split, the bundled model's free-running accuracy is 0.945 with them given, 0.935
         without: `python -m experiments.free_gap`). Otherwise a model with a lead-in head
         (`ModelConfig.lead_in`) reads bar 0's lead-in from z_0 and the melody takes that pickup,
-        unless `lead_in` is False (a transfer: B's bar layout is decoded freely)."""
+        unless `lead_in` is False (a transfer: B's bar layout is decoded freely). `edits_from`
+        (N, Z), B's own latents in a transfer: each copy's edits are located from B's own
+        decoding (`TransformerVAE.transfer_run`), so that a bar B repeats with a change takes
+        the new source's notes and keeps B's change."""
         z = np.asarray(z, dtype=np.float32)
         if z.ndim != 2 or z.shape[1] != self.model.config.d_latent or len(z) == 0:
             raise TvaeError(f"latents must have shape (bars, {self.model.config.d_latent}), "
@@ -236,8 +240,19 @@ class TrainedModel:
                                   device=self.device)  # (1, N, S)
             if known_pickup and pickup and lead:
                 outside[0, 0, :lead] = True
+        edits = None
+        if edits_from is not None and self.model.pointer is not None:
+            own = self.model.free_run(
+                torch.as_tensor(np.asarray(edits_from, dtype=np.float32), device=self.device)[None],
+                meters, window=window, outside=outside)  # (1, N, S) B decoded greedily
+            picked = [i - source if source is not None else 0
+                      for i, (source, _) in enumerate(self.copy_choices(z))]
+            offsets = torch.as_tensor(picked, device=self.device)[None]  # (1, N)
+            if forced is not None:
+                offsets = torch.where(forced >= 0, forced, offsets)
+            forced, edits = offsets, located_edits(own, offsets)
         tokens = self.model.free_run(zt, meters, sampler, window=window, choices=forced,
-                                     prefix=given, outside=outside)[0]  # (N, S)
+                                     prefix=given, outside=outside, edits=edits)[0]  # (N, S)
         return self._melody(tokens, meter, qpm, title, pickup)
 
     def reconstruct(self, melody: Melody) -> Melody:
@@ -248,9 +263,10 @@ class TrainedModel:
     def transfer(self, a: Melody, b: Melody, bars: Sequence[int] = (0,)) -> Melody:
         """B's latents with the listed bars (0-based) taken from A: A's opening developed in
         B's flow (the paper swaps the first bar). Both songs must share a meter."""
-        z, _ = self.transfer_posterior(a, b, bars)
+        post_b = self.posterior(b)
+        z, _ = self.transfer_posterior(a, b, bars, (self.posterior(a), post_b))
         return self.decode(z, b.meter, b.qpm, f"{a.title} -> {b.title}", b.pickup,
-                           lead_in=False)
+                           lead_in=False, edits_from=post_b[0])
 
     def transfer_posterior(self, a: Melody, b: Melody, bars: Sequence[int] = (0,),
                            posteriors: tuple[tuple[np.ndarray, np.ndarray],

@@ -130,7 +130,8 @@ def transfer_items(model: TrainedModel, a: Melody, b: Melody, a_stem: str, b_ste
     once, and everything on the page comes from those two encodings."""
     post_a, post_b = model.posterior(a), model.posterior(b)
     z, sigma = model.transfer_posterior(a, b, bars, (post_a, post_b))
-    out = model.decode(z, b.meter, b.qpm, f"{a.title} -> {b.title}", b.pickup, lead_in=False)
+    out = model.decode(z, b.meter, b.qpm, f"{a.title} -> {b.title}", b.pickup, lead_in=False,
+                       edits_from=post_b[0])
 
     def reconstruction(melody: Melody, post: tuple[np.ndarray, np.ndarray]) -> Melody:
         return model.decode(post[0], melody.meter, melody.qpm,

@@ -118,3 +118,26 @@ def test_init_from_adds_or_leaves_out_the_lead_in_head(folk_corpus: Path, tmp_pa
     assert all(torch.equal(left[k], v) for k, v in with_head.state_dict().items()
                if not k.startswith("lead."))
     assert not load_checkpoint(tmp_path / "without" / "last")[0].config.lead_in
+
+
+def test_init_from_may_change_dropout_but_not_the_shape(folk_corpus: Path, tmp_path: Path) -> None:
+    """Dropout shapes no weight, so a fine-tune may set its own (`--dropout 0`); the tuned
+    checkpoint records it. A change that does shape weights (the width) is still refused."""
+    import torch
+
+    from tvae.errors import TvaeError
+    from tvae.model.checkpoint import load_checkpoint, save_checkpoint
+    from tvae.model.vae import TransformerVAE
+
+    torch.manual_seed(0)
+    old = TransformerVAE(replace(TINY, dropout=0.1))
+    path = save_checkpoint(tmp_path / "old", old)
+    train(folk_corpus, tmp_path / "tuned", model_config=replace(TINY, dropout=0.0),
+          data_config=DataConfig(bars=4), train_config=_train_cfg(epochs=1, max_steps=2),
+          init_from=path, progress=False)
+    assert load_checkpoint(tmp_path / "tuned" / "last")[0].config.dropout == 0.0
+    with pytest.raises(TvaeError, match="same model"):
+        train(folk_corpus, tmp_path / "wider",
+              model_config=replace(TINY, dropout=0.1, d_ff=2 * TINY.d_ff),
+              data_config=DataConfig(bars=4), train_config=_train_cfg(epochs=1, max_steps=2),
+              init_from=path, progress=False)

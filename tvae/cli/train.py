@@ -100,7 +100,8 @@ def _config_file(path: str | None) -> tuple[dict[type, object], tuple[str, ...]]
 @click.option("--label-column", default=None,
               help="Train a classifier head on this manifest column ('folder': sub-folder names).")
 @click.option("--init-from", default=None, help="Start from this checkpoint's weights (same "
-              "model config) with a fresh optimizer and schedules: fine-tuning.")
+              "model config; --dropout may differ) with a fresh optimizer and schedules: "
+              "fine-tuning.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--nproc", type=click.IntRange(min=1), default=None,
               help="Train with this many processes (DistributedDataParallel; one GPU each on "

@@ -119,18 +119,39 @@ def transfer_pairs(tokens: np.ndarray, meters: np.ndarray, song: np.ndarray,
 
 
 @torch.no_grad()
-def transfer_counts(model, tokens_a: Tensor, tokens_b: Tensor, meters: Tensor  # noqa: ANN001
-                    ) -> dict[str, float]:
-    """Counts for one batch of transfers: B's latents with bar 1 taken from A, decoded freely
-    (as `TrainedModel.transfer`: no lead-in read from A's latent, B's bar layout decoded).
-    tokens_a, tokens_b (B, N, S) of one meter each row; meters (B, N) of B."""
+def transfer_outputs(model, tokens_a: Tensor, tokens_b: Tensor, meters: Tensor,  # noqa: ANN001
+                     located: bool = True) -> dict[str, Tensor]:
+    """One batch of transfers decoded as `TrainedModel.transfer` decodes them: B's latents with
+    bar 1 taken from A, no lead-in read from A's latent, B's bar layout decoded freely, and
+    (`located`) each copy's edits located from B's own decoding; located=False leaves them to
+    the edit chances read from the latents. tokens_a, tokens_b (B, N, S) of one meter each row;
+    meters (B, N) of B. Returns {"z": (B, N, Z), "own": B decoded (B, N, S), "out": (B, N, S)}."""
     window = model.config.trained_bars  # longer windows are read as the model was trained
     mu_a, _ = model.encode_windowed(tokens_a, meters, window)
     mu_b, _ = model.encode_windowed(tokens_b, meters, window)
     z = mu_b.clone()
     z[:, 0] = mu_a[:, 0]
     none_outside = torch.zeros_like(tokens_b, dtype=torch.bool)  # B's layout, decoded freely
-    out = model.free_run(z, meters, window=window, outside=none_outside)  # (B, N, S)
+    own = model.free_run(mu_b, meters, window=window, outside=none_outside)  # (B, N, S)
+    if located:
+        out = model.transfer_run(z, own, meters, window=window, outside=none_outside)
+    else:
+        out = model.free_run(z, meters, window=window, outside=none_outside)
+    return {"z": z, "own": own, "out": out}
+
+
+def transfer_counts(model, tokens_a: Tensor, tokens_b: Tensor, meters: Tensor  # noqa: ANN001
+                    ) -> dict[str, float]:
+    """Counts for one batch of transfers (`transfer_outputs`, as tvae decodes them).
+    tokens_a, tokens_b (B, N, S) of one meter each row; meters (B, N) of B."""
+    return outcome_counts(tokens_b, transfer_outputs(model, tokens_a, tokens_b, meters)["out"])
+
+
+def outcome_counts(tokens_b: Tensor, out: Tensor) -> dict[str, float]:
+    """What a batch of transfers made of B (B, N, S): its repeats of bar 1 that follow the new
+    bar 1 (overall and by distance), its other bars that became copies of it (spurious) or kept
+    their rhythm, and its edited repeats of bar 1 that became the new bar 1 with B's change.
+    out (B, N, S) the transfers' outputs."""
     real = (tokens_b != PAD).any(-1)[:, 1:]  # (B, N-1)
     rep = (tokens_b[:, 1:] == tokens_b[:, :1]).all(-1) & real  # B's repeats of its bar 1
     other = ~rep & real

@@ -16,8 +16,28 @@ from torch import Tensor
 from tvae.config import PAD
 from tvae.model.lead_in import lead_outside
 from tvae.model.modules import mask_logits, positions
-from tvae.model.pointer import choose, chosen_log_probs, mixture_log_probs
+from tvae.model.pointer import NEAR_STEPS, choose, chosen_log_probs, mixture_log_probs
 from tvae.model.sampling import Sampler, argmax_sampler
+
+MODEL_EDITS = -1  # in `edits`: the step's edit chance is the model's, read from z
+SURE = 30.0  # nats: how sure a located edit (or keep) is made
+
+
+def located_edits(own: Tensor, choices: Tensor, max_edits: int = NEAR_STEPS) -> Tensor:
+    """Where a transfer's copies are edited, located from B's own decoding. own (B, N, S) B's
+    latents decoded free-running; choices (B, N) the bars' copy choices in the transfer (0
+    generate, o copy the bar o back). Returns (B, N, S) int8 for `free_run(edits=...)`: a bar
+    that copies bar j and, in `own`, differs from its bar j in at most `max_edits` steps gets 1
+    at those steps (edits: the generator's token) and 0 elsewhere (the new source's token, so
+    that it develops what it copies); every other bar gets MODEL_EDITS."""
+    B, N, S = own.shape
+    k = torch.arange(N, device=own.device)[None].expand(B, N)  # (B, N)
+    src = (k - choices).clamp(min=0)  # (B, N) the copied bar (itself where generated)
+    source = own.gather(1, src[..., None].expand(B, N, S))  # (B, N, S)
+    differs = own != source  # (B, N, S)
+    located = (choices > 0) & (choices <= k) & (differs.sum(-1) <= max_edits)  # (B, N)
+    return torch.where(located[..., None], differs.to(torch.int8),
+                       torch.full_like(differs, MODEL_EDITS, dtype=torch.int8))
 
 
 class FreeRunning:
@@ -30,11 +50,13 @@ class FreeRunning:
 
     def _mixer(self, pointers: tuple[Tensor | None, Tensor | None], i: int,
                sources: list[Tensor], meters: Tensor, sampler: Sampler,
-               forced: Tensor | None = None) -> Callable[[Tensor], Tensor] | None:
+               forced: Tensor | None = None, edits: Tensor | None = None
+               ) -> Callable[[Tensor], Tensor] | None:
         """For decoding bar i alone, given `_all_pointers` of its latents: masked logits
         (B, 1, S, V) -> the step log-probabilities of the copy path, given the decoded
         `sources` (each (B, 1, S)). `forced` (B,): the bar's choice where it is given (0
-        generate, o copy the bar o back; -1, or o past the sources: the pointer's)."""
+        generate, o copy the bar o back; -1, or o past the sources: the pointer's). `edits`
+        (B, S) int8: where a copy is edited (1) or kept (0), MODEL_EDITS: the model's chance."""
         log_pi, log_eps = pointers
         if log_pi is None or not sources:
             return None
@@ -47,7 +69,10 @@ class FreeRunning:
         if forced is not None:
             o, n = forced[:, None], len(sources)  # (B, 1)
             choice = torch.where((o >= 0) & (o <= n), torch.where(o > 0, 1 + n - o, 0), choice)
-        eps = log_eps[:, i : i + 1]
+        eps = log_eps[:, i : i + 1]  # (B, 1, S) or (B, 1, 1)
+        if edits is not None:
+            eps = torch.where(edits[:, None] == MODEL_EDITS, eps,
+                              torch.where(edits[:, None] > 0, 0.0, -SURE))  # (B, 1, S)
 
         def mix(logits: Tensor) -> Tensor:
             gen = logits.float().log_softmax(-1)
@@ -57,9 +82,30 @@ class FreeRunning:
         return mix
 
     @torch.no_grad()
+    def transfer_run(self, z: Tensor, own: Tensor, meters: Tensor, window: int = 0,
+                     outside: Tensor | None = None, choices: Tensor | None = None) -> Tensor:
+        """Decode a transfer: z (B, N, Z), B's latents with some bars taken from A, each copy's
+        edits located from `own` (B, N, S), B's own latents decoded free-running with the same
+        `window` and `outside` (`located_edits`): a bar that B repeats with a change takes the
+        new source's notes and keeps B's change, where the edit chances read from z would
+        regenerate B's old notes. `choices` (B, N): the copy choices (0 generate, o copy the
+        bar o back), by default the pointer's for z (computed at once: give them for long
+        songs). Returns tokens (B, N, S)."""
+        if choices is None:
+            log_pi, _ = self._all_pointers(z)
+            if log_pi is None:
+                return self.free_run(z, meters, window=window, outside=outside)
+            pick = choose(log_pi)  # (B, N): 0 generate, 1 + j copy bar j
+            k = torch.arange(z.shape[1], device=z.device)[None]
+            choices = torch.where(pick > 0, k - (pick - 1), 0)  # (B, N) offsets
+        return self.free_run(z, meters, window=window, choices=choices, outside=outside,
+                             edits=located_edits(own, choices))
+
+    @torch.no_grad()
     def free_run(self, z: Tensor, meters: Tensor, sampler: Sampler = argmax_sampler,
                  use_cache: bool = True, window: int = 0, choices: Tensor | None = None,
-                 prefix: Tensor | None = None, outside: Tensor | None = None) -> Tensor:
+                 prefix: Tensor | None = None, outside: Tensor | None = None,
+                 edits: Tensor | None = None) -> Tensor:
         """Decode z (B, N, Z) without teacher forcing: the input for bar i is the encoding of the
         bar decoded for i-1, and the copy path copies decoded bars. Cached (linear in N) when
         decoder self-attention is causal. With `window` > 0, bars after the first `window` are
@@ -70,16 +116,20 @@ class FreeRunning:
         lie outside the melody (before a pickup), decoded as PAD, as the data has them, so that
         later bars read and copy them as in training; without it, a model with a lead-in head
         (`lead_in`) reads bar 0's lead-in from z_0 (`tvae.model.lead_in`) unless bar 0 is in
-        `prefix`. Returns tokens (B, N, S)."""
+        `prefix`; `edits` (B, N, S) int8 where copies are edited (1: the generator's token) or
+        kept (0: the source's), MODEL_EDITS where the model's edit chance decides
+        (`located_edits`). Returns tokens (B, N, S)."""
         N = z.shape[1]
         if outside is None and self.lead is not None and (prefix is None or prefix.shape[1] == 0):
             outside = lead_outside(self.lead(z[:, 0]), meters, N, sampler)
         if window <= 0 or window >= N:
-            return self._free_run(z, meters, sampler, use_cache, choices, prefix, outside)
+            return self._free_run(z, meters, sampler, use_cache, choices, prefix, outside,
+                                  edits)
         first = self._free_run(z[:, :window], meters[:, :window], sampler, use_cache,
                                None if choices is None else choices[:, :window],
                                None if prefix is None else prefix[:, :window],
-                               None if outside is None else outside[:, :window])
+                               None if outside is None else outside[:, :window],
+                               None if edits is None else edits[:, :window])
         bars = list(first.split(1, dim=1))  # W x (B, 1, S)
         P = 0 if prefix is None else prefix.shape[1]
         B, D = z.shape[0], self.config.d_model
@@ -95,14 +145,15 @@ class FreeRunning:
             h = self._decode_hidden(prev, self._memory(zw), real)[:, -1:]
             mix = self._mixer(self._all_pointers(zw), window - 1, bars[lo:i],
                               meters[:, i : i + 1], sampler,
-                              None if choices is None else choices[:, i])
+                              None if choices is None else choices[:, i],
+                              None if edits is None else edits[:, i])
             bar = self.bar_decoder.generate(h, meters[:, i : i + 1], sampler, mix)
             bars.append(bar if outside is None else bar.masked_fill(outside[:, i : i + 1], PAD))
         return torch.cat(bars, dim=1)
 
     def _free_run(self, z: Tensor, meters: Tensor, sampler: Sampler, use_cache: bool,
                   choices: Tensor | None = None, prefix: Tensor | None = None,
-                  outside: Tensor | None = None) -> Tensor:
+                  outside: Tensor | None = None, edits: Tensor | None = None) -> Tensor:
         B, N, _ = z.shape
         P = 0 if prefix is None else prefix.shape[1]
         D = self.config.d_model
@@ -135,7 +186,8 @@ class FreeRunning:
                 bar = prefix[:, i : i + 1]  # (B, 1, S) given
             else:
                 mix = self._mixer(pointers, i, bars, meters[:, i : i + 1], sampler,
-                                  None if choices is None else choices[:, i])
+                                  None if choices is None else choices[:, i],
+                                  None if edits is None else edits[:, i])
                 bar = self.bar_decoder.generate(h, meters[:, i : i + 1], sampler, mix)
                 if outside is not None:
                     bar = bar.masked_fill(outside[:, i : i + 1], PAD)

@@ -59,7 +59,9 @@ def init_weights(trainer: Trainer, path: str | Path) -> None:
     dropped = [name for name in ADDABLE if getattr(source.config, name)
                and not getattr(target, name) and name not in left_out]
     same_parts = {name: getattr(target, name) for name in ADDABLE}
-    if (replace(source.config, trained_bars=0, **same_parts) != replace(target, trained_bars=0)
+    # dropout shapes no weight: a fine-tune may change it
+    if (replace(source.config, trained_bars=0, dropout=target.dropout, **same_parts)
+            != replace(target, trained_bars=0)
             or source.grid != trainer.grid or dropped):
         raise TvaeError("--init-from needs a checkpoint of the same model and grid config "
                         f"(it has {source.config})", path)
