@@ -242,9 +242,12 @@ class TrainedModel:
                 outside[0, 0, :lead] = True
         edits = None
         if edits_from is not None and self.model.pointer is not None:
-            own = self.model.free_run(
-                torch.as_tensor(np.asarray(edits_from, dtype=np.float32), device=self.device)[None],
-                meters, window=window, outside=outside)  # (1, N, S) B decoded greedily
+            own_z = np.asarray(edits_from, dtype=np.float32)
+            if own_z.shape != z.shape:
+                raise TvaeError(f"edits_from must have the latents' shape {z.shape}, got "
+                                f"{own_z.shape}")
+            own = self.model.free_run(torch.as_tensor(own_z, device=self.device)[None], meters,
+                                      window=window, outside=outside)  # (1, N, S) greedy
             picked = [i - source if source is not None else 0
                       for i, (source, _) in enumerate(self.copy_choices(z))]
             offsets = torch.as_tensor(picked, device=self.device)[None]  # (1, N)

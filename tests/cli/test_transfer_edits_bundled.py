@@ -38,3 +38,12 @@ def test_an_edited_repeat_becomes_as_bar_1_with_bs_change(a_name: str, b_name: s
     assert follows(out)
     alone = model.bars(model.decode(z, b.meter, b.qpm, pickup=b.pickup, lead_in=False)).tokens
     assert not follows(alone)
+
+
+def test_edits_from_must_match_the_latents() -> None:
+    from tvae.errors import TvaeError
+
+    model = load_model()
+    z = model.encode(read_melody(DATA / "mary.mid"))
+    with pytest.raises(TvaeError, match="edits_from must have the latents' shape"):
+        model.decode(z, lead_in=False, edits_from=z[:-1])
