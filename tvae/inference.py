@@ -253,7 +253,8 @@ class TrainedModel:
             offsets = torch.as_tensor(picked, device=self.device)[None]  # (1, N)
             if forced is not None:
                 offsets = torch.where(forced >= 0, forced, offsets)
-            forced, edits = offsets, located_edits(own, offsets)
+            mine = torch.as_tensor((z == own_z).all(-1), device=self.device)[None]  # (1, N)
+            forced, edits = offsets, located_edits(own, offsets, mine)
         tokens = self.model.free_run(zt, meters, sampler, window=window, choices=forced,
                                      prefix=given, outside=outside, edits=edits)[0]  # (N, S)
         return self._melody(tokens, meter, qpm, title, pickup)

@@ -91,7 +91,8 @@ class Oracle(SimpleNamespace):
         return out if outside is None else out.masked_fill(outside, PAD)
 
     def transfer_run(self, z: torch.Tensor, own: torch.Tensor, meters: torch.Tensor,
-                     window: int = 0, outside: torch.Tensor | None = None) -> torch.Tensor:
+                     window: int = 0, outside: torch.Tensor | None = None,
+                     mine: torch.Tensor | None = None) -> torch.Tensor:
         """Its copies are exact: there are no edits to locate from `own`."""
         return self.free_run(z, meters, window, outside)
 

@@ -31,6 +31,9 @@ def test_located_edits_mark_a_near_copys_changed_steps_and_leave_the_rest_to_the
     assert (exact[0, 2] == MODEL_EDITS).all()
     past = located_edits(own, torch.tensor([[0, 5, 0, 0, 0]]))  # bar 1 cannot copy 5 back
     assert (past[0, 1] == MODEL_EDITS).all()
+    mine = torch.tensor([[True, False, True, True, True]])  # bar 1's latent was transferred
+    theirs = located_edits(own, choices, mine)
+    assert (theirs[0, 1] == MODEL_EDITS).all() and torch.equal(theirs[0, 3], got[0, 3])
 
 
 def _copies_one_back_regenerating_every_step(seed: int = 4) -> torch.nn.Module:

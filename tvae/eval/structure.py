@@ -134,7 +134,8 @@ def transfer_outputs(model, tokens_a: Tensor, tokens_b: Tensor, meters: Tensor, 
     none_outside = torch.zeros_like(tokens_b, dtype=torch.bool)  # B's layout, decoded freely
     own = model.free_run(mu_b, meters, window=window, outside=none_outside)  # (B, N, S)
     if located:
-        out = model.transfer_run(z, own, meters, window=window, outside=none_outside)
+        out = model.transfer_run(z, own, meters, window=window, outside=none_outside,
+                                 mine=(z == mu_b).all(-1))
     else:
         out = model.free_run(z, meters, window=window, outside=none_outside)
     return {"z": z, "own": own, "out": out}

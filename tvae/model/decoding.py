@@ -23,19 +23,24 @@ MODEL_EDITS = -1  # in `edits`: the step's edit chance is the model's, read from
 SURE = 30.0  # nats: how sure a located edit (or keep) is made
 
 
-def located_edits(own: Tensor, choices: Tensor, max_edits: int = NEAR_STEPS) -> Tensor:
+def located_edits(own: Tensor, choices: Tensor, mine: Tensor | None = None,
+                  max_edits: int = NEAR_STEPS) -> Tensor:
     """Where a transfer's copies are edited, located from B's own decoding. own (B, N, S) B's
     latents decoded free-running; choices (B, N) the bars' copy choices in the transfer (0
-    generate, o copy the bar o back). Returns (B, N, S) int8 for `free_run(edits=...)`: a bar
-    that copies bar j and, in `own`, differs from its bar j in at most `max_edits` steps gets 1
-    at those steps (edits: the generator's token) and 0 elsewhere (the new source's token, so
-    that it develops what it copies); every other bar gets MODEL_EDITS."""
+    generate, o copy the bar o back); mine (B, N) bool, the bars whose latents are still B's
+    (default all: the transferred bars' latents, A's, say what those bars are). Returns (B, N,
+    S) int8 for `free_run(edits=...)`: a bar of B's that copies bar j and, in `own`, differs
+    from its bar j in at most `max_edits` steps gets 1 at those steps (edits: the generator's
+    token) and 0 elsewhere (the new source's token, so that it develops what it copies); every
+    other bar gets MODEL_EDITS."""
     B, N, S = own.shape
     k = torch.arange(N, device=own.device)[None].expand(B, N)  # (B, N)
     src = (k - choices).clamp(min=0)  # (B, N) the copied bar (itself where generated)
     source = own.gather(1, src[..., None].expand(B, N, S))  # (B, N, S)
     differs = own != source  # (B, N, S)
     located = (choices > 0) & (choices <= k) & (differs.sum(-1) <= max_edits)  # (B, N)
+    if mine is not None:
+        located &= mine
     return torch.where(located[..., None], differs.to(torch.int8),
                        torch.full_like(differs, MODEL_EDITS, dtype=torch.int8))
 
@@ -83,14 +88,16 @@ class FreeRunning:
 
     @torch.no_grad()
     def transfer_run(self, z: Tensor, own: Tensor, meters: Tensor, window: int = 0,
-                     outside: Tensor | None = None, choices: Tensor | None = None) -> Tensor:
+                     outside: Tensor | None = None, choices: Tensor | None = None,
+                     mine: Tensor | None = None) -> Tensor:
         """Decode a transfer: z (B, N, Z), B's latents with some bars taken from A, each copy's
         edits located from `own` (B, N, S), B's own latents decoded free-running with the same
         `window` and `outside` (`located_edits`): a bar that B repeats with a change takes the
         new source's notes and keeps B's change, where the edit chances read from z would
         regenerate B's old notes. `choices` (B, N): the copy choices (0 generate, o copy the
         bar o back), by default the pointer's for z (computed at once: give them for long
-        songs). Returns tokens (B, N, S)."""
+        songs); `mine` (B, N) bool the bars whose latents are B's (default all; a transferred
+        bar is decoded as its latent says). Returns tokens (B, N, S)."""
         if choices is None:
             log_pi, _ = self._all_pointers(z)
             if log_pi is None:
@@ -99,7 +106,7 @@ class FreeRunning:
             k = torch.arange(z.shape[1], device=z.device)[None]
             choices = torch.where(pick > 0, k - (pick - 1), 0)  # (B, N) offsets
         return self.free_run(z, meters, window=window, choices=choices, outside=outside,
-                             edits=located_edits(own, choices))
+                             edits=located_edits(own, choices, mine))
 
     @torch.no_grad()
     def free_run(self, z: Tensor, meters: Tensor, sampler: Sampler = argmax_sampler,
