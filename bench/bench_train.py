@@ -1,7 +1,7 @@
 """Training throughput in bars per second, at the bundled model's size, on this machine.
 
     python -m bench.bench_train CORPUS_DIR [--steps 30] [--batch-size 64] [--p-tf 1.0 0.7]
-                                [--profile]
+                                [--profile] [--encoder-edits] [--edit-weight W]
 
 Times full optimizer steps of the real `Trainer` (forward, backward, clipping, AdamW) on
 training windows of the corpus, in the trainer's own epoch order (batches of similar length,
@@ -9,6 +9,8 @@ trimmed to their songs), after a few warm-up steps; p_tf < 1 adds scheduled samp
 pass. Bars per second count the songs' bars, not the windows' padding. `--profile` also prints
 where a step's time goes: the median time to make a batch on the host, and the share of the
 step that torch's profiler gives to matrix products (mm, addmm, bmm), over 5 more steps.
+`--encoder-edits` and `--edit-weight W` time the bundled model's size with the encoder reading
+repeats as their edits and the edit loss (`tvae train`'s options of those names).
 """
 
 from __future__ import annotations
@@ -55,16 +57,19 @@ def main() -> None:
     parser.add_argument("--p-tf", type=float, nargs="+", default=[1.0, 0.7])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--encoder-edits", action="store_true")
+    parser.add_argument("--edit-weight", type=float, default=0.0)
     args = parser.parse_args()
     from tvae.model.checkpoint import load_checkpoint
 
     config = load_checkpoint(bundled_model_path())[0].config
+    config = dataclasses.replace(config, encoder_edits=args.encoder_edits)
     songs, _ = load_folder(args.corpus, GridConfig(), DataConfig(), progress=False)
     print(f"machine: {describe_machine()}")
     params = None
     for p_tf in args.p_tf:
         cfg = TrainConfig(batch_size=args.batch_size, tf_schedule="constant", tf_p=p_tf,
-                          device=args.device)
+                          device=args.device, edit_weight=args.edit_weight)
         with tempfile.TemporaryDirectory() as tmp:
             trainer = Trainer(songs, Path(tmp), Configs(GridConfig(), config, DataConfig(), cfg),
                               False)
@@ -94,7 +99,9 @@ def main() -> None:
         if share is not None:
             print(f"  making a batch: {np.median(making) * 1000:.0f} ms (median); matrix "
                   f"products: {share:.0%} of the profiled steps' CPU time")
-    print(f"model: {params:,} parameters ({dataclasses.asdict(config)['d_model']} wide)")
+    print(f"model: {params:,} parameters ({dataclasses.asdict(config)['d_model']} wide"
+          + (", encoder reading repeats as edits" if args.encoder_edits else "")
+          + (f", edit loss weight {args.edit_weight:g}" if args.edit_weight else "") + ")")
 
 
 if __name__ == "__main__":
