@@ -42,7 +42,7 @@ from tvae.eval.structure import (
     transfer_pairs,
 )
 from tvae.inference import load_model
-from tvae.model.decoding import MODEL_EDITS, located_edits
+from tvae.model.decoding import MODEL_EDITS, choice_offsets, located_edits
 from tvae.model.pointer import choose
 
 WAYS = {"edit chances from the latents": False, "edits located from B's decoding": True}
@@ -111,10 +111,7 @@ def rhythm_changes(tokens_b: Tensor, before: Tensor, after: Tensor, own: Tensor,
     decoding `own` copies them with at most 2 steps changed) and the edited repeats of bar 1
     among them. tokens_b, before, after, own (B, N, S); z (B, N, Z) the transfers' latents."""
     log_pi, _ = model.pointer_weights(z, torch.ones(z.shape[:2], dtype=torch.bool))
-    pick = choose(log_pi)  # (B, N)
-    k = torch.arange(z.shape[1])[None]
-    located = (located_edits(own, torch.where(pick > 0, k - (pick - 1), 0))
-               != MODEL_EDITS).all(-1)  # (B, N)
+    located = (located_edits(own, choice_offsets(log_pi)) != MODEL_EDITS).all(-1)  # (B, N)
     other = (tokens_b != PAD).any(-1) & ~(tokens_b == tokens_b[:, :1]).all(-1)
     other[:, 0] = False
     kept_before = (rhythm(before) == rhythm(tokens_b)).all(-1)

@@ -23,6 +23,14 @@ MODEL_EDITS = -1  # in `edits`: the step's edit chance is the model's, read from
 SURE = 30.0  # nats: how sure a located edit (or keep) is made
 
 
+def choice_offsets(log_pi: Tensor) -> Tensor:
+    """The pointer's likeliest choices, log_pi (B, N, 1 + N), as `free_run(choices=...)` takes
+    them: (B, N) 0 generate, o copy the bar o back."""
+    pick = choose(log_pi)  # (B, N): 0 generate, 1 + j copy bar j
+    k = torch.arange(log_pi.shape[1], device=log_pi.device)[None]
+    return torch.where(pick > 0, k - (pick - 1), 0)
+
+
 def located_edits(own: Tensor, choices: Tensor, mine: Tensor | None = None,
                   max_edits: int = NEAR_STEPS) -> Tensor:
     """Where a transfer's copies are edited, located from B's own decoding. own (B, N, S) B's
@@ -102,9 +110,7 @@ class FreeRunning:
             log_pi, _ = self._all_pointers(z)
             if log_pi is None:
                 return self.free_run(z, meters, window=window, outside=outside)
-            pick = choose(log_pi)  # (B, N): 0 generate, 1 + j copy bar j
-            k = torch.arange(z.shape[1], device=z.device)[None]
-            choices = torch.where(pick > 0, k - (pick - 1), 0)  # (B, N) offsets
+            choices = choice_offsets(log_pi)  # (B, N)
         return self.free_run(z, meters, window=window, choices=choices, outside=outside,
                              edits=located_edits(own, choices, mine))
 
