@@ -183,7 +183,7 @@ class ModelConfig:
                                    "vector per offset at which an earlier bar repeats it (exactly, "
                                    "or with 1 or 2 steps changed; found from the input), so the "
                                    "pointer reads a repeat at any distance from the latent")
-    encoder_edits: bool = setting(False, "the bar encoder reads a bar that repeats an earlier "
+    encoder_edits: bool = setting(True, "the bar encoder reads a bar that repeats an earlier "
                                   "one (exactly, or with 1 or 2 steps changed) as its "
                                   "differences from it: the steps they share become one learned "
                                   "'same' vector, so its latent has only the edits to say")
@@ -289,7 +289,7 @@ class TrainConfig:
                                    "that repeat it (exactly, or with up to --pointer-edits steps "
                                    "changed), since decoded without teacher forcing its errors "
                                    "recur in every copy (0: every bar weighted alike)", 0.0)
-    edit_weight: float = setting(0.0, "weight of the edit loss: a copied bar's per-step edit "
+    edit_weight: float = setting(1.0, "weight of the edit loss: a copied bar's per-step edit "
                                  "chances are taught the steps where it differs from its source "
                                  "(0: off)", 0.0)
     patience: int = setting(5, "early stopping: epochs without a better validation loss", 0)

@@ -262,7 +262,9 @@ def _plain_losses(trainer: Trainer) -> list[float]:
                                           noise=batch.noise), batch.tokens,
                             beta=beta_at(s, cfg), free_bits=cfg.free_bits,
                             recon_weight=cfg.recon_weight, pointer_weight=pointer_at(s, cfg),
-                            pointer_edits=cfg.pointer_edits, pointer_cap=cfg.pointer_cap)
+                            pointer_edits=cfg.pointer_edits, pointer_cap=cfg.pointer_cap,
+                            edit_weight=cfg.edit_weight, repeat_beta=cfg.repeat_beta,
+                            source_weight=cfg.source_weight)
         trainer.optimizer.zero_grad()
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), cfg.grad_clip)

@@ -66,7 +66,7 @@ def test_init_from_adds_reading_repeats_as_edits(folk_corpus: Path, tmp_path: Pa
     from tvae.model.vae import TransformerVAE
 
     torch.manual_seed(0)
-    old = TransformerVAE(TINY)
+    old = TransformerVAE(replace(TINY, encoder_edits=False))
     path = save_checkpoint(tmp_path / "old", old)
     trainer = train(folk_corpus, tmp_path / "tuned",
                     model_config=replace(TINY, encoder_edits=True),

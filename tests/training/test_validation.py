@@ -28,10 +28,25 @@ def test_validation_loss_is_the_objective_at_the_final_weights(songs: object  # 
     got = validation_loss(model, windows, cfg, total_steps=10)  # beta warm-up not reached
     assert got == validation_loss(model, windows, cfg, total_steps=10)  # same weights, same
     assert model.training  # put back as it was
-    assert got["loss"] == pytest.approx(got["recon"] + 0.3 * got["kl"] + 2.0 * got["pointer"],
-                                        rel=1e-5)
-    lighter = validation_loss(model, windows, dataclasses.replace(cfg, pointer_weight=0.0), 10)
+    assert cfg.edit_weight == 1.0 and math.isfinite(got["edit"])  # the default's edit loss
+    assert got["loss"] == pytest.approx(got["recon"] + 0.3 * got["kl"] + 2.0 * got["pointer"]
+                                        + got["edit"], rel=1e-5)
+    lighter = validation_loss(model, windows, dataclasses.replace(cfg, pointer_weight=0.0,
+                                                                  edit_weight=0.0), 10)
+    assert math.isnan(lighter["edit"])
     assert lighter["loss"] == pytest.approx(got["recon"] + 0.3 * got["kl"], rel=1e-5)
     with torch.no_grad():
         model.mu.weight.fill_(float("nan"))
     assert validation_loss(model, windows, cfg, total_steps=10)["loss"] == math.inf
+
+
+def test_validation_rows_log_the_pointer_and_edit_losses(songs: object,  # noqa: F811
+                                                         tmp_path: object) -> None:
+    """With the defaults (pointer and edit losses on) every validation row of metrics.csv says
+    both auxiliary losses, as the training rows do."""
+    from tests.training.test_ddp import _rows, _trainer
+
+    _trainer(songs, tmp_path / "run").fit()  # type: ignore[operator]
+    valid = [r for r in _rows(tmp_path / "run") if r["split"] == "valid"]  # type: ignore[operator]
+    assert valid and all(float(r["edit_loss"]) > 0 and float(r["pointer_loss"]) > 0
+                         for r in valid)

@@ -210,9 +210,10 @@ def share_loss(out: Loss, share: Share) -> Tensor:
     target, so each part is weighted by the rank's share of them.
     """
     # each term is a mean over its own units, so it is weighted by this rank's share of them
-    # the edit loss's bars (repeats within reach) are the pointer loss's
-    loss = (out.base * share.bars + (out.pointer_term + out.edit_term) * share.repeats
-            + out.class_term * share.labelled)
+    # the edit loss's bars (repeats within reach) are the pointer loss's; the terms are added
+    # in the objective's order, so that one process's loss is its `loss` to the last bit
+    loss = (out.base * share.bars + out.pointer_term * share.repeats
+            + out.edit_term * share.repeats + out.class_term * share.labelled)
     if out.class_logits is not None:  # keep the head in the graph on ranks without labels
         loss = loss + 0.0 * out.class_logits.sum()
     return loss

@@ -37,6 +37,7 @@ class Loss:
     edit_loss: Tensor | None = None  # per copied bar: the edit chances' cross-entropy (nats);
     # computed only with an edit weight
     edit_term: Tensor | float = 0.0  # edit_weight * edit_loss: its part of `loss`
+    edit_count: Tensor | None = None  # copied bars taught their edits (edit_loss's divisor)
 
 
 def pointer_nll(log_pi: Tensor, tokens: Tensor, max_edits: int = 0, cap: float = 1.0
@@ -155,6 +156,7 @@ def vae_objective(out: VAEOutput, tokens: Tensor, *, beta: float, free_bits: flo
         # only when weighted: finding every bar's source is not worth a step's time otherwise
         total, count = edit_nll(out.log_eps, out.log_pi, tokens, pointer_edits, pointer_cap)
         result.edit_loss = total / count.clamp(min=1)
+        result.edit_count = count
         result.edit_term = edit_weight * result.edit_loss
         result.loss = result.loss + result.edit_term
     if out.class_logits is not None and labels is not None:

@@ -235,8 +235,9 @@ class Trainer:
                "kl_bits_new": metrics["kl_bits_new"], "kl_paired_ratio": metrics["kl_paired_ratio"],
                "copy_share_repeated": metrics["copy_share_repeated"],
                "elbo_bits": metrics["elbo_bits_per_bar"], "seconds": round(self.state.seconds, 1)}
-        if math.isfinite(objective["pointer"]):
-            row["pointer_loss"] = round(objective["pointer"], 6)
+        for part in ("pointer", "edit"):
+            if math.isfinite(objective[part]):
+                row[f"{part}_loss"] = round(objective[part], 6)
         self.log.append([row])
         return row if self.dist is None else self.dist.broadcast(row)
 

@@ -30,15 +30,16 @@ def validation_loss(model: torch.nn.Module, windows: Windows, cfg: TrainConfig,
                     device: torch.device | str = "cpu") -> dict[str, float]:
     """Means per real bar over the first `cfg.eval_windows` windows (all with 0): 'loss' (the
     objective at beta after warm-up and the final pointer weight, teacher-forced), 'recon' and
-    'kl' (nats), and 'pointer' (the pointer loss per bar with a target; NaN without a copy
-    path). Non-finite weights give an infinite loss, never a best of 0."""
+    'kl' (nats), 'pointer' (the pointer loss per bar with a target; NaN without a copy
+    path) and 'edit' (the edit loss per copied bar it teaches; NaN without an edit weight).
+    Non-finite weights give an infinite loss, never a best of 0."""
     was_training = model.training
     model.eval()
     n = len(windows) if cfg.eval_windows <= 0 else min(cfg.eval_windows, len(windows))
     beta, pointer_weight = cfg.beta, pointer_at(total_steps, cfg)  # beta after warm-up
     generator = torch.Generator().manual_seed(cfg.seed)
-    sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "pointer": 0.0}
-    bars = repeats = 0
+    sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "pointer": 0.0, "edit": 0.0}
+    bars = repeats = copies = 0
     for start in range(0, n, BATCH):
         idx = np.arange(start, min(start + BATCH, n))
         tokens, meters = (torch.as_tensor(a) for a in windows.batch(idx, None, trim=True))
@@ -63,9 +64,14 @@ def validation_loss(model: torch.nn.Module, windows: Windows, cfg: TrainConfig,
             has = int(parts.pointer_count)
             sums["pointer"] += float(parts.pointer_loss) * has
             repeats += has
+        if parts.edit_loss is not None and parts.edit_count is not None:
+            has = int(parts.edit_count)
+            sums["edit"] += float(parts.edit_loss) * has
+            copies += has
     model.train(was_training)
     result = {k: sums[k] / max(bars, 1) for k in ("loss", "recon", "kl")}
     result["pointer"] = sums["pointer"] / repeats if repeats else math.nan
+    result["edit"] = sums["edit"] / copies if copies else math.nan
     if not math.isfinite(result["loss"]):
         result["loss"] = math.inf
     return result
