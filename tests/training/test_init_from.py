@@ -141,3 +141,35 @@ def test_init_from_may_change_dropout_but_not_the_shape(folk_corpus: Path, tmp_p
               model_config=replace(TINY, dropout=0.1, d_ff=2 * TINY.d_ff),
               data_config=DataConfig(bars=4), train_config=_train_cfg(epochs=1, max_steps=2),
               init_from=path, progress=False)
+
+
+def test_cli_init_from_takes_the_checkpoints_model_options(folk_corpus: Path,
+                                                           tmp_path: Path) -> None:
+    """`tvae train --init-from CKPT` with no model options fine-tunes CKPT's model as it is, not
+    today's defaults (which read repeats as edits): a checkpoint without the edit view stays
+    without it, and its width needs no flag; `--encoder-edits` adds the view; the lead-in head
+    is left out unless asked for."""
+    import torch
+    from click.testing import CliRunner
+
+    from tests.tiny import TINY_ARGS
+    from tvae.cli.main import main
+    from tvae.model.checkpoint import load_checkpoint, save_checkpoint
+    from tvae.model.vae import TransformerVAE
+
+    torch.manual_seed(0)
+    old_config = replace(TINY, encoder_edits=False, lead_in=True, d_ff=2 * TINY.d_ff)
+    path = save_checkpoint(tmp_path / "old", TransformerVAE(old_config))
+    common = ["train", str(folk_corpus), "--init-from", str(path), "--bars", "4", "--epochs",
+              "1", "--max-steps", "2", "--quiet"]
+    result = CliRunner().invoke(main, [*common, "--out", str(tmp_path / "same")])
+    assert result.exit_code == 0, result.output
+    same = load_checkpoint(tmp_path / "same" / "last")[0].config
+    assert not same.encoder_edits and not same.lead_in and same.d_ff == 2 * TINY.d_ff
+    result = CliRunner().invoke(main, [*common, "--encoder-edits", "--out",
+                                       str(tmp_path / "edits")])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(tmp_path / "edits" / "last")[0].config.encoder_edits
+    # the old rule, today's defaults for every option not given, is refused on this width
+    result = CliRunner().invoke(main, [*common, *TINY_ARGS, "--out", str(tmp_path / "tiny")])
+    assert result.exit_code == 2 and "same model" in result.output

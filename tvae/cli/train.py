@@ -57,6 +57,21 @@ def prepare(midi_dir: str, out_dir: str, shard: str, workers: int | None, quiet:
                f"{info['files']} files; {format_skipped(info['skipped'])}")
 
 
+def _checkpoint_bases(init_from: str, bases: dict[type, object]) -> dict[type, object]:
+    """With --init-from, the grid and model options not given (nor in --config) are the
+    checkpoint's, not today's defaults (which may add parts it lacks), except the lead-in
+    head, which a fine-tune leaves out unless --lead-in asks for it (fit it again afterwards)."""
+    from dataclasses import replace
+
+    from tvae.model.checkpoint import checkpoint_configs
+
+    grid, model = checkpoint_configs(init_from)
+    defaults = ModelConfig()
+    return {GridConfig: grid,
+            ModelConfig: replace(model, trained_bars=defaults.trained_bars,
+                                 lead_in=defaults.lead_in), **bases}
+
+
 def _config_file(path: str | None) -> tuple[dict[type, object], tuple[str, ...]]:
     """The configs of a run's config.json (or any JSON with grid/model/data/train sections) and
     its data folders; nothing when `path` is None."""
@@ -99,9 +114,9 @@ def _config_file(path: str | None) -> tuple[dict[type, object], tuple[str, ...]]
               "--max-minutes, --patience and --num-threads may be given again).")
 @click.option("--label-column", default=None,
               help="Train a classifier head on this manifest column ('folder': sub-folder names).")
-@click.option("--init-from", default=None, help="Start from this checkpoint's weights (same "
-              "model config; --dropout may differ) with a fresh optimizer and schedules: "
-              "fine-tuning.")
+@click.option("--init-from", default=None, help="Start from this checkpoint's weights with a "
+              "fresh optimizer and schedules: fine-tuning. Model options not given are the "
+              "checkpoint's (--dropout may differ; the repeat and edit options may be added).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--nproc", type=click.IntRange(min=1), default=None,
               help="Train with this many processes (DistributedDataParallel; one GPU each on "
@@ -131,6 +146,8 @@ def train(midi_dir: tuple[str, ...], config_path: str | None, out: str, resume: 
         if midi_dir:
             _check_same_data(Path(out), midi_dir)
     bases, data_dirs = _config_file(config_path)
+    if init_from is not None:
+        bases = _checkpoint_bases(init_from, bases)
     midi_dir = midi_dir or data_dirs
     if not midi_dir and not resume:  # --resume reads it from the run's config.json
         raise TvaeError("give MIDI_DIR (a folder of MIDI files), or --config with a data folder")

@@ -205,6 +205,14 @@ def _configs(meta: dict[str, Any], json_path: Path
     return grid, config, prior
 
 
+def checkpoint_configs(path: str | Path) -> tuple[GridConfig, ModelConfig]:
+    """The grid and model configs a checkpoint was written with, read from its JSON alone
+    (checked as `load_checkpoint` checks them; no weights are read)."""
+    json_path, _ = checkpoint_paths(path)
+    grid, config, _ = _configs(_read_meta(json_path), json_path)
+    return grid, config
+
+
 def expected_shapes(config: ModelConfig, grid: GridConfig, path: Path | None = None,
                     prior: PriorConfig | None = None) -> dict[str, tuple[int, ...]]:
     """Each parameter's shape for these configs, from the model built on the meta device
