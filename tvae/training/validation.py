@@ -39,7 +39,8 @@ def validation_loss(model: torch.nn.Module, windows: Windows, cfg: TrainConfig,
     beta, pointer_weight = cfg.beta, pointer_at(total_steps, cfg)  # beta after warm-up
     generator = torch.Generator().manual_seed(cfg.seed)
     sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "pointer": 0.0, "edit": 0.0}
-    bars = repeats = copies = 0
+    bars = 0
+    units = {"pointer": 0, "edit": 0}  # the auxiliary losses' bars (each one's divisor)
     for start in range(0, n, BATCH):
         idx = np.arange(start, min(start + BATCH, n))
         tokens, meters = (torch.as_tensor(a) for a in windows.batch(idx, None, trim=True))
@@ -60,18 +61,15 @@ def validation_loss(model: torch.nn.Module, windows: Windows, cfg: TrainConfig,
         bars += count
         for key, value in (("loss", parts.loss), ("recon", parts.recon), ("kl", parts.kl)):
             sums[key] += float(value) * count
-        if parts.pointer_loss is not None and parts.pointer_count is not None:
-            has = int(parts.pointer_count)
-            sums["pointer"] += float(parts.pointer_loss) * has
-            repeats += has
-        if parts.edit_loss is not None and parts.edit_count is not None:
-            has = int(parts.edit_count)
-            sums["edit"] += float(parts.edit_loss) * has
-            copies += has
+        for part, mean, has in (("pointer", parts.pointer_loss, parts.pointer_count),
+                                ("edit", parts.edit_loss, parts.edit_count)):
+            if mean is not None and has is not None:
+                sums[part] += float(mean) * int(has)
+                units[part] += int(has)
     model.train(was_training)
     result = {k: sums[k] / max(bars, 1) for k in ("loss", "recon", "kl")}
-    result["pointer"] = sums["pointer"] / repeats if repeats else math.nan
-    result["edit"] = sums["edit"] / copies if copies else math.nan
+    for part, has in units.items():
+        result[part] = sums[part] / has if has else math.nan
     if not math.isfinite(result["loss"]):
         result["loss"] = math.inf
     return result
