@@ -24,6 +24,7 @@ import numpy as np
 
 from bench.machine import describe_machine
 from tvae.config import Configs, DataConfig, GridConfig, ModelConfig, TrainConfig, config_to_dict
+from tvae.data import dataset
 from tvae.data.dataset import SongArrays, load_folder
 from tvae.data.windows import Windows
 from tvae.errors import TvaeError
@@ -136,6 +137,19 @@ def eval_windows(ctx: Context, songs: SongArrays) -> Windows:
         raise TvaeError(f"the corpus has no '{ctx.split}' windows to evaluate on (--split)",
                         ctx.corpus)
     return windows
+
+
+def split_windows(trained: TrainedModel, data_dir: str | Path, split: str
+                  ) -> tuple[Any, Any, Windows]:
+    """tokens (W, N, S), meters (W, N) torch tensors of every non-overlapping window of the
+    model's length in a folder's split (as `tvae evaluate` reads them), and the windows."""
+    import torch
+
+    data = DataConfig(bars=trained.window, stride=trained.window, transpose=0)
+    songs, _ = dataset.load_songs(data_dir, trained.grid, data, progress=False)
+    windows = Windows(songs, split, data, trained.grid)
+    tokens, meters = windows.batch(np.arange(len(windows)), None, trim=True)
+    return torch.as_tensor(tokens), torch.as_tensor(meters), windows
 
 
 def batches_per_epoch(songs: SongArrays, data: DataConfig, batch_size: int) -> int:

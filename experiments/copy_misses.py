@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from experiments.common import split_windows
 from tvae.config import PAD, DataConfig
 from tvae.data.dataset import load_songs
 from tvae.data.windows import Windows
@@ -168,12 +169,8 @@ def main() -> None:
     if args.model is None:
         parser.error("give a MODEL, or --training-batches N")
     trained = load_model(args.model)
-    data = DataConfig(bars=trained.window, stride=trained.window, transpose=0)
-    songs, _ = load_songs(args.data, trained.grid, data, progress=False)
-    windows = Windows(songs, args.split, data, trained.grid)
-    tokens, meters = windows.batch(np.arange(len(windows)), None, trim=True)
-    result = copy_misses(trained.model.eval(), torch.as_tensor(tokens), torch.as_tensor(meters),
-                         windows.song)
+    tokens, meters, windows = split_windows(trained, args.data, args.split)
+    result = copy_misses(trained.model.eval(), tokens, meters, windows.song)
     for name in (bucket_name(lo, hi) for lo, hi in DISTANCE_BUCKETS):
         row = result[name]
         print(f"{name} bars back: {row['misses']} of {row['repeats']} repeats copied from a bar "
@@ -183,8 +180,7 @@ def main() -> None:
             print(f"  {group['count']:3d}  {group['what']}; songs {group['songs']}; pointer "
                   f"weight on the nearest identical bar {weight:.3f}")
     print("offsets of the repeats' nearest identical bars:", result["offsets_of_repeats"])
-    fidelity = result["fidelity"] = copy_fidelity(trained.model.eval(), torch.as_tensor(tokens),
-                                                  torch.as_tensor(meters))
+    fidelity = result["fidelity"] = copy_fidelity(trained.model.eval(), tokens, meters)
     print("free-running, repeats copied from an identical bar: exact / source decoded exactly "
           "/ decoded as their decoded source")
     for name in (bucket_name(lo, hi) for lo, hi in DISTANCE_BUCKETS):

@@ -388,3 +388,32 @@ def test_edit_follow_says_what_became_of_each_edited_repeat() -> None:
     same_bar_1 = out.clone()
     same_bar_1[0, 0] = x  # a transfer that left bar 1 as it was has nothing to follow
     assert why(tokens_b, same_bar_1, choice) == []
+
+
+def test_near_cost_groups_near_repeats_and_prices_them_as_copies() -> None:
+    """X Y X' Y' Z: X' changes one pitch of X (rhythm kept), Y' turns one onset of Y into a
+    rest (rhythm changed); both are near-repeats, Z is new. The near-repeats are grouped by what
+    changed, their KL is the encoder's, and replacing them by their sources prices the edits."""
+    from experiments.near_cost import kl_bits, near_cost
+    from tests.model.test_model import random_bars, tiny
+    from tvae.config import N_SPECIAL, REST
+
+    model = tiny(copy_offsets=4)
+    tokens, meters = random_bars(1, 5, seed=4, meters=torch.zeros(1, 5, dtype=torch.long))
+    tokens[tokens > 0] = tokens[tokens > 0].clamp(min=N_SPECIAL)  # every real step an onset
+    tokens[0, 2] = tokens[0, 0]
+    tokens[0, 2, 1] = N_SPECIAL + (int(tokens[0, 0, 1]) - N_SPECIAL + 3) % 40  # a new pitch
+    tokens[0, 3] = tokens[0, 1]
+    tokens[0, 3, 2] = REST
+    out = near_cost(model, tokens, meters)
+    kl = kl_bits(model, tokens, meters)[0]
+    assert out["near_bars"] == 2 and out["new_bars"] == 2 and out["repeated_bars"] == 0
+    assert out["kl_near"] == pytest.approx(float(kl[2:4].mean()), rel=1e-5)
+    assert out["kl_new"] == pytest.approx(float(kl[[1, 4]].mean()), rel=1e-5)
+    groups = {(g["steps_changed"], g["pitches_only"]): g["bars"] for g in out["by_change"]}
+    assert groups == {(1, True): 1, (1, False): 1, (2, True): 0, (2, False): 0}
+    copies = tokens.clone()
+    copies[0, 2], copies[0, 3] = tokens[0, 0], tokens[0, 1]
+    as_copies = float(kl_bits(model, copies, meters)[0, 2:4].mean())
+    assert out["kl_near_as_exact_copies"] == pytest.approx(as_copies, rel=1e-5)
+    assert out["kl_of_the_edits"] == pytest.approx(out["kl_near"] - as_copies, rel=1e-5)
