@@ -417,3 +417,44 @@ def test_near_cost_groups_near_repeats_and_prices_them_as_copies() -> None:
     as_copies = float(kl_bits(model, copies, meters)[0, 2:4].mean())
     assert out["kl_near_as_exact_copies"] == pytest.approx(as_copies, rel=1e-5)
     assert out["kl_of_the_edits"] == pytest.approx(out["kl_near"] - as_copies, rel=1e-5)
+
+
+def test_long_songs_scores_each_block_of_window_positions(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """Twinkle played four times (48 bars, past the bundled model's 33-bar window): with a
+    reconstruction that returns the song and copy choices at each repeat's nearest identical
+    bar, every block is right; a reconstruction that shifts the bars past the window and a
+    copy choice of None there are counted as wrong there only."""
+    from experiments.long_songs import long_song_scores
+    from tests.paths import DATA
+    from tvae.inference import load_model
+    from tvae.melody import Bars, bars_to_melody
+    from tvae.midi import read_melody
+
+    model = load_model()
+    one = model.bars(read_melody(DATA / "twinkle.mid"))
+    tokens = np.concatenate([one.tokens] * 4)  # (48, S)
+    song = bars_to_melody(Bars(tokens, one.meter, one.qpm, one.pickup, "long"))
+    n = len(model.bars(song).tokens)
+    nearest = [max((j for j in range(max(k - 32, 0), k) if np.array_equal(tokens[j], tokens[k])),
+                   default=None) for k in range(n)]
+    monkeypatch.setattr(type(model), "reconstruct", lambda self, m: m)
+    monkeypatch.setattr(type(model), "copy_sources", lambda self, m: nearest)
+    out = long_song_scores(model, [song])
+    first, second = out["blocks"]
+    assert (first["positions"], second["positions"]) == ("1-33", "34-66")
+    assert first["bars"] == 33 and second["bars"] == n - 33
+    for row in out["blocks"]:
+        assert row["step_accuracy"] == 1.0 and row["exact_share"] == 1.0
+        assert row["copy_accuracy"] == 1.0
+    assert second["repeats"] == n - 33  # every bar past the window repeats one 12 bars back
+    assert first["repeats"] == sum(s is not None for s in nearest[:33])
+    shifted = tokens.copy()
+    shifted[33:] = np.where(shifted[33:] >= 3, shifted[33:] + 1, shifted[33:])
+    wrong = bars_to_melody(Bars(shifted, one.meter, one.qpm, one.pickup, "wrong"))
+    monkeypatch.setattr(type(model), "reconstruct", lambda self, m: wrong)
+    monkeypatch.setattr(type(model), "copy_sources", lambda self, m: nearest[:33] + [None] * 15)
+    first, second = long_song_scores(model, [song])["blocks"]
+    assert first["exact_share"] == 1.0 and first["copy_accuracy"] == 1.0
+    assert second["exact_share"] == 0.0 and second["copy_accuracy"] == 0.0
+    assert second["step_accuracy"] < 1.0
