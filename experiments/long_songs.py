@@ -10,6 +10,13 @@ decoded right and of bars decoded exactly; and, for the repeats (a bar identical
 bar, inside the window and past it.
 
     python -m experiments.long_songs MODEL... [--data corpus] [--splits valid test] [--json OUT]
+    python -m experiments.long_songs MODEL... --detail [--block 8] [--window W] [--given G]
+
+`--detail` says where the bars go wrong, per block of `--block` positions: free-running step
+accuracy (bars past `--window`, default the model's, read and decoded from the windows that long
+ending at them; the first `--given` bars given as they are, not decoded), teacher-forced step
+accuracy (the true bars as context, the same windows) and the KL of the bars that repeat no
+earlier bar of the song.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ import numpy as np
 import torch
 
 from tvae.config import PAD
+from tvae.eval.structure import repeated_bars
 from tvae.inference import TrainedModel, load_model
-from tvae.melody import Melody
+from tvae.melody import Melody, meter_id
 from tvae.midi import read_melody
 
 
@@ -63,6 +71,38 @@ def long_song_scores(model: TrainedModel, melodies: list[Melody]) -> dict[str, A
     return {"songs": len(melodies), "window": W, "blocks": out_blocks}
 
 
+def detail_scores(model: TrainedModel, melodies: list[Melody], block: int, window: int,
+                  given: int = 0) -> list[dict[str, Any]]:
+    """Per block of `block` positions: free-running and teacher-forced step accuracy with
+    `window`-bar windows (the first `given` bars given to free-running), and the mean KL of
+    the bars that repeat no earlier bar (`--detail`)."""
+    net = model.model
+    rows: dict[int, dict[str, list[float]]] = {}
+    for melody in melodies:
+        bars = model.bars(melody)
+        tokens = torch.as_tensor(bars.tokens, device=model.device)[None]  # (1, N, S)
+        meters = torch.full(tokens.shape[:2], meter_id(bars.meter), device=model.device)
+        first = torch.arange(tokens.shape[1], device=model.device) == 0
+        outside = (tokens == PAD) & first[None, :, None]  # the steps before a pickup
+        with torch.no_grad():
+            mu, logvar = net.encode_windowed(tokens, meters, window)
+            free = net.free_run(mu, meters, window=window, outside=outside,
+                                prefix=tokens[:, :given] if given else None)[0]
+            forced = net.decode_teacher_forced_windowed(mu, tokens, meters, window)[0]
+        kl = (0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(-1) / np.log(2.0))[0]
+        new = ~repeated_bars(tokens)[0]
+        truth, real = tokens[0], tokens[0] != PAD
+        for name, out in (("free", free), ("teacher_forced", forced[0].argmax(-1))):
+            right = ((out == truth) & real).sum(-1) / real.sum(-1).clamp(min=1)  # (N,)
+            for k, value in enumerate(right.tolist()):
+                rows.setdefault(k // block, {}).setdefault(name, []).append(value)
+        for k in torch.nonzero(new).flatten().tolist():
+            rows[k // block].setdefault("kl_new", []).append(float(kl[k]))
+    return [{"positions": f"{b * block + 1}-{(b + 1) * block}", "bars": len(row["free"]),
+             **{name: float(np.mean(values)) for name, values in row.items()}}
+            for b, row in sorted(rows.items())]
+
+
 def long_melodies(data: str | Path, splits: tuple[str, ...], longer_than: int) -> list[Melody]:
     """The songs of a corpus folder's manifest in `splits` with more than `longer_than` bars."""
     root = Path(data)
@@ -78,12 +118,27 @@ def main() -> None:
     parser.add_argument("--data", default="corpus")
     parser.add_argument("--splits", nargs="+", default=["valid", "test"])
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--detail", action="store_true",
+                        help="free-running, teacher-forced and KL per block of --block bars")
+    parser.add_argument("--block", type=int, default=8)
+    parser.add_argument("--window", type=int, default=0, help="(--detail) default: the model's")
+    parser.add_argument("--given", type=int, default=0,
+                        help="(--detail) bars given to free-running as they are")
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = {}
     for path in args.models:
         model = load_model(path)
         melodies = long_melodies(args.data, tuple(args.splits), model.window)
+        if args.detail:
+            rows = results[path] = detail_scores(model, melodies, args.block,
+                                                 args.window or model.window, args.given)
+            print(f"{path}: {len(melodies)} songs; free-running / teacher-forced step accuracy, "
+                  "KL of bars that repeat nothing before them")
+            for row in rows:
+                print(f"  bars {row['positions']:>7} ({row['bars']:4d}): {row['free']:.3f} / "
+                      f"{row['teacher_forced']:.3f}, {row.get('kl_new', float('nan')):.1f} bits")
+            continue
         result = results[path] = long_song_scores(model, melodies)
         print(f"{path}: {result['songs']} songs longer than {model.window} bars "
               f"({', '.join(args.splits)})")
