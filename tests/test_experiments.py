@@ -458,3 +458,27 @@ def test_long_songs_scores_each_block_of_window_positions(monkeypatch: pytest.Mo
     assert first["exact_share"] == 1.0 and first["copy_accuracy"] == 1.0
     assert second["exact_share"] == 0.0 and second["copy_accuracy"] == 0.0
     assert second["step_accuracy"] < 1.0
+
+
+def test_long_songs_detail_blocks_and_given_bars() -> None:
+    """Twinkle played four times: every block of positions is scored; bars given to
+    free-running come back as they are, so with all of them given it is right everywhere."""
+    from experiments.long_songs import detail_scores
+    from tests.paths import DATA
+    from tvae.inference import load_model
+    from tvae.melody import Bars, bars_to_melody
+    from tvae.midi import read_melody
+
+    model = load_model()
+    one = model.bars(read_melody(DATA / "twinkle.mid"))
+    song = bars_to_melody(Bars(np.concatenate([one.tokens] * 4), one.meter, one.qpm,
+                               one.pickup, "long"))
+    n = len(model.bars(song).tokens)
+    rows = detail_scores(model, [song], block=16, window=33)
+    assert [r["positions"] for r in rows] == ["1-16", "17-32", "33-48"][: -(-n // 16)]
+    assert sum(r["bars"] for r in rows) == n
+    assert "kl_new" in rows[0] and "kl_new" not in rows[-1]  # later bars all repeat bar 1-12
+    for r in rows:
+        assert 0.0 <= r["free"] <= 1.0 and 0.0 <= r["teacher_forced"] <= 1.0
+    given = detail_scores(model, [song], block=16, window=33, given=n)
+    assert all(r["free"] == 1.0 for r in given)
