@@ -11,6 +11,11 @@ bar, inside the window and past it.
 
     python -m experiments.long_songs MODEL... [--data corpus] [--splits valid test] [--json OUT]
     python -m experiments.long_songs MODEL... --detail [--block 8] [--window W] [--given G]
+    python -m experiments.long_songs MODEL... --joined 40 [--detail ...]
+
+`--joined N` scores N songs built instead of found: 4/4 songs of the test split without a pickup
+(their full bars), joined end to end until twice the window long, so that every bar past the
+window is a real tune's bar, most of them new material, none seen in training.
 
 `--detail` says where the bars go wrong, per block of `--block` positions: free-running step
 accuracy (bars past `--window`, default the model's, read and decoded from the windows that long
@@ -33,7 +38,7 @@ import torch
 from tvae.config import PAD
 from tvae.eval.structure import repeated_bars
 from tvae.inference import TrainedModel, load_model
-from tvae.melody import Melody, meter_id
+from tvae.melody import Bars, Melody, bars_to_melody, meter_id
 from tvae.midi import read_melody
 
 
@@ -112,12 +117,32 @@ def long_melodies(data: str | Path, splits: tuple[str, ...], longer_than: int) -
     return [read_melody(root / r["path"]) for r in rows]
 
 
+def joined_songs(data: str | Path, n: int, bars: int, seed: int = 0) -> list[Melody]:
+    """`n` songs of at least `bars` bars: the full bars of random 4/4 test songs without a
+    pickup (`bench.bench_forms.phrases`), joined end to end."""
+    from bench.bench_forms import phrases
+
+    pool, rng = phrases(str(data), seed)
+    pool = [song[(song != PAD).all(-1)] for song in pool]  # full bars only
+    out = []
+    for i in range(n):
+        parts, length = [], 0
+        while length < bars:
+            song = pool[int(rng.integers(len(pool)))]
+            parts.append(song)
+            length += len(song)
+        out.append(bars_to_melody(Bars(np.concatenate(parts), (4, 4), 120.0, 0, f"joined {i}")))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+")
     parser.add_argument("--data", default="corpus")
     parser.add_argument("--splits", nargs="+", default=["valid", "test"])
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--joined", type=int, default=0,
+                        help="score this many songs joined from test songs instead")
     parser.add_argument("--detail", action="store_true",
                         help="free-running, teacher-forced and KL per block of --block bars")
     parser.add_argument("--block", type=int, default=8)
@@ -129,7 +154,8 @@ def main() -> None:
     results = {}
     for path in args.models:
         model = load_model(path)
-        melodies = long_melodies(args.data, tuple(args.splits), model.window)
+        melodies = (joined_songs(args.data, args.joined, 2 * model.window) if args.joined
+                    else long_melodies(args.data, tuple(args.splits), model.window))
         if args.detail:
             rows = results[path] = detail_scores(model, melodies, args.block,
                                                  args.window or model.window, args.given)
