@@ -482,3 +482,33 @@ def test_long_songs_detail_blocks_and_given_bars() -> None:
         assert 0.0 <= r["free"] <= 1.0 and 0.0 <= r["teacher_forced"] <= 1.0
     given = detail_scores(model, [song], block=16, window=33, given=n)
     assert all(r["free"] == 1.0 for r in given)
+
+
+def test_joined_songs_are_the_full_bars_of_test_songs_end_to_end(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each joined song is at least as long as asked, in 4/4 without a pickup, and is made of
+    whole songs' full bars in order (a short last bar is left out)."""
+    import bench.bench_forms
+    from experiments.long_songs import joined_songs
+    from tests.model.test_model import random_bars
+    from tvae.config import PAD
+    from tvae.inference import load_model
+    from tvae.melody import meter_id
+
+    four = torch.full((1, 7), meter_id((4, 4)))
+    a = random_bars(1, 7, seed=1, meters=four)[0][0].numpy()
+    b = random_bars(1, 5, seed=2, meters=four[:, :5])[0][0].numpy()
+    b[-1, 8:] = PAD  # a short last bar
+    monkeypatch.setattr(bench.bench_forms, "phrases",
+                        lambda corpus, seed: ([a, b], np.random.default_rng(seed)))
+    model = load_model()
+    songs = joined_songs("unused", 3, 20)
+    assert len(songs) == 3
+    for song in songs:
+        bars = model.bars(song)
+        assert bars.meter == (4, 4) and bars.pickup == 0 and len(bars.tokens) >= 20
+        k = 0
+        while k < len(bars.tokens):  # every piece is a whole song's full bars
+            piece = a if np.array_equal(bars.tokens[k], a[0]) else b[:-1]
+            assert np.array_equal(bars.tokens[k:k + len(piece)], piece)
+            k += len(piece)
