@@ -6,7 +6,9 @@ them; z = posterior mean), it reports:
   bar changes much of its content, so the card's ratio against all new bars mixes bar kinds);
 - their KL by how many steps changed and whether only pitches changed (the rhythm kept);
 - the KL the same bars get when each is replaced by its source (the window otherwise as it
-  is): what being a repeat costs there, so that the rest is what the edit costs.
+  is): what being a repeat costs there, so that the rest is what the edit costs;
+- for repeats, near-repeats and new bars, the KL's two parts: the posterior mean's distance from
+  0 (sum of mu^2 / 2) and its variances' (sum of (sigma^2 - 1 - log sigma^2) / 2), in bits.
 
     python -m experiments.near_cost MODEL... [--data corpus] [--split test] [--json OUT]
 """
@@ -36,6 +38,14 @@ def kl_bits(model: torch.nn.Module, tokens: Tensor, meters: Tensor) -> Tensor:
     with torch.no_grad():
         mu, logvar = model.encode(tokens, meters)  # (W, N, Z) each
     return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1) / math.log(2.0)
+
+
+def kl_parts(model: torch.nn.Module, tokens: Tensor, meters: Tensor) -> tuple[Tensor, Tensor]:
+    """(W, N) twice: the mean's and the variances' part of every bar's KL, in bits."""
+    with torch.no_grad():
+        mu, logvar = model.encode(tokens, meters)  # (W, N, Z) each
+    mean = 0.5 * mu.square().sum(-1) / math.log(2.0)
+    return mean, 0.5 * (logvar.exp() - 1.0 - logvar).sum(-1) / math.log(2.0)
 
 
 def near_cost(model: torch.nn.Module, tokens: Tensor, meters: Tensor) -> dict[str, Any]:
@@ -81,6 +91,10 @@ def near_cost(model: torch.nn.Module, tokens: Tensor, meters: Tensor) -> dict[st
            "onset_matched_ratio": float(np.average(ratios, weights=weights)) if ratios else None,
            "by_change": by_change, "kl_near_as_exact_copies": as_copy}
     out["kl_of_the_edits"] = (out["kl_near"] - as_copy) if as_copy is not None else None
+    mean, var = kl_parts(model, tokens, meters)
+    out["kl_parts"] = {kind: {"mean": float(mean[mask].mean()), "variance": float(var[mask].mean())}
+                       for kind, mask in (("repeated", rep), ("near", near), ("new", new))
+                       if bool(mask.any())}
     return out
 
 
@@ -109,6 +123,8 @@ def main() -> None:
             print(f"  {row['steps_changed']} step(s) changed, {kind}: {row['bars']} bars, {kl}")
         print("  the same bars as exact copies of their sources: "
               f"{r['kl_near_as_exact_copies']:.1f} bits (the edits: {r['kl_of_the_edits']:.1f})")
+        print("  the KL's parts, mean / variances: " + ", ".join(
+            f"{kind} {p['mean']:.1f} / {p['variance']:.1f}" for kind, p in r["kl_parts"].items()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -417,6 +417,11 @@ def test_near_cost_groups_near_repeats_and_prices_them_as_copies() -> None:
     as_copies = float(kl_bits(model, copies, meters)[0, 2:4].mean())
     assert out["kl_near_as_exact_copies"] == pytest.approx(as_copies, rel=1e-5)
     assert out["kl_of_the_edits"] == pytest.approx(out["kl_near"] - as_copies, rel=1e-5)
+    parts = out["kl_parts"]
+    assert set(parts) == {"near", "new"}  # no exact repeat in this window
+    assert parts["near"]["mean"] + parts["near"]["variance"] == pytest.approx(out["kl_near"],
+                                                                              rel=1e-4)
+    assert min(parts["new"].values()) >= 0.0
 
 
 def test_long_songs_scores_each_block_of_window_positions(monkeypatch: pytest.MonkeyPatch
