@@ -33,25 +33,26 @@ from tvae.model.pointer import nearest_source
 MIN_GROUP = 5  # an onset count is compared only where both kinds have this many bars
 
 
-def kl_bits(model: torch.nn.Module, tokens: Tensor, meters: Tensor) -> Tensor:
-    """(W, N) KL(q(z_k | bars 1..k) || N(0, I)) of every bar, in bits."""
-    with torch.no_grad():
-        mu, logvar = model.encode(tokens, meters)  # (W, N, Z) each
-    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1) / math.log(2.0)
-
-
 def kl_parts(model: torch.nn.Module, tokens: Tensor, meters: Tensor) -> tuple[Tensor, Tensor]:
-    """(W, N) twice: the mean's and the variances' part of every bar's KL, in bits."""
+    """(W, N) twice: the mean's and the variances' part of every bar's KL(q(z_k | bars 1..k) ||
+    N(0, I)), in bits."""
     with torch.no_grad():
         mu, logvar = model.encode(tokens, meters)  # (W, N, Z) each
     mean = 0.5 * mu.square().sum(-1) / math.log(2.0)
     return mean, 0.5 * (logvar.exp() - 1.0 - logvar).sum(-1) / math.log(2.0)
 
 
+def kl_bits(model: torch.nn.Module, tokens: Tensor, meters: Tensor) -> Tensor:
+    """(W, N) every bar's KL in bits: the sum of its two parts."""
+    mean, var = kl_parts(model, tokens, meters)
+    return mean + var
+
+
 def near_cost(model: torch.nn.Module, tokens: Tensor, meters: Tensor) -> dict[str, Any]:
     """tokens (W, N, S), meters (W, N) -> the near-repeats' KL, by group (module doc)."""
     W, N, S = tokens.shape
-    kl = kl_bits(model, tokens, meters)  # (W, N)
+    kl_mean, kl_var = kl_parts(model, tokens, meters)  # (W, N) each, one encoding
+    kl = kl_mean + kl_var
     near, rep = near_repeats(tokens), repeated_bars(tokens)  # (W, N)
     real = (tokens != PAD).any(-1)
     new = real & ~rep & ~near
@@ -91,8 +92,8 @@ def near_cost(model: torch.nn.Module, tokens: Tensor, meters: Tensor) -> dict[st
            "onset_matched_ratio": float(np.average(ratios, weights=weights)) if ratios else None,
            "by_change": by_change, "kl_near_as_exact_copies": as_copy}
     out["kl_of_the_edits"] = (out["kl_near"] - as_copy) if as_copy is not None else None
-    mean, var = kl_parts(model, tokens, meters)
-    out["kl_parts"] = {kind: {"mean": float(mean[mask].mean()), "variance": float(var[mask].mean())}
+    out["kl_parts"] = {kind: {"mean": float(kl_mean[mask].mean()),
+                              "variance": float(kl_var[mask].mean())}
                        for kind, mask in (("repeated", rep), ("near", near), ("new", new))
                        if bool(mask.any())}
     return out

@@ -1,0 +1,137 @@
+"""The diagnostic experiments on trained models: where a near-repeat's bits go
+(`experiments.near_cost`) and songs longer than the window (`experiments.long_songs`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+def test_near_cost_groups_near_repeats_and_prices_them_as_copies() -> None:
+    """X Y X' Y' Z: X' changes one pitch of X (rhythm kept), Y' turns one onset of Y into a
+    rest (rhythm changed); both are near-repeats, Z is new. The near-repeats are grouped by what
+    changed, their KL is the encoder's, and replacing them by their sources prices the edits."""
+    from experiments.near_cost import kl_bits, near_cost
+    from tests.model.test_model import random_bars, tiny
+    from tvae.config import N_SPECIAL, REST
+
+    model = tiny(copy_offsets=4)
+    tokens, meters = random_bars(1, 5, seed=4, meters=torch.zeros(1, 5, dtype=torch.long))
+    tokens[tokens > 0] = tokens[tokens > 0].clamp(min=N_SPECIAL)  # every real step an onset
+    tokens[0, 2] = tokens[0, 0]
+    tokens[0, 2, 1] = N_SPECIAL + (int(tokens[0, 0, 1]) - N_SPECIAL + 3) % 40  # a new pitch
+    tokens[0, 3] = tokens[0, 1]
+    tokens[0, 3, 2] = REST
+    out = near_cost(model, tokens, meters)
+    kl = kl_bits(model, tokens, meters)[0]
+    assert out["near_bars"] == 2 and out["new_bars"] == 2 and out["repeated_bars"] == 0
+    assert out["kl_near"] == pytest.approx(float(kl[2:4].mean()), rel=1e-5)
+    assert out["kl_new"] == pytest.approx(float(kl[[1, 4]].mean()), rel=1e-5)
+    groups = {(g["steps_changed"], g["pitches_only"]): g["bars"] for g in out["by_change"]}
+    assert groups == {(1, True): 1, (1, False): 1, (2, True): 0, (2, False): 0}
+    copies = tokens.clone()
+    copies[0, 2], copies[0, 3] = tokens[0, 0], tokens[0, 1]
+    as_copies = float(kl_bits(model, copies, meters)[0, 2:4].mean())
+    assert out["kl_near_as_exact_copies"] == pytest.approx(as_copies, rel=1e-5)
+    assert out["kl_of_the_edits"] == pytest.approx(out["kl_near"] - as_copies, rel=1e-5)
+    parts = out["kl_parts"]
+    assert set(parts) == {"near", "new"}  # no exact repeat in this window
+    assert parts["near"]["mean"] + parts["near"]["variance"] == pytest.approx(out["kl_near"],
+                                                                              rel=1e-4)
+    assert min(parts["new"].values()) >= 0.0
+
+
+def test_long_songs_scores_each_block_of_window_positions(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """Twinkle played four times (48 bars, past the bundled model's 33-bar window): with a
+    reconstruction that returns the song and copy choices at each repeat's nearest identical
+    bar, every block is right; a reconstruction that shifts the bars past the window and a
+    copy choice of None there are counted as wrong there only."""
+    from experiments.long_songs import long_song_scores
+    from tests.paths import DATA
+    from tvae.inference import load_model
+    from tvae.melody import Bars, bars_to_melody
+    from tvae.midi import read_melody
+
+    model = load_model()
+    one = model.bars(read_melody(DATA / "twinkle.mid"))
+    tokens = np.concatenate([one.tokens] * 4)  # (48, S)
+    song = bars_to_melody(Bars(tokens, one.meter, one.qpm, one.pickup, "long"))
+    n = len(model.bars(song).tokens)
+    nearest = [max((j for j in range(max(k - 32, 0), k) if np.array_equal(tokens[j], tokens[k])),
+                   default=None) for k in range(n)]
+    monkeypatch.setattr(type(model), "reconstruct", lambda self, m: m)
+    monkeypatch.setattr(type(model), "copy_sources", lambda self, m: nearest)
+    out = long_song_scores(model, [song])
+    first, second = out["blocks"]
+    assert (first["positions"], second["positions"]) == ("1-33", "34-66")
+    assert first["bars"] == 33 and second["bars"] == n - 33
+    for row in out["blocks"]:
+        assert row["step_accuracy"] == 1.0 and row["exact_share"] == 1.0
+        assert row["copy_accuracy"] == 1.0
+    assert second["repeats"] == n - 33  # every bar past the window repeats one 12 bars back
+    assert first["repeats"] == sum(s is not None for s in nearest[:33])
+    shifted = tokens.copy()
+    shifted[33:] = np.where(shifted[33:] >= 3, shifted[33:] + 1, shifted[33:])
+    wrong = bars_to_melody(Bars(shifted, one.meter, one.qpm, one.pickup, "wrong"))
+    monkeypatch.setattr(type(model), "reconstruct", lambda self, m: wrong)
+    monkeypatch.setattr(type(model), "copy_sources", lambda self, m: nearest[:33] + [None] * 15)
+    first, second = long_song_scores(model, [song])["blocks"]
+    assert first["exact_share"] == 1.0 and first["copy_accuracy"] == 1.0
+    assert second["exact_share"] == 0.0 and second["copy_accuracy"] == 0.0
+    assert second["step_accuracy"] < 1.0
+
+
+def test_long_songs_detail_blocks_and_given_bars() -> None:
+    """Twinkle played four times: every block of positions is scored; bars given to
+    free-running come back as they are, so with all of them given it is right everywhere."""
+    from experiments.long_songs import detail_scores
+    from tests.paths import DATA
+    from tvae.inference import load_model
+    from tvae.melody import Bars, bars_to_melody
+    from tvae.midi import read_melody
+
+    model = load_model()
+    one = model.bars(read_melody(DATA / "twinkle.mid"))
+    song = bars_to_melody(Bars(np.concatenate([one.tokens] * 4), one.meter, one.qpm,
+                               one.pickup, "long"))
+    n = len(model.bars(song).tokens)
+    rows = detail_scores(model, [song], block=16, window=33)
+    assert [r["positions"] for r in rows] == ["1-16", "17-32", "33-48"][: -(-n // 16)]
+    assert sum(r["bars"] for r in rows) == n
+    assert "kl_new" in rows[0] and "kl_new" not in rows[-1]  # later bars all repeat bar 1-12
+    for r in rows:
+        assert 0.0 <= r["free"] <= 1.0 and 0.0 <= r["teacher_forced"] <= 1.0
+    given = detail_scores(model, [song], block=16, window=33, given=n)
+    assert all(r["free"] == 1.0 for r in given)
+
+
+def test_joined_songs_are_the_full_bars_of_test_songs_end_to_end(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each joined song is at least as long as asked, in 4/4 without a pickup, and is made of
+    whole songs' full bars in order (a short last bar is left out)."""
+    import bench.bench_forms
+    from experiments.long_songs import joined_songs
+    from tests.model.test_model import random_bars
+    from tvae.config import PAD
+    from tvae.inference import load_model
+    from tvae.melody import meter_id
+
+    four = torch.full((1, 7), meter_id((4, 4)))
+    a = random_bars(1, 7, seed=1, meters=four)[0][0].numpy()
+    b = random_bars(1, 5, seed=2, meters=four[:, :5])[0][0].numpy()
+    b[-1, 8:] = PAD  # a short last bar
+    monkeypatch.setattr(bench.bench_forms, "phrases",
+                        lambda corpus, seed: ([a, b], np.random.default_rng(seed)))
+    model = load_model()
+    songs = joined_songs("unused", 3, 20)
+    assert len(songs) == 3
+    for song in songs:
+        bars = model.bars(song)
+        assert bars.meter == (4, 4) and bars.pickup == 0 and len(bars.tokens) >= 20
+        k = 0
+        while k < len(bars.tokens):  # every piece is a whole song's full bars
+            piece = a if np.array_equal(bars.tokens[k], a[0]) else b[:-1]
+            assert np.array_equal(bars.tokens[k:k + len(piece)], piece)
+            k += len(piece)
