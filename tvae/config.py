@@ -227,6 +227,11 @@ class TrainConfig:
                                  "and free-running 0.941 (0.947), with far repeats copied from "
                                  "nearer near-matches; no gain in short runs from scratch "
                                  "(docs/experiments.md)", 0.0)
+    repeat_beta_from: float = setting(0.0, "--repeat-beta holds from this share of the run's "
+                                      "steps on, 1 before (0: from the first step; 0.9: the "
+                                      "last tenth, like a short last stage); validation weighs "
+                                      "repeats by --repeat-beta throughout, so that its losses "
+                                      "compare", 0.0, 1.0)
     source_weight: float = setting(0.0, "a phrase's first occurrence: its reconstruction loss "
                                    "weighs 1 + this x the later bars in the copy path's reach "
                                    "that repeat it (exactly, or with up to --pointer-edits steps "

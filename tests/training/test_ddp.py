@@ -26,7 +26,7 @@ from tvae.model.vae import TransformerVAE
 from tvae.training.guard import StepGuard
 from tvae.training.objective import vae_objective
 from tvae.training.run import train
-from tvae.training.schedules import beta_at, lr_at, pointer_at, tf_at
+from tvae.training.schedules import beta_at, lr_at, pointer_at, repeat_beta_at, tf_at
 from tvae.training.step import UpdateUndo, apply_update
 from tvae.training.trainer import Trainer
 
@@ -263,7 +263,8 @@ def _plain_losses(trainer: Trainer) -> list[float]:
                             beta=beta_at(s, cfg), free_bits=cfg.free_bits,
                             recon_weight=cfg.recon_weight, pointer_weight=pointer_at(s, cfg),
                             pointer_edits=cfg.pointer_edits, pointer_cap=cfg.pointer_cap,
-                            edit_weight=cfg.edit_weight, repeat_beta=cfg.repeat_beta,
+                            edit_weight=cfg.edit_weight,
+                            repeat_beta=repeat_beta_at(s, cfg, trainer.total_steps),
                             source_weight=cfg.source_weight)
         trainer.optimizer.zero_grad()
         out.loss.backward()
@@ -273,12 +274,27 @@ def _plain_losses(trainer: Trainer) -> list[float]:
     return losses
 
 
-def test_sync_free_step_matches_the_plain_step(songs: object, tmp_path: Path,
+@pytest.mark.parametrize("repeats", [{}, {"repeat_beta": 3.0, "repeat_beta_from": 0.5}])
+def test_sync_free_step_matches_the_plain_step(songs: object, tmp_path: Path, repeats: dict,
                                                torch_one_thread: None) -> None:
-    trainer = _trainer(songs, tmp_path / "sync_free")
+    trainer = _trainer(songs, tmp_path / "sync_free", **repeats)
     trainer.fit()
     got = [float(r["loss"]) for r in _rows(tmp_path / "sync_free") if r["split"] == "train"]
-    assert got == _plain_losses(_trainer(songs, tmp_path / "plain"))
+    assert got == _plain_losses(_trainer(songs, tmp_path / "plain", **repeats))
+
+
+def test_repeat_beta_from_switches_the_weight_at_its_share_of_the_run(
+        songs: object, tmp_path: Path, torch_one_thread: None) -> None:
+    """A run whose --repeat-beta starts halfway takes the plain run's steps up to there (same
+    losses, same weights), then weighs its repeats' KL more: its losses are higher after."""
+    runs = {}
+    for name, kw in (("plain", {}), ("late", {"repeat_beta": 3.0, "repeat_beta_from": 0.5})):
+        _trainer(songs, tmp_path / name, **kw).fit()
+        runs[name] = [float(r["loss"]) for r in _rows(tmp_path / name) if r["split"] == "train"]
+    assert len(runs["late"]) == 6
+    assert runs["late"][:3] == runs["plain"][:3]
+    after = zip(runs["late"][3:], runs["plain"][3:], strict=True)
+    assert all(late > plain for late, plain in after)
 
 
 @pytest.mark.parametrize("path", ["unfused", "fused"])

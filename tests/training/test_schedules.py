@@ -18,6 +18,8 @@ from tvae.training.schedules import (
     beta_linear,
     learning_rate,
     lr_at,
+    repeat_beta_at,
+    repeat_beta_weight,
     tf_at,
     tf_constant,
     tf_exponential,
@@ -175,3 +177,12 @@ def test_epochs_limit_a_run_only_where_no_step_or_time_limit_is_given() -> None:
     assert TrainConfig(max_steps=100).epoch_limit > 10**5
     # without the plan, the lr decay is planned over the epochs: 20, as before
     assert TrainConfig(max_minutes=12.0, fit_schedules=False).epoch_limit == 20
+
+
+def test_repeat_beta_holds_from_its_share_of_the_run() -> None:
+    assert [repeat_beta_weight(s, 2.0, 3) for s in range(5)] == [1.0, 1.0, 1.0, 2.0, 2.0]
+    cfg = TrainConfig(repeat_beta=2.0, repeat_beta_from=0.9)
+    assert repeat_beta_at(8_999, cfg, 10_000) == 1.0 and repeat_beta_at(9_000, cfg, 10_000) == 2.0
+    always = TrainConfig(repeat_beta=2.0)  # from 0: a plain --repeat-beta run, as before
+    assert repeat_beta_at(0, always, 10_000) == 2.0
+    assert repeat_beta_at(10_000, TrainConfig(), 10_000) == 1.0  # the default weighs none

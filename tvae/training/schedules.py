@@ -80,6 +80,16 @@ def pointer_at(step: int, cfg: TrainConfig) -> float:
     return pointer_weight(step, cfg.pointer_weight, cfg.pointer_steps)
 
 
+def repeat_beta_weight(step: int, weight: float, start: int) -> float:
+    """The multiplier of beta on repeats' KL: 1 before step `start`, then `weight` (a short
+    last stage within one run when `start` is near the end)."""
+    return weight if step >= start else 1.0
+
+
+def repeat_beta_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
+    return repeat_beta_weight(step, cfg.repeat_beta, round(cfg.repeat_beta_from * total_steps))
+
+
 def beta_at(step: int, cfg: TrainConfig) -> float:
     """The KL weight at `step` under `cfg`'s schedule."""
     if cfg.beta_schedule == "constant":

@@ -27,6 +27,7 @@ from tvae.model.forward import Noise
 from tvae.training.distributed import Share, any_rank, share_loss
 from tvae.training.guard import SpikeFilter
 from tvae.training.objective import Loss, vae_objective
+from tvae.training.schedules import beta_at, lr_at, pointer_at, repeat_beta_at, tf_at
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,16 @@ class Scheduled:
     beta: float  # KL weight
     p_tf: float  # teacher-forcing probability
     pointer_weight: float  # weight of the copy pointer's auxiliary loss
+    repeat_beta: float = 1.0  # multiplier of beta on repeated bars' KL
+
+    @classmethod
+    def at(cls, step: int, cfg: TrainConfig, total_steps: int, batches_per_epoch: int,
+           lr_scale: float = 1.0) -> Scheduled:
+        """Every schedule's value at `step` of a `total_steps` run (tvae.training.schedules);
+        the learning rate times `lr_scale` (the step guard's recoveries halve it)."""
+        return cls(lr=lr_at(step, cfg, total_steps) * lr_scale, beta=beta_at(step, cfg),
+                   p_tf=tf_at(step, cfg, batches_per_epoch), pointer_weight=pointer_at(step, cfg),
+                   repeat_beta=repeat_beta_at(step, cfg, total_steps))
 
 
 def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, undo: UpdateUndo,
@@ -70,7 +81,7 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, undo: Upd
                               class_weight=cfg.class_weight, pointer_weight=at.pointer_weight,
                               pointer_edits=cfg.pointer_edits, pointer_cap=cfg.pointer_cap,
                               edit_weight=cfg.edit_weight,
-                              repeat_beta=cfg.repeat_beta,
+                              repeat_beta=at.repeat_beta,
                               source_weight=cfg.source_weight)
     per_bar = parts.loss.detach().float()  # this process's loss per real bar
     spike = spikes.is_spike(per_bar) if spikes is not None else torch.zeros(

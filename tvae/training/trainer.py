@@ -41,7 +41,7 @@ from tvae.training.plots import plot_metrics
 from tvae.training.prefetch import Prefetcher
 from tvae.training.resume import load_resume_point
 from tvae.training.run_state import RunState
-from tvae.training.schedules import beta_at, fit_warmups, lr_at, pointer_at, tf_at
+from tvae.training.schedules import fit_warmups
 from tvae.training.step import Batch, Scheduled, UpdateUndo, train_step
 from tvae.training.time_plan import TimePlanner
 from tvae.training.validation import validation_loss
@@ -179,9 +179,7 @@ class Trainer:
         cfg, s = self.cfg, self.state.step
         rank = 0 if self.dist is None else self.dist.rank
         torch.manual_seed(ddp.mix_seed(cfg.seed, s, rank))  # dropout masks
-        at = Scheduled(lr=lr_at(s, cfg, self.total_steps) * self.state.lr_scale,
-                       beta=beta_at(s, cfg),
-                       p_tf=tf_at(s, cfg, self.batches), pointer_weight=pointer_at(s, cfg))
+        at = Scheduled.at(s, cfg, self.total_steps, self.batches, self.state.lr_scale)
         world = 1 if self.dist is None else self.dist.world
         stats = train_step(self.net, self.optimizer, self.undo, batch, at, cfg, world,
                            self.safeguard.spikes)

@@ -1,6 +1,7 @@
 """The validation loss: the training objective itself (`objective.vae_objective`, every term:
 free bits, recon weight, pointer and class terms) on the validation windows, at beta after its
-warm-up (the top of a cycle) and the pointer weight's final value, so that epochs compare; the
+warm-up (the top of a cycle), the pointer weight's final value and --repeat-beta (where
+--repeat-beta-from starts it late as well), so that epochs compare; the
 latent is sampled from a fixed seed, so the same weights always get the same number. `best`
 and early stopping use it: they pick what the run optimises.
 
