@@ -20,6 +20,7 @@ import torch
 
 from tvae.config import MAX_BARS, PAD, PRIOR_TEMPERATURE, REST, DataConfig
 from tvae.errors import TvaeError, TvaeWarning
+from tvae.generation import draw_melody
 from tvae.latents import check_latent_values, slerp
 from tvae.melody import (
     Bars,
@@ -61,6 +62,8 @@ def load_model(path: str | Path | None = None, device: str = "cpu") -> TrainedMo
 
 
 MAX_STEPS = 1000  # melodies in one interpolation
+
+
 class TrainedModel:
     """A loaded model and its inference methods. Build with `load_model`."""
 
@@ -316,7 +319,6 @@ class TrainedModel:
         return self.draw(n_bars, temperature, seed, meter, qpm, top_k, top_p, prior,
                          prior_temperature, prompt)[0]
 
-    @torch.no_grad()
     def draw(self, n_bars: int = 8, temperature: float | None = None, seed: int = 0,
              meter: Meter = (4, 4), qpm: float = 120.0, top_k: int = 0, top_p: float = 1.0,
              prior: str = "auto", prior_temperature: float = PRIOR_TEMPERATURE,
@@ -331,44 +333,8 @@ class TrainedModel:
         steps independently of each other, so step sampling scatters pitches), and 1 with
         N(0, I), as before the learned prior. With `prompt`, its bars are the first ones (kept
         as they are: its meter and tempo are the sample's) and the rest continue it."""
-        if not 1 <= n_bars <= MAX_BARS:
-            raise TvaeError(f"n_bars must be between 1 and {MAX_BARS}")
-        if not (math.isfinite(prior_temperature) and 0.0 <= prior_temperature <= 100.0):
-            raise TvaeError(f"prior temperature must be between 0 and 100, got "
-                            f"{prior_temperature}")
-        kind, Z = self.prior_kind(prior), self.model.config.d_latent
-        if temperature is None:
-            temperature = 0.0 if kind == "learned" else 1.0
-        prefix, pickup, title = None, 0, f"seed {seed}, temperature {temperature:g}"
-        z_prompt = np.zeros((0, Z), np.float32)
-        if prompt is not None:
-            prefix = self.bars(prompt).tokens  # (P, S)
-            if len(prefix) >= n_bars:
-                raise TvaeError(f"the prompt has {len(prefix)} bars: ask for more bars than "
-                                "that to continue it")
-            z_prompt, meter, qpm, pickup = self.encode(prompt), prompt.meter, prompt.qpm, \
-                prompt.pickup
-            title = f"{prompt.title} continued, seed {seed}"
-        meter = normalize_meter(meter)
-        if kind == "normal":
-            z = np.random.default_rng(seed).standard_normal((n_bars, Z))
-            z[: len(z_prompt)] = z_prompt
-            choices = None
-        else:
-            gen = torch.Generator(device=self.device).manual_seed(seed)
-            meters = torch.full((1, n_bars), meter_id(meter), device=self.device)
-            zt, ct = self.model.prior.sample(
-                n_bars, meters, self.window, prior_temperature, gen,
-                torch.as_tensor(z_prompt, device=self.device)[None] if len(z_prompt) else None)
-            z, choices = zt[0].cpu().numpy(), ct[0].cpu().numpy()
-        melody = self.decode(z, meter, qpm, title, pickup, temperature, top_k, top_p, seed,
-                             choices, prefix)
-        if choices is None:
-            sources = self.copy_sources_of(np.asarray(z, np.float32))
-            sources[: len(z_prompt)] = [None] * len(z_prompt)
-        else:
-            sources = [k - int(o) if o > 0 else None for k, o in enumerate(choices)]
-        return melody, sources
+        return draw_melody(self, n_bars, temperature, seed, meter, qpm, top_k, top_p, prior,
+                           prior_temperature, prompt)
 
     def form_of(self, z: np.ndarray) -> list[int]:
         """Each bar's copy choice as decoding takes it from latents (N, Z): 0 generate, o copy
