@@ -5,9 +5,10 @@ against the prior (`TransformerVAE.forward` does so when the model holds a prior
     python -m experiments.joint_prior CKPT_WITH_PRIOR --minutes 25 -o runs/joint/model
     python -m experiments.joint_prior CKPT_WITH_PRIOR --control --max-steps 275 -o runs/ctl
 
-The fine-tune is the bundled model's second stage (`recipes/bundled_stage2.json`): beta 0.3,
-pointer loss (weight 1, cap 0.9, near-repeats with up to 2 edits), the training data's
-augmentation (transposition, repeats, reach batches), AdamW at `--lr` with 50 warm-up steps,
+The fine-tune is the previous bundled model's second stage
+(`recipes/previous_bundled_stage2.json`): beta 0.3, pointer loss (weight 1, cap 0.9,
+near-repeats with up to 2 edits), the training data's augmentation (transposition, repeats,
+reach batches), AdamW at `--lr` with 50 warm-up steps,
 batch 64, seeded. It writes an inference checkpoint (float16, the source's JSON and card kept
 for reference: score it again with `tvae evaluate`), and prints the loss parts every 25 steps.
 """

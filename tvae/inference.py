@@ -208,10 +208,11 @@ class TrainedModel:
         `known_pickup`: the song's own layout is decoded (a reconstruction): the steps before
         a pickup are outside the melody, decoded as PAD as training saw them, and later bars
         read and copy them so (without it the decoder fills them in; measured on the folk test
-        split, the bundled model's free-running accuracy is 0.945 with them given, 0.935
-        without: `python -m experiments.free_gap`). Otherwise a model with a lead-in head
-        (`ModelConfig.lead_in`) reads bar 0's lead-in from z_0 and the melody takes that pickup,
-        unless `lead_in` is False (a transfer: B's bar layout is decoded freely). `edits_from`
+        split, the free-running accuracy of the bundled model of commit dea496b is 0.945 with
+        them given, 0.935 without: `python -m experiments.free_gap`). Otherwise a model with a
+        lead-in head (`ModelConfig.lead_in`) reads bar 0's lead-in from z_0 and the melody takes
+        that pickup, unless `lead_in` is False (a transfer: B's bar layout is decoded freely).
+        `edits_from`
         (N, Z), B's own latents in a transfer: each copy's edits are located from B's own
         decoding (`TransformerVAE.transfer_run`), so that a bar B repeats with a change takes
         the new source's notes and keeps B's change."""

@@ -23,8 +23,8 @@ KL_NOTE = ("Under each melody, the KL of each bar's latent in bits: how much inf
            "model spends on that bar. A bar marked \"= bar j\" (dashed) is one the decoder copies "
            "from bar j, however far back. An exact repeat's latent only points back, so it costs "
            "few bits; a copy with changed notes still costs most of what a new bar costs, "
-           "since its latent holds much of the bar. After a context transfer a copy repeats "
-           "whatever bar j has become, with its own changes.")
+           "since its latent carries the copy and its changes. After a context transfer a copy "
+           "repeats whatever bar j has become, with its own changes.")
 LEARNED_NOTE = ("Each bar's copy choice and latent are drawn by the learned prior from the bars "
                 "before it, and decoding follows the choice: a bar marked \"= bar j\" is "
                 "decoded as a copy of bar j, with the edits its latent asks for (an edited copy "
