@@ -7,10 +7,11 @@
 #    loss, phrase augmentation, reach batches, the posterior's repeat vectors, beta rising to
 #    0.3 over 2,000 steps) for 100 epochs: 14,300 steps of 64 windows (--max-steps 16000 is
 #    never reached), 2 threads, about 2 hours alone. With --repeat-beta 2 --repeat-beta-from
-#    0.9, beta is doubled on the KL of repeats over the last tenth (steps 12,870-14,300): the
-#    short last stage that used to be a separate fine-tune. recipes/bundled.json is its
-#    config.json. Its last checkpoint (the learning rate's cosine end) is the model.
-#    As run: the run without the two flags (runs/os_edits_16k) up to its step-12,870
+#    0.9 (today's defaults, spelled out as run), beta is doubled on the KL of repeats over the
+#    last tenth (steps 12,870-14,300): the short last stage that used to be a separate
+#    fine-tune. recipes/bundled.json is its config.json. Its last checkpoint (the learning
+#    rate's cosine end) is the model.
+#    As run: the run without the weight (--repeat-beta 1, runs/os_edits_16k) up to its step-12,870
 #    checkpoint, which the flags do not change, then that checkpoint resumed with them in its
 #    config.json (docs/experiments/one_stage/, "A short last stage inside the run").
 # 2. The lead-in head (reads a pickup's lead-in from bar 1's latent), fitted on the VAE's

@@ -288,7 +288,8 @@ def test_repeat_beta_from_switches_the_weight_at_its_share_of_the_run(
     """A run whose --repeat-beta starts halfway takes the plain run's steps up to there (same
     losses, same weights), then weighs its repeats' KL more: its losses are higher after."""
     runs = {}
-    for name, kw in (("plain", {}), ("late", {"repeat_beta": 3.0, "repeat_beta_from": 0.5})):
+    for name, kw in (("plain", {"repeat_beta": 1.0}),
+                     ("late", {"repeat_beta": 3.0, "repeat_beta_from": 0.5})):
         _trainer(songs, tmp_path / name, **kw).fit()
         runs[name] = [float(r["loss"]) for r in _rows(tmp_path / name) if r["split"] == "train"]
     assert len(runs["late"]) == 6

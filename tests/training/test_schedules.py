@@ -183,6 +183,9 @@ def test_repeat_beta_holds_from_its_share_of_the_run() -> None:
     assert [repeat_beta_weight(s, 2.0, 3) for s in range(5)] == [1.0, 1.0, 1.0, 2.0, 2.0]
     cfg = TrainConfig(repeat_beta=2.0, repeat_beta_from=0.9)
     assert repeat_beta_at(8_999, cfg, 10_000) == 1.0 and repeat_beta_at(9_000, cfg, 10_000) == 2.0
-    always = TrainConfig(repeat_beta=2.0)  # from 0: a plain --repeat-beta run, as before
+    always = TrainConfig(repeat_beta=2.0, repeat_beta_from=0.0)  # from the first step
     assert repeat_beta_at(0, always, 10_000) == 2.0
-    assert repeat_beta_at(10_000, TrainConfig(), 10_000) == 1.0  # the default weighs none
+    default = TrainConfig()  # the default: 2 over the last tenth
+    assert repeat_beta_at(8_999, default, 10_000) == 1.0
+    assert repeat_beta_at(9_000, default, 10_000) == 2.0
+    assert repeat_beta_at(9_000, TrainConfig(repeat_beta=1.0), 10_000) == 1.0  # weighs none

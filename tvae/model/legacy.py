@@ -42,7 +42,7 @@ def legacy_model_fields(model: Any, data: DataConfig | None = None) -> Any:
 LEGACY = {
     "data": {"repeat_augment": 0.0, "repeat_edits": 0.0, "repeat_reach": 0.0},
     "train": {"pointer_weight": 0.0, "pointer_cap": 1.0, "pointer_edits": 0, "spike_ratio": 0.0,
-              "edit_weight": 0.0},
+              "edit_weight": 0.0, "repeat_beta": 1.0, "repeat_beta_from": 0.0},
 }
 
 
