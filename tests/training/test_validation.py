@@ -24,7 +24,8 @@ def test_validation_loss_is_the_objective_at_the_final_weights(songs: object  # 
     torch.manual_seed(0)
     model = TransformerVAE(TINY)
     windows = Windows(songs, "valid", DataConfig(bars=4))
-    cfg = TrainConfig(beta=0.3, beta_steps=1000, eval_windows=40, pointer_weight=2.0)
+    cfg = TrainConfig(beta=0.3, beta_steps=1000, eval_windows=40, pointer_weight=2.0,
+                      repeat_beta=1.0)  # every bar's KL weighed alike (the default weighs repeats)
     got = validation_loss(model, windows, cfg, total_steps=10)  # beta warm-up not reached
     assert got == validation_loss(model, windows, cfg, total_steps=10)  # same weights, same
     assert model.training  # put back as it was
@@ -35,6 +36,10 @@ def test_validation_loss_is_the_objective_at_the_final_weights(songs: object  # 
                                                                   edit_weight=0.0), 10)
     assert math.isnan(lighter["edit"])
     assert lighter["loss"] == pytest.approx(got["recon"] + 0.3 * got["kl"], rel=1e-5)
+    # the default's repeat weight (2 from 0.9 of the run) counts at validation from step 0
+    weighted = validation_loss(model, windows, dataclasses.replace(cfg, repeat_beta=2.0,
+                                                                   repeat_beta_from=0.9), 10)
+    assert weighted["loss"] > got["loss"] and weighted["kl"] == pytest.approx(got["kl"])
     with torch.no_grad():
         model.mu.weight.fill_(float("nan"))
     assert validation_loss(model, windows, cfg, total_steps=10)["loss"] == math.inf
