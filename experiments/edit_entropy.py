@@ -32,9 +32,9 @@ import torch
 from torch import Tensor
 
 from experiments.common import split_windows
-from experiments.near_cost import kl_bits
+from experiments.near_cost import near_cost
 from tvae.config import HOLD, N_SPECIAL, PAD, REST
-from tvae.eval.structure import near_repeats, repeated_bars
+from tvae.eval.structure import near_repeats
 from tvae.inference import load_model
 from tvae.model.pointer import nearest_source
 
@@ -119,19 +119,10 @@ class EditCode:
 
 def model_kl(model: torch.nn.Module, tokens: Tensor, meters: Tensor) -> dict[str, float]:
     """The model's mean KL bits of the near-repeats, of the same bars as exact copies of their
-    sources, of exact repeats and of new bars (bar 0 of a window excluded)."""
-    W, N, S = tokens.shape
-    kl = kl_bits(model, tokens, meters)  # (W, N)
-    near, rep = near_repeats(tokens), repeated_bars(tokens)
-    new = (tokens != PAD).any(-1) & ~near & ~rep
-    new[:, 0] = False
-    offset, _ = nearest_source(tokens, N - 1)
-    source = (torch.arange(N)[None] - offset).clamp(min=0)
-    as_copies = torch.where(near[..., None], tokens.gather(1, source[..., None].expand(W, N, S)),
-                            tokens)
-    return {"near": float(kl[near].mean()), "near_as_copies": float(
-        kl_bits(model, as_copies, meters)[near].mean()), "repeated": float(kl[rep].mean()),
-        "new": float(kl[new].mean())}
+    sources, of exact repeats and of new bars (`experiments.near_cost`'s groups)."""
+    r = near_cost(model, tokens, meters)
+    return {"near": r["kl_near"], "near_as_copies": r["kl_near_as_exact_copies"],
+            "repeated": r["kl_repeated"], "new": r["kl_new"]}
 
 
 def edit_entropy(model_path: str | None, data: str, split: str) -> dict[str, Any]:
