@@ -12,6 +12,13 @@ bar, inside the window and past it.
     python -m experiments.long_songs MODEL... [--data corpus] [--splits valid test] [--json OUT]
     python -m experiments.long_songs MODEL... --detail [--block 8] [--window W] [--given G]
     python -m experiments.long_songs MODEL... --joined 40 [--detail ...]
+    python -m experiments.long_songs MODEL... --errors
+
+`--errors` says where a reconstruction's wrong steps come from, inside the window and past it:
+bars the decoder generates, and bars it copies, split by whether their source was itself
+decoded right and by how the true bar relates to the true source (identical, at most
+`NEAR_STEPS` steps changed, more). A copy of a bar decoded wrong repeats its errors: those are
+carried errors, the rest are made where they show.
 
 `--joined N` scores N songs built instead of found: 4/4 songs of the test split without a pickup
 (their full bars), joined end to end until twice the window long, so that every bar past the
@@ -40,6 +47,9 @@ from tvae.eval.structure import repeated_bars
 from tvae.inference import TrainedModel, load_model
 from tvae.melody import Bars, Melody, bars_to_melody, meter_id
 from tvae.midi import read_melody
+from tvae.model.pointer import NEAR_STEPS
+
+GENERATED = "generated"
 
 
 def long_song_scores(model: TrainedModel, melodies: list[Melody]) -> dict[str, Any]:
@@ -74,6 +84,50 @@ def long_song_scores(model: TrainedModel, melodies: list[Melody]) -> dict[str, A
                            "copy_accuracy": (row["copied_right"] / row["repeats"]
                                              if row["repeats"] else None)})
     return {"songs": len(melodies), "window": W, "blocks": out_blocks}
+
+
+def copy_kind(truth: np.ndarray, out: np.ndarray, k: int, source: int | None) -> str:
+    """The `--errors` class of bar k, given the song's true and decoded bars (N, S) and the
+    decoder's source for it (None: generated)."""
+    if source is None or source >= k:
+        return GENERATED
+    decoded = "right" if np.array_equal(out[source], truth[source]) else "wrong"
+    changed = int((truth[source] != truth[k]).sum())
+    relation = ("identical" if changed == 0 else
+                f"near (1-{NEAR_STEPS} steps)" if changed <= NEAR_STEPS else "other")
+    return f"copy of a bar decoded {decoded}, true bar {relation}"
+
+
+def error_sources(model: TrainedModel, melodies: list[Melody]) -> dict[str, Any]:
+    """Per range of positions (inside the model's window, past it): for each `copy_kind`, the
+    bars, their real steps and the steps decoded wrong, and its share of the range's wrong
+    steps (`--errors`)."""
+    W = model.window
+    ranges: dict[str, dict[str, dict[str, int]]] = {f"1-{W}": {}, f"{W + 1}-": {}}
+    for melody in melodies:
+        truth = model.bars(melody).tokens  # (N, S)
+        out = model.bars(model.reconstruct(melody)).tokens
+        sources = model.copy_sources(melody)
+        for k in range(min(len(truth), len(out), len(sources))):
+            real = truth[k] != PAD
+            row = ranges[f"1-{W}" if k < W else f"{W + 1}-"].setdefault(
+                copy_kind(truth, out, k, sources[k]), {"bars": 0, "steps": 0, "wrong": 0})
+            row["bars"] += 1
+            row["steps"] += int(real.sum())
+            row["wrong"] += int(((out[k] != truth[k]) & real).sum())
+    result: dict[str, Any] = {"songs": len(melodies), "window": W, "ranges": {}}
+    for name, kinds in ranges.items():
+        steps = sum(r["steps"] for r in kinds.values())
+        wrong = sum(r["wrong"] for r in kinds.values())
+        result["ranges"][name] = {
+            "bars": sum(r["bars"] for r in kinds.values()), "steps": steps,
+            "step_accuracy": 1 - wrong / max(steps, 1),
+            "carried_share": sum(r["wrong"] for kind, r in kinds.items()
+                                 if "decoded wrong" in kind) / max(wrong, 1),
+            "kinds": {kind: {**r, "error_rate": r["wrong"] / max(r["steps"], 1),
+                             "share_of_errors": r["wrong"] / max(wrong, 1)}
+                      for kind, r in sorted(kinds.items())}}
+    return result
 
 
 def detail_scores(model: TrainedModel, melodies: list[Melody], block: int, window: int,
@@ -149,6 +203,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=0, help="(--detail) default: the model's")
     parser.add_argument("--given", type=int, default=0,
                         help="(--detail) bars given to free-running as they are")
+    parser.add_argument("--errors", action="store_true",
+                        help="where the wrong steps come from: generated bars, copies")
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = {}
@@ -156,6 +212,17 @@ def main() -> None:
         model = load_model(path)
         melodies = (joined_songs(args.data, args.joined, 2 * model.window) if args.joined
                     else long_melodies(args.data, tuple(args.splits), model.window))
+        if args.errors:
+            result = results[path] = error_sources(model, melodies)
+            print(f"{path}: {len(melodies)} songs; wrong steps by the bars they fall in")
+            for name, r in result["ranges"].items():
+                print(f"  bars {name} ({r['bars']} bars): steps right {r['step_accuracy']:.3f}, "
+                      f"{r['carried_share']:.0%} of the wrong steps carried by copies")
+                for kind, k in r["kinds"].items():
+                    print(f"    {kind:52s} {k['bars']:4d} bars, {k['wrong']:4d} of "
+                          f"{k['steps']:5d} steps wrong ({k['error_rate']:.3f}), "
+                          f"{k['share_of_errors']:.0%} of the errors")
+            continue
         if args.detail:
             rows = results[path] = detail_scores(model, melodies, args.block,
                                                  args.window or model.window, args.given)

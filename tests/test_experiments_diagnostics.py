@@ -83,6 +83,50 @@ def test_long_songs_scores_each_block_of_window_positions(monkeypatch: pytest.Mo
     assert second["step_accuracy"] < 1.0
 
 
+def test_long_songs_errors_split_made_from_carried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twinkle played four times, reconstructed right but for one bar past the window: that
+    bar's wrong steps are made there (a copy of a bar decoded right), and every later bar that
+    copies it, or a copy of it, carries them (a copy of a bar decoded wrong); bars with no
+    source are generated."""
+    from experiments.long_songs import GENERATED, error_sources
+    from tests.paths import DATA
+    from tvae.inference import load_model
+    from tvae.melody import Bars, bars_to_melody
+    from tvae.midi import read_melody
+
+    model = load_model()
+    one = model.bars(read_melody(DATA / "twinkle.mid"))
+    tokens = np.concatenate([one.tokens] * 4)  # (48, S)
+    song = bars_to_melody(Bars(tokens, one.meter, one.qpm, one.pickup, "long"))
+    n = len(model.bars(song).tokens)
+    nearest = [max((j for j in range(max(k - 32, 0), k) if np.array_equal(tokens[j], tokens[k])),
+                   default=None) for k in range(n)]
+    bad = 34
+    out = tokens.copy()
+    out[bad] = np.where(out[bad] >= 3, out[bad] + 1, out[bad])  # every onset a semitone up
+    carriers: list[int] = []  # the bars copying it, or a bar that copies it, ...
+    for k in range(bad + 1, n):
+        if nearest[k] in [bad, *carriers]:
+            carriers.append(k)
+            out[k] = out[bad]
+    decoded = bars_to_melody(Bars(out, one.meter, one.qpm, one.pickup, "decoded"))
+    monkeypatch.setattr(type(model), "reconstruct", lambda self, m: decoded)
+    monkeypatch.setattr(type(model), "copy_sources", lambda self, m: nearest)
+    result = error_sources(model, [song])
+    inside, past = result["ranges"]["1-33"], result["ranges"]["34-"]
+    assert inside["step_accuracy"] == 1.0 and inside["carried_share"] == 0.0
+    assert inside["bars"] == 33 and past["bars"] == n - 33
+    assert inside["kinds"][GENERATED]["bars"] == sum(s is None for s in nearest[:33])
+    wrong = int((out[bad] != tokens[bad]).sum())
+    assert carriers and wrong > 0
+    made = past["kinds"]["copy of a bar decoded right, true bar identical"]
+    carried = past["kinds"]["copy of a bar decoded wrong, true bar identical"]
+    assert made["wrong"] == wrong and carried["wrong"] == wrong * len(carriers)
+    assert carried["bars"] == len(carriers)
+    assert past["carried_share"] == pytest.approx(len(carriers) / (1 + len(carriers)))
+    assert sum(k["share_of_errors"] for k in past["kinds"].values()) == pytest.approx(1.0)
+
+
 def test_long_songs_detail_blocks_and_given_bars() -> None:
     """Twinkle played four times: every block of positions is scored; bars given to
     free-running come back as they are, so with all of them given it is right everywhere."""
