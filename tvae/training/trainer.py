@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import tvae.training.distributed as ddp
-from tvae.config import NO_EPOCH_LIMIT, Configs
+from tvae.config import Configs
 from tvae.data.dataset import SongArrays
 from tvae.data.windows import Windows
 from tvae.devices import pick_device
@@ -43,6 +43,7 @@ from tvae.training.resume import load_resume_point
 from tvae.training.run_state import RunState
 from tvae.training.schedules import fit_warmups
 from tvae.training.step import Batch, Scheduled, UpdateUndo, train_step
+from tvae.training.time_limits import TimeLimits
 from tvae.training.time_plan import TimePlanner
 from tvae.training.validation import validation_loss
 
@@ -71,7 +72,7 @@ def _label_ids(songs: SongArrays) -> tuple[list[str] | None, np.ndarray | None]:
     return names, np.array([lookup.get(x, -1) if x else -1 for x in songs.labels], np.int64)
 
 
-class Trainer:
+class Trainer(TimeLimits):
     """Owns the model, optimizer, data windows and run directory of one training run.
 
     `dist` makes it one rank of a multi-process run; `compile_model` runs the step through
@@ -240,26 +241,6 @@ class Trainer:
         return row if self.dist is None else self.dist.broadcast(row)
 
     # -- the loop ------------------------------------------------------------------------
-    def _clock(self) -> None:
-        """Bring state.seconds up to date: the wall time of earlier processes plus this one's."""
-        self.state.seconds = self._wall_base + self.clock() - self._wall_start
-
-    def _out_of_time(self) -> bool:
-        """--max-minutes is wall time: stop early enough that the last validation and
-        checkpoint (timed when they last ran) still end within the limit."""
-        limit = self.cfg.max_minutes * 60
-        self._clock()
-        return bool(limit) and self.state.seconds + self._reserve >= limit
-
-    def _should_stop(self) -> bool:
-        """The step or time limit is reached (ranks decide on time together, at log steps)."""
-        if self.state.step >= self.total_steps:
-            return True
-        if self.dist is None or not self.cfg.max_minutes:
-            return self._out_of_time()
-        at_log = self.state.step % self.cfg.log_every == 0
-        return at_log and self.dist.any(self._out_of_time())
-
     def run_epoch(self, bar: Any) -> bool:
         """Train to the end of the current epoch; False if a step or time limit stopped it."""
         cfg, st = self.cfg, self.state
@@ -325,33 +306,6 @@ class Trainer:
         self._clock()
         if self.planner.epoch_ended(took) and replan and not self.state.finished:
             self._plan()
-
-    def _plan(self) -> None:
-        """Plan the steps that fit in --max-minutes and end the lr decay there (all ranks take
-        rank 0's plan); tvae.training.time_plan."""
-        self._clock()
-        plan = self.planner.plan(self.state.step, self.state.seconds, self._reserve)
-        if plan is None:
-            return
-        if self.dist is not None:
-            plan = self.dist.broadcast(plan if self.main else None)
-        first = not self.state.planned_steps
-        self._apply_plan(plan)
-        if first and self.main and plan < self.planner.configured_steps:
-            self._say(self._bar, self.planner.line(plan, self.cfg))
-
-    def bar_total(self) -> int | None:
-        """The progress bar's total: the run's steps, or None (a count without a bar) while a
-        time-limited run given no other limit has not yet planned them."""
-        unplanned = self.planner.active and not self.state.planned_steps
-        return None if unplanned and self.total_steps >= NO_EPOCH_LIMIT else self.total_steps
-
-    def _apply_plan(self, plan: int) -> None:
-        self.state.planned_steps = plan
-        self.total_steps, self.cfg = self.planner.fitted(plan)
-        if self._bar is not None:
-            self._bar.total = self.total_steps
-            self._bar.refresh()
 
     def _end_epoch(self, bar: Any) -> None:
         self._acc = {"count": 0}
