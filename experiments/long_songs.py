@@ -12,7 +12,7 @@ bar, inside the window and past it.
     python -m experiments.long_songs MODEL... [--data corpus] [--splits valid test] [--json OUT]
     python -m experiments.long_songs MODEL... --detail [--block 8] [--window W] [--given G]
     python -m experiments.long_songs MODEL... --joined 40 [--detail ...]
-    python -m experiments.long_songs MODEL... --errors
+    python -m experiments.long_songs MODEL... --errors [--longer-than 0 --splits test]
 
 `--errors` says where a reconstruction's wrong steps come from, inside the window and past it:
 bars the decoder generates, and bars it copies, split by whether their source was itself
@@ -203,6 +203,9 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=0, help="(--detail) default: the model's")
     parser.add_argument("--given", type=int, default=0,
                         help="(--detail) bars given to free-running as they are")
+    parser.add_argument("--longer-than", type=int, default=-1,
+                        help="score the songs with more bars than this (default: the model's "
+                        "window; 0: every song of the splits)")
     parser.add_argument("--errors", action="store_true",
                         help="where the wrong steps come from: generated bars, copies")
     args = parser.parse_args()
@@ -210,8 +213,9 @@ def main() -> None:
     results = {}
     for path in args.models:
         model = load_model(path)
+        longer = model.window if args.longer_than < 0 else args.longer_than
         melodies = (joined_songs(args.data, args.joined, 2 * model.window) if args.joined
-                    else long_melodies(args.data, tuple(args.splits), model.window))
+                    else long_melodies(args.data, tuple(args.splits), longer))
         if args.errors:
             result = results[path] = error_sources(model, melodies)
             print(f"{path}: {len(melodies)} songs; wrong steps by the bars they fall in")
@@ -233,7 +237,7 @@ def main() -> None:
                       f"{row['teacher_forced']:.3f}, {row.get('kl_new', float('nan')):.1f} bits")
             continue
         result = results[path] = long_song_scores(model, melodies)
-        print(f"{path}: {result['songs']} songs longer than {model.window} bars "
+        print(f"{path}: {result['songs']} songs longer than {longer} bars "
               f"({', '.join(args.splits)})")
         for row in result["blocks"]:
             copy = ("-" if row["copy_accuracy"] is None
