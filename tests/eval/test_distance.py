@@ -111,6 +111,39 @@ def test_each_distance_bucket_counts_its_repeat_and_the_right_source() -> None:
     assert math.isnan(got["1-4"]["copy_accuracy"])
 
 
+class Decodes(Oracle):
+    """The oracle, but free-running decodes `out` (1, 30, S) instead of the song."""
+
+    def __init__(self, out: torch.Tensor) -> None:
+        super().__init__()
+        self.out = out
+
+    def free_run(self, z, meters, window=0):  # noqa: ANN001, ANN201
+        return self.out
+
+
+@pytest.mark.parametrize("wrong_step, exact, kept", [(None, 1.0, 1.0), (4, 0.0, 0.0),
+                                                     (8, 0.0, 1.0)])
+def test_a_near_repeat_keeps_its_change_when_its_changed_steps_come_back(
+        wrong_step: int | None, exact: float, kept: float) -> None:
+    """Bar 10 is bar 3 with its step 4 changed. Decoded with step 4 as in bar 3 (the edit
+    lost), it is neither exact nor keeps its change; with step 8 wrong instead (an error
+    carried from its source, say), it is not exact but keeps its change."""
+    from tvae.eval.windows import _near_metrics
+
+    tokens = song_with_far_repeats()
+    out = tokens.clone()
+    if wrong_step == 4:
+        out[0, 9, 4] = tokens[0, 2, 4]
+    elif wrong_step is not None:
+        out[0, 9, wrong_step] = tokens[0, 9, wrong_step] + 1
+    totals = _Totals()
+    totals.add(**evaluate_batch(Decodes(out), tokens, torch.zeros(1, 30, dtype=torch.long))[0])
+    near = _near_metrics(totals, free=True)
+    assert near["near_repeated_bars"] == 1
+    assert near["near_repeats_exact"] == exact and near["near_changes_kept"] == kept
+
+
 def test_copying_from_one_bar_too_near_scores_zero() -> None:
     """The old failure: a 5-back repeat copied from the bar 4 back, a 12-back from 11 back."""
     got = distances_of(Oracle(shift=-1))

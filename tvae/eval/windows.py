@@ -17,6 +17,7 @@ from tvae.config import PAD
 from tvae.data.windows import Windows
 from tvae.eval.structure import (
     DISTANCE_BUCKETS,
+    NEAR_EDITS,
     bucket_name,
     edit_marks,
     near_repeats,
@@ -28,7 +29,7 @@ from tvae.eval.structure import (
 )
 from tvae.model.forward import LN2, kl_per_bar
 from tvae.model.lead_in import lead_accuracy_counts
-from tvae.model.pointer import choose, copy_share, same_bars
+from tvae.model.pointer import choose, copy_share, nearest_source, same_bars
 from tvae.model.prior import kl_bits_against
 from tvae.model.vae import TransformerVAE
 
@@ -94,7 +95,10 @@ def evaluate_batch(model: TransformerVAE, tokens: Tensor, meters: Tensor, free: 
             known = model.free_run(mu, meters, window=window, outside=~target)
         counts["free_known_correct"] = ((known == tokens) & target).sum()
         exact = ((decoded == tokens) | ~target).all(-1)  # (B, N) bar decoded exactly
-        counts.update(near_exact=(exact & near).sum())
+        _, same = nearest_source(tokens, tokens.shape[1] - 1, NEAR_EDITS)  # (B, N, S)
+        change = target & ~same  # a near-repeat's steps that differ from its nearest source
+        kept = ((decoded == tokens) | ~change).all(-1)  # (B, N) the change decoded as it is
+        counts.update(near_exact=(exact & near).sum(), near_change_kept=(kept & near).sum())
     if model.prior is not None:  # the KL against the learned prior (a seeded estimate)
         gen = torch.Generator(device=tokens.device).manual_seed(0)
         learned = kl_bits_against(model.prior, mu, logvar, meters, real, window, gen) * real
@@ -226,7 +230,8 @@ def _learned_prior_metrics(totals: _Totals, recon: float) -> dict[str, Any]:
 
 def _near_metrics(totals: _Totals, free: bool) -> dict[str, Any]:
     """Near-repeats (1-2 steps changed from an earlier bar): count, KL against new bars, the
-    share the decoder copies (with edits), the share decoded exactly, and (per-step edits)
+    share the decoder copies (with edits), the share decoded exactly, the share whose changed
+    steps (those that differ from the nearest earlier bar) are decoded right, and (per-step edits)
     the shares of their changed and of their kept steps whose edit chance is above 0.5."""
     return {
         "near_repeated_bars": int(totals.v.get("n_near", 0)),
@@ -236,6 +241,7 @@ def _near_metrics(totals: _Totals, free: bool) -> dict[str, Any]:
         "near_repeats_copied": totals.ratio("near_copied", "n_near") if "copy_rep" in totals.v
         else None,
         "near_repeats_exact": totals.ratio("near_exact", "n_near") if free else None,
+        "near_changes_kept": totals.ratio("near_change_kept", "n_near") if free else None,
         "near_changed_steps_marked": totals.ratio("near_changed_marked", "near_changed")
         if "near_changed" in totals.v else None,
         "near_kept_steps_marked": totals.ratio("near_kept_marked", "near_kept")

@@ -363,7 +363,8 @@ def write_inference_pair(model: TransformerVAE, meta: dict[str, Any], dst: str |
 CARD_KEYS = ("split", "windows", "tf_accuracy", "free_accuracy", "kl_bits_per_bar",
              "kl_bits_repeated", "kl_bits_new", "kl_paired_ratio", "transfer_follow_rate",
              "transfer_spurious_rate", "elbo_bits_per_bar", "kl_bits_near_repeated",
-             "near_repeats_exact", "transfer_edit_follow_rate", "transfer_edit_cases",
+             "near_repeats_exact", "near_changes_kept", "transfer_edit_follow_rate",
+             "transfer_edit_cases",
              "by_distance",
              "kl_bits_learned_prior", "elbo_bits_learned_prior")
 
