@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -40,6 +42,79 @@ def test_near_cost_groups_near_repeats_and_prices_them_as_copies() -> None:
     assert parts["near"]["mean"] + parts["near"]["variance"] == pytest.approx(out["kl_near"],
                                                                               rel=1e-4)
     assert min(parts["new"].values()) >= 0.0
+
+
+class NearFates(torch.nn.Module):
+    """An oracle for `lost_changes`: six 3-bar windows, bar 3 = bar 1 with step 4 changed, each
+    window's near-repeat given one fate by its pointer, edit chances and decoding."""
+
+    FATES = ("kept", "generated", "copied from another bar", "not marked",
+             "the source's note", "another note")
+
+    def __init__(self, tokens: torch.Tensor) -> None:
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(trained_bars=0)
+        self.tokens = tokens
+
+    def encode_windowed(self, tokens, meters, window):  # noqa: ANN001, ANN201
+        return torch.zeros(*tokens.shape[:2], 2), torch.zeros(*tokens.shape[:2], 2)
+
+    def pointer_weights(self, z, real):  # noqa: ANN001, ANN201
+        B, N = real.shape
+        log_pi = torch.full((B, N, 1 + N), -30.0)
+        log_pi[:, :, 0] = 0.0  # generate, but for bar 3:
+        log_pi[:, 2, 0], log_pi[:, 2, 1] = -30.0, 0.0  # copy bar 1
+        log_pi[1, 2, 0], log_pi[1, 2, 1] = 0.0, -30.0  # generated
+        log_pi[2, 2, 1], log_pi[2, 2, 2] = -30.0, 0.0  # copies bar 2
+        log_eps = torch.full((B, N, self.tokens.shape[-1]), math.log(0.1))
+        log_eps[:, 2, 4] = math.log(0.9)  # the change marked
+        log_eps[3, 2, 4] = math.log(0.1)  # not marked
+        return log_pi.log_softmax(-1), log_eps
+
+    def free_run(self, z, meters, window=0):  # noqa: ANN001, ANN201
+        out = self.tokens.clone()
+        out[1:5, 2, 4] = out[1:5, 0, 4]  # the source's note
+        out[5, 2, 4] = out[5, 0, 4] + 7  # neither
+        return out
+
+
+def test_near_lost_sorts_each_near_repeat_by_what_became_of_its_change() -> None:
+    from experiments.near_lost import lost_changes
+    from tests.model.test_model import random_bars
+    from tvae.config import N_SPECIAL
+
+    tokens, meters = random_bars(6, 3, seed=5, meters=torch.zeros(6, 3, dtype=torch.long))
+    tokens[:] = N_SPECIAL + torch.arange(16) % 5  # every step an onset
+    tokens[:, 1] += 20  # bar 2 far from bar 1
+    tokens[:, 2] = tokens[:, 0]
+    tokens[:, 2, 4] += 2  # bar 3: bar 1 with step 4 changed
+    out = lost_changes(NearFates(tokens), tokens, meters)
+    assert out["near_bars"] == 6
+    assert out["counts"] == dict.fromkeys(NearFates.FATES, 1)
+
+
+def test_near_lost_agrees_with_evaluate_on_a_tiny_model() -> None:
+    """On a tiny model, the near-repeats `lost_changes` finds kept are those `tvae evaluate`
+    counts in `near_changes_kept`, and every near-repeat falls in one kind."""
+    from experiments.near_lost import KINDS, lost_changes
+    from tests.model.test_model import random_bars, tiny
+    from tvae.config import N_SPECIAL, REST
+    from tvae.eval.windows import evaluate_batch
+
+    model = tiny(copy_offsets=4).eval()
+    tokens, meters = random_bars(6, 6, seed=5, meters=torch.zeros(6, 6, dtype=torch.long))
+    tokens[tokens > 0] = tokens[tokens > 0].clamp(min=N_SPECIAL)
+    tokens[:, 2], tokens[:, 4] = tokens[:, 0], tokens[:, 1]
+    tokens[:, 2, 1] = N_SPECIAL + (tokens[:, 0, 1] - N_SPECIAL + 3) % 40  # a new pitch
+    tokens[:, 4, 2] = REST  # an onset taken out
+    out = lost_changes(model, tokens, meters)
+    assert set(out["counts"]) == set(KINDS)
+    assert out["near_bars"] == sum(out["counts"].values()) == 12
+    counts, _ = evaluate_batch(model, tokens, meters)
+    assert int(counts["n_near"]) == 12
+    assert out["counts"]["kept"] == int(counts["near_change_kept"])
 
 
 def test_long_songs_scores_each_block_of_window_positions(monkeypatch: pytest.MonkeyPatch
