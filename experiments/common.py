@@ -139,6 +139,20 @@ def eval_windows(ctx: Context, songs: SongArrays) -> Windows:
     return windows
 
 
+def model_parser(doc: str, split: bool = True) -> Any:
+    """The command line of a diagnostic that scores models: MODEL... [--data DIR] [--split
+    SPLIT] [--json OUT], described by the first paragraph of `doc`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--data", default="corpus")
+    if split:
+        parser.add_argument("--split", default="test")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    return parser
+
+
 def split_windows(trained: TrainedModel, data_dir: str | Path, split: str
                   ) -> tuple[Any, Any, Windows]:
     """tokens (W, N, S), meters (W, N) torch tensors of every non-overlapping window of the

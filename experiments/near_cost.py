@@ -15,7 +15,6 @@ them; z = posterior mean), it reports:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from experiments.common import split_windows
+from experiments.common import model_parser, split_windows
 from tvae.config import N_SPECIAL, PAD
 from tvae.eval.structure import near_repeats, repeated_bars
 from tvae.inference import load_model
@@ -100,12 +99,7 @@ def near_cost(model: torch.nn.Module, tokens: Tensor, meters: Tensor) -> dict[st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+")
-    parser.add_argument("--data", default="corpus")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--json", default=None, help="also write the results here")
-    args = parser.parse_args()
+    args = model_parser(__doc__).parse_args()
     torch.set_num_threads(1)
     results = {}
     for path in args.models:

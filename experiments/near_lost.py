@@ -18,7 +18,6 @@ what became of its changed steps (those that differ from its nearest earlier bar
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from experiments.common import split_windows
+from experiments.common import model_parser, split_windows
 from tvae.config import PAD
 from tvae.eval.structure import NEAR_EDITS, near_repeats
 from tvae.inference import load_model
@@ -73,12 +72,7 @@ def lost_changes(model: torch.nn.Module, tokens: Tensor, meters: Tensor) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+")
-    parser.add_argument("--data", default="corpus")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--json", default=None, help="also write the results here")
-    args = parser.parse_args()
+    args = model_parser(__doc__).parse_args()
     torch.set_num_threads(1)
     results = {}
     for path in args.models:

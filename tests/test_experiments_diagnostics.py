@@ -117,13 +117,9 @@ def test_near_lost_agrees_with_evaluate_on_a_tiny_model() -> None:
     assert out["counts"]["kept"] == int(counts["near_change_kept"])
 
 
-def test_long_songs_scores_each_block_of_window_positions(monkeypatch: pytest.MonkeyPatch
-                                                          ) -> None:
-    """Twinkle played four times (48 bars, past the bundled model's 33-bar window): with a
-    reconstruction that returns the song and copy choices at each repeat's nearest identical
-    bar, every block is right; a reconstruction that shifts the bars past the window and a
-    copy choice of None there are counted as wrong there only."""
-    from experiments.long_songs import long_song_scores
+def twinkle_four_times() -> tuple:
+    """The bundled model, Twinkle's bars, them played four times (48 bars: tokens and the
+    song) and each bar's nearest identical bar up to 32 back (None: none)."""
     from tests.paths import DATA
     from tvae.inference import load_model
     from tvae.melody import Bars, bars_to_melody
@@ -136,6 +132,20 @@ def test_long_songs_scores_each_block_of_window_positions(monkeypatch: pytest.Mo
     n = len(model.bars(song).tokens)
     nearest = [max((j for j in range(max(k - 32, 0), k) if np.array_equal(tokens[j], tokens[k])),
                    default=None) for k in range(n)]
+    return model, one, tokens, song, nearest
+
+
+def test_long_songs_scores_each_block_of_window_positions(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """Twinkle played four times (48 bars, past the bundled model's 33-bar window): with a
+    reconstruction that returns the song and copy choices at each repeat's nearest identical
+    bar, every block is right; a reconstruction that shifts the bars past the window and a
+    copy choice of None there are counted as wrong there only."""
+    from experiments.long_songs import long_song_scores
+    from tvae.melody import Bars, bars_to_melody
+
+    model, one, tokens, song, nearest = twinkle_four_times()
+    n = len(nearest)
     monkeypatch.setattr(type(model), "reconstruct", lambda self, m: m)
     monkeypatch.setattr(type(model), "copy_sources", lambda self, m: nearest)
     out = long_song_scores(model, [song])
@@ -164,18 +174,10 @@ def test_long_songs_errors_split_made_from_carried(monkeypatch: pytest.MonkeyPat
     copies it, or a copy of it, carries them (a copy of a bar decoded wrong); bars with no
     source are generated."""
     from experiments.long_songs import GENERATED, error_sources
-    from tests.paths import DATA
-    from tvae.inference import load_model
     from tvae.melody import Bars, bars_to_melody
-    from tvae.midi import read_melody
 
-    model = load_model()
-    one = model.bars(read_melody(DATA / "twinkle.mid"))
-    tokens = np.concatenate([one.tokens] * 4)  # (48, S)
-    song = bars_to_melody(Bars(tokens, one.meter, one.qpm, one.pickup, "long"))
-    n = len(model.bars(song).tokens)
-    nearest = [max((j for j in range(max(k - 32, 0), k) if np.array_equal(tokens[j], tokens[k])),
-                   default=None) for k in range(n)]
+    model, one, tokens, song, nearest = twinkle_four_times()
+    n = len(nearest)
     bad = 34
     out = tokens.copy()
     out[bad] = np.where(out[bad] >= 3, out[bad] + 1, out[bad])  # every onset a semitone up
