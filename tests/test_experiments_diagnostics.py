@@ -289,3 +289,25 @@ def test_edit_entropy_finds_each_change_and_codes_it_by_its_parts() -> None:
     unseen = {"offset": 2, "steps": [(3, p + 2, p + 9)]}  # +7: an interval never fitted
     assert code.bits(unseen)["changes"] > one["changes"] > 0
     assert code.offset.bits(2) < code.offset.bits(1) == pytest.approx(math.log2(5))
+
+
+def test_an_edit_that_differs_gives_the_source_one_minus_eps_and_spreads_eps_elsewhere() -> None:
+    """At every step the distribution sums to 1, the source's token gets exactly 1 - eps, and
+    the others keep the generator's proportions; the plain mixture is left as it was."""
+    import tvae.model.pointer as pointer
+    from experiments.edit_differs import differing_step_log_probs
+
+    torch.manual_seed(0)
+    gen = torch.randn(2, 3, 4, 6).log_softmax(-1)  # (B, N, S, V)
+    sources = torch.randint(0, 6, (2, 3, 4))
+    log_eps = torch.rand(2, 3, 4).clamp(0.05, 0.95).log()
+    out = differing_step_log_probs(gen, sources, log_eps)
+    assert torch.allclose(out.exp().sum(-1), torch.ones(2, 3, 4), atol=1e-5)
+    src = out.gather(-1, sources[..., None])[..., 0].exp()
+    assert torch.allclose(src, 1 - log_eps.exp(), atol=1e-5)
+    others = out.exp().masked_fill(torch.nn.functional.one_hot(sources, 6).bool(), 0.0)
+    g = gen.exp().masked_fill(torch.nn.functional.one_hot(sources, 6).bool(), 0.0)
+    assert torch.allclose(others / others.sum(-1, keepdim=True), g / g.sum(-1, keepdim=True),
+                          atol=1e-5)
+    plain = pointer.copy_step_log_probs(gen, sources, log_eps)
+    assert not torch.allclose(plain, out)  # the plain mixture lets an edit repeat the source
