@@ -49,3 +49,33 @@ def test_every_recipe_is_a_config_that_tvae_train_reads() -> None:
         assert folders == ("corpus",) and DataConfig in bases and TrainConfig in bases
     short, _ = _config_file(str(ROOT / "recipes" / "short_9bars.json"))
     assert short[DataConfig].bars == 9 and short[TrainConfig].max_minutes == 12.0
+
+
+def _table_row(text: str, start: str) -> list[str]:
+    rows = [line for line in text.splitlines() if line.startswith(start)]
+    assert len(rows) == 1, f"README: expected one row starting {start!r}, found {len(rows)}"
+    return [cell.strip() for cell in rows[0].strip("|").split("|")]
+
+
+def test_readme_card_is_the_bundled_models_card() -> None:
+    """The README's model-card tables quote the card recorded inside the bundled weights
+    (`tvae evaluate --record`), every distance bucket included: a retrained model whose
+    README was not regenerated fails here."""
+    import json
+
+    card = json.loads((ROOT / "tvae" / "weights" / "default.json").read_text())["evaluation"]
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## The bundled model", 1)[1].split("\n## ", 1)[0]
+    for start, key, digits in (("| free-running accuracy (", "free_accuracy", 3),
+                               ("| teacher-forced accuracy |", "tf_accuracy", 3),
+                               ("| KL, bits per bar |", "kl_bits_per_bar", 1),
+                               ("| ELBO, bits per bar", "elbo_bits_per_bar", 1),
+                               ("| near-repeats whose change comes back", "near_changes_kept", 2)):
+        assert _table_row(section, start)[1] == f"{card[key]:.{digits}f}", key
+    for bucket, row in card["by_distance"].items():
+        cells = _table_row(section, f"| {bucket.replace('-', '–')} |")
+        assert cells[1] == f"{row['repeats']:,}"
+        assert cells[2] == f"{row['copy_accuracy']:.2f}"
+        assert cells[4] == f"{row['kl_bits']:.1f}"
+        assert cells[5] == str(row["transfer_cases"])
+        assert cells[6] == f"{row['transfer_follow']:.2f}"
