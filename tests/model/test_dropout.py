@@ -75,3 +75,26 @@ def test_cpu_attention_path_is_torchs_attention(how):
                                   torch.eye(200)[None, None], None, False, 0.25)
     dropped = (weights == 0).float().mean().item()
     assert weights.shape == (1, 1, 200, 200) and abs(dropped - 0.25) < 0.01
+
+
+def test_traced_by_torch_compile_takes_torchs_dropout(monkeypatch):
+    """Under torch.compile the cheap CPU mask (a draw sized by the batch's shape, which dynamo
+    cannot trace with dynamic shapes: `tvae train --compile` failed on the CPU) gives way to
+    torch's own dropout; outside it the cheap mask is used."""
+    import torch.nn.functional as F
+
+    from tvae.model import dropout as module
+
+    calls, torch_dropout = [], F.dropout
+
+    def spy(x, p, training):
+        calls.append(p)
+        return torch_dropout(x, p, training)
+
+    monkeypatch.setattr(module.F, "dropout", spy)
+    x = torch.ones(8, 16)
+    module.dropout(x, 0.1, True)
+    assert calls == []  # eager CPU: the cheap mask
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    module.dropout(x, 0.1, True)
+    assert calls == [0.1]

@@ -7,7 +7,8 @@ uniform over 65,536 values, and a lane below `round(p * 65536)` drops its elemen
 p to within 1/131,072 and the kept elements are scaled by the exact inverse of the keep rate, so
 the layer's expectation is the identity, as torch's. The draws come from torch's global generator,
 like `nn.Dropout`'s (training seeds it from the run's seed and the step, so a resumed run draws the
-same masks). On other devices torch's own dropout runs (fused there).
+same masks). On other devices torch's own dropout runs (fused there), and so it does under
+`torch.compile`, which cannot trace a draw whose size depends on the batch's shape.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """`F.dropout(x, p, training)`, with the cheaper mask on the CPU."""
     if not training or p <= 0.0:
         return x
-    if x.device.type != "cpu" or p >= 1.0:
-        return F.dropout(x, p, True)
+    if x.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling():
+        return F.dropout(x, p, True)  # fused off the CPU; traceable under torch.compile
     return x * keep_scale(x.shape, p, x.dtype)
 
 
