@@ -230,7 +230,9 @@ class TrainConfig:
                                       "steps on, 1 before (0: from the first step; 0.9: the "
                                       "last tenth, like a short last stage); validation weighs "
                                       "repeats by --repeat-beta throughout, so that its losses "
-                                      "compare", 0.0, 1.0)
+                                      "compare; the run keeps its checkpoint at that step as "
+                                      "before_late.json, from which scripts/branch_run.py tries "
+                                      "another last stage", 0.0, 1.0)
     source_weight: float = setting(0.0, "a phrase's first occurrence: its reconstruction loss "
                                    "weighs 1 + this x the later bars in the copy path's reach "
                                    "that repeat it (exactly, or with up to --pointer-edits steps "

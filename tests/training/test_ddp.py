@@ -42,7 +42,8 @@ RUN_ARGS = ["--bars", "4", "--batch-size", "7", "--epochs", "1", "--max-steps", 
             "10", "--beta-steps", "5", "--num-threads", "1", "--label-column", "collection",
             "--quiet"]
 RUN_FILES = {"config.json", "command.txt", "metrics.csv", "split.csv", "skipped.csv", "best.json",
-             "best.safetensors", "last.json", "last.safetensors", "plots"}
+             "best.safetensors", "last.json", "last.safetensors", "plots",
+             "before_late.json", "before_late.safetensors"}  # the defaults' last stage starts at 9
 
 
 def _rows(run: Path) -> list[dict[str, str]]:

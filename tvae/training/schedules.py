@@ -86,8 +86,13 @@ def repeat_beta_weight(step: int, weight: float, start: int) -> float:
     return weight if step >= start else 1.0
 
 
+def late_start(cfg: TrainConfig, total_steps: int) -> int:
+    """The first step that weighs repeats' KL by --repeat-beta (the last stage's start)."""
+    return round(cfg.repeat_beta_from * total_steps)
+
+
 def repeat_beta_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
-    return repeat_beta_weight(step, cfg.repeat_beta, round(cfg.repeat_beta_from * total_steps))
+    return repeat_beta_weight(step, cfg.repeat_beta, late_start(cfg, total_steps))
 
 
 def beta_at(step: int, cfg: TrainConfig) -> float:

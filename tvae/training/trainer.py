@@ -41,12 +41,13 @@ from tvae.training.plots import plot_metrics
 from tvae.training.prefetch import Prefetcher
 from tvae.training.resume import load_resume_point
 from tvae.training.run_state import RunState
-from tvae.training.schedules import fit_warmups
+from tvae.training.schedules import fit_warmups, late_start
 from tvae.training.step import Batch, Scheduled, UpdateUndo, train_step
 from tvae.training.time_limits import TimeLimits
 from tvae.training.time_plan import TimePlanner
 from tvae.training.validation import validation_loss
 
+BEFORE_LATE = "before_late"  # the checkpoint kept where the last stage starts
 # per-step stats summed between log rows
 SUMMED = ("loss", "recon", "kl", "correct", "n", "class_correct", "class_n", "pointer", "edit")
 
@@ -133,6 +134,14 @@ class Trainer(TimeLimits):
             self.state.loss_history = self.safeguard.spikes.values()
         save_checkpoint(self.run_dir / name, self.model, data=self.data_cfg, train=self.cfg,
                         state=asdict(self.state), optimizer=self.optimizer, labels=self.labels)
+
+    def _at_late_start(self) -> bool:
+        """The next step is the first of the last stage (--repeat-beta from
+        --repeat-beta-from on): the run keeps its checkpoint here as `before_late`, from which
+        a copy of the run can try another last stage (scripts/branch_run.py)."""
+        cfg = self.cfg
+        return (cfg.repeat_beta != 1.0 and cfg.repeat_beta_from > 0
+                and self.state.step == late_start(cfg, self.total_steps))
 
     def resume(self) -> None:
         """Continue from the run folder's last checkpoint; a damaged one is a TvaeError."""
@@ -259,6 +268,8 @@ class Trainer(TimeLimits):
                 st.batch += 1
                 st.step += 1
                 bar.update(1)
+                if self._at_late_start():
+                    self.save(BEFORE_LATE)  # a branch point for other last stages
                 if self.planner.stepped():
                     self._plan()
                 if st.step % self.check_every == 0 or st.step % cfg.checkpoint_every == 0:
