@@ -9,9 +9,10 @@ checkpoint as NEW's last one, sets the given training options in NEW/config.json
 step (the options change nothing before it; its metrics rows past it are dropped on resume), so
 the two runs differ in the last stage only.
 
-Only options of the last stage may change (`repeat_beta`, `repeat_beta_from` no earlier than
-RUN's, `source_weight`, `edit_weight`, `pointer_weight`, `pointer_cap`): any other would also
-have changed the steps before. Exit code 2 with one line on a bad request.
+Only the loss's weights may change (`repeat_beta`, `repeat_beta_from` no earlier than RUN's,
+`source_weight`, `edit_weight`, `pointer_weight`, `pointer_cap`): the other options set the
+schedules, limits and data that the steps before the branch were planned and taken under.
+Exit code 2 with one line on a bad request.
 """
 
 from __future__ import annotations
